@@ -1,0 +1,1 @@
+"""Pure analyses of masks and weights (no run folders, no plotting)."""

@@ -1,0 +1,102 @@
+"""The ``imprint`` command: a thin layer over library calls that the tests make too."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from imprint.config import ConfigError, load_config
+
+__all__ = ["main", "format_round_table"]
+
+
+def format_round_table(rounds: Sequence[dict], pruned: Sequence[int]) -> str:
+    """The end-of-run console table: one line per round."""
+    header = ["round", *[f"left L{layer}" for layer in pruned], "best top-1", "top-5",
+              *[f"conn. L{layer}" for layer in pruned], "locality"]
+    rows = []
+    for m in rounds:
+        rows.append([
+            str(m["round"]),
+            *[f"{m['layer_density'][layer]:.2%}" for layer in pruned],
+            f"{m['best_val_top1']:.4f}",
+            f"{m['val_top5_at_best']:.4f}",
+            *[f"{m['connected_units'][layer]}/{m['units'][layer]}" for layer in pruned],
+            f"{m['locality_ratio']:.2f}",
+        ])
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
+    return "\n".join(lines)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from imprint.imp import prunable_layers, run_imp
+
+    config = load_config(args.config, args.set)
+    out = args.out or _default_out(args.config)
+    result = run_imp(config, out, device=args.device, progress=not args.quiet)
+    print()
+    print(format_round_table(result.rounds, prunable_layers(config)))
+    best = result.rounds[result.best_round]
+    print(
+        f"\nStopped: {result.stop_reason}. Best round {result.best_round}: top-1 "
+        f"{best['best_val_top1']:.4f} at {best['density']:.2%} of the prunable weights."
+    )
+    print(f"Run folder: {result.folder}")
+    return 0
+
+
+def _default_out(config_path: str) -> str:
+    from pathlib import Path
+
+    return str(Path("runs") / Path(config_path).stem)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imprint",
+        description="Iterative magnitude pruning of fully connected networks on images, "
+        "and the local connectivity that survives.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run", help="run (or resume) an IMP experiment",
+        description="Run the procedure of CONFIG into a run folder; re-running the same "
+        "command resumes from the last completed round.",
+    )
+    run.add_argument("config", help="a TOML config, e.g. configs/default.toml")
+    run.add_argument("--out", help="run folder (default: runs/<config name>)")
+    run.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.steps=2000 (repeatable)",
+    )
+    run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                     help="where to train (default: auto = cuda when available)")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(handler=_cmd_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from imprint.data import DataError
+    from imprint.runs import RunFolderError
+    from imprint.train import TrainingDiverged
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (ConfigError, DataError, RunFolderError, TrainingDiverged) as error:
+        print(f"imprint: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nimprint: interrupted; completed rounds are kept. Run the same command to resume.",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,339 @@
+"""Typed, frozen, validated experiment configs.
+
+A config is built once, from a TOML document plus ``--set key=value`` overrides,
+and validated before any work starts: unknown keys and out-of-range values fail
+with a :class:`ConfigError` naming the key and what was expected. After that it is
+an immutable value; ``config_to_dict`` gives back the resolved document that a run
+folder stores.
+
+The defaults of every field are the paper's setting (Pellegrini & Biroli, ICML
+2022); the shipped TOML files override only what differs.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+__all__ = [
+    "ConfigError",
+    "Config",
+    "NLGPData",
+    "ImageNetData",
+    "ModelConfig",
+    "TrainConfig",
+    "PruneConfig",
+    "SeedConfig",
+    "load_config",
+    "parse_config",
+    "apply_overrides",
+    "config_to_dict",
+]
+
+
+class ConfigError(ValueError):
+    """A config document or override that cannot be used; the message names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+
+PositiveInt = Annotated[int, Field(gt=0)]
+Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
+
+
+class NLGPData(_Section):
+    """The non-linear Gaussian process of Ingrosso & Goldt, or its Gaussian clone.
+
+    Each class is a pair of correlation lengths (xi_x, xi_y); pixels have unit variance.
+    """
+
+    name: Literal["nlgp"] = "nlgp"
+    # "nlgp": x = erf(g z / sqrt 2) / sqrt(gamma); "gaussian": same covariance, no higher cumulants.
+    process: Literal["nlgp", "gaussian"] = "nlgp"
+    gain: Annotated[float, Field(gt=0.0)] = 10.0  # g = 10: nearly binary, sharp-edged images
+    height: Annotated[int, Field(ge=2, le=256)] = 12
+    width: Annotated[int, Field(ge=2, le=256)] = 12
+    channels: Annotated[int, Field(ge=1, le=4)] = 1
+    # Correlation of the latent field between channels (colour images); 0 = independent.
+    channel_correlation: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    # One (xi_x, xi_y) per class; the default is the anisotropic four-class task.
+    class_xi: list[tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]]] = [
+        (0.7, 3.0),
+        (3.0, 0.7),
+        (0.7, 0.7),
+        (3.0, 3.0),
+    ]
+    n_train: PositiveInt = 50_000
+    n_val: PositiveInt = 10_000
+    seed: Annotated[int, Field(ge=0)] = 0
+    # A fixed seeded permutation of pixel positions hides the geometry from the network.
+    permute_pixels: bool = False
+
+    @model_validator(mode="after")
+    def _two_classes(self) -> NLGPData:
+        if len(self.class_xi) < 2:
+            raise ValueError(
+                f"data.class_xi must list at least 2 classes. Got {len(self.class_xi)}."
+            )
+        return self
+
+
+class ImageNetData(_Section):
+    """ImageNet32/64 as distributed (pickled batches or npz), with the paper's tasks."""
+
+    name: Literal["imagenet32", "imagenet64"] = "imagenet32"
+    root: str = "data/imagenet32"
+    # "classes": the 1000 classes; "superclasses": the 10 meaningful groups;
+    # "modulo": label mod 10 (semantically meaningless, the paper's control).
+    task: Literal["classes", "superclasses", "modulo"] = "classes"
+    modulo: Annotated[int, Field(ge=2)] = 10
+    train_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
+    n_val: PositiveInt = 10_000  # the paper validates on the first 10,000 official val images
+    permute_pixels: bool = False
+    seed: Annotated[int, Field(ge=0)] = 0
+
+
+DataConfig = Annotated[NLGPData | ImageNetData, Field(discriminator="name")]
+
+
+class ModelConfig(_Section):
+    """The paper's FCN: BN on the input of every linear layer, ReLU, Glorot-normal init."""
+
+    hidden: list[PositiveInt] = [1024, 1024, 1024]
+    bn_momentum: Annotated[float, Field(gt=0.0, le=1.0)] = 0.01  # decay 0.99 of the running averages
+    bn_eps: Annotated[float, Field(gt=0.0)] = 1e-3
+
+    @model_validator(mode="after")
+    def _at_least_one_hidden(self) -> ModelConfig:
+        if not self.hidden:
+            raise ValueError("model.hidden must list at least one hidden width. Got [].")
+        return self
+
+
+class TrainConfig(_Section):
+    """Plain SGD on batches drawn with replacement, validated every ``eval_every`` steps."""
+
+    steps: PositiveInt = 100_000
+    batch_size: PositiveInt = 1000
+    lr: Annotated[float, Field(gt=0.0)] = 0.1
+    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0  # off in the paper
+    weight_decay: Annotated[float, Field(ge=0.0)] = 0.0  # off in the paper
+    eval_every: PositiveInt = 100
+    eval_batch_size: PositiveInt = 10_000
+
+
+class PruneConfig(_Section):
+    """The IMP protocol and its controls."""
+
+    procedure: Literal["imp", "oneshot", "random", "reinit", "finetune"] = "imp"
+    fraction: Fraction = 0.3  # of the weights still alive, per round
+    # Optional per-layer rates (one per linear layer; 0 leaves a layer dense).
+    layer_fractions: list[Annotated[float, Field(ge=0.0, lt=1.0)]] | None = None
+    scope: Literal["layer", "global"] = "layer"
+    # Linear layers never pruned, by index (negative counts from the output); the paper
+    # leaves the output layer dense.
+    exclude_layers: list[int] = [-1]
+    rewind_step: Annotated[int, Field(ge=0)] = 1000  # late rewinding; 0 = back to init
+    max_rounds: Annotated[int, Field(ge=0)] = 30  # pruned rounds after the dense round 0
+    target_density: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0  # 0 = no target
+    # Stop once, in some pruned layer, at most this fraction of units has an incoming
+    # connection (the paper: 0.2). 0 disables the rule.
+    min_connected_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.2
+    # A finished IMP run whose masks (reinit) or per-layer densities (oneshot, random)
+    # the control matches. Required for reinit.
+    reference_run: str | None = None
+
+
+class SeedConfig(_Section):
+    """Separate random streams, so changing one leaves the others as they were."""
+
+    init: Annotated[int, Field(ge=0)] = 0  # weight initialisation
+    data: Annotated[int, Field(ge=0)] = 0  # batch order
+    prune: Annotated[int, Field(ge=0)] = 0  # random masks and other pruning randomness
+
+
+class Config(_Section):
+    data: DataConfig = NLGPData()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    prune: PruneConfig = PruneConfig()
+    seeds: SeedConfig = SeedConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_dataset(cls, document: Any) -> Any:
+        # A [data] table without a name means the built-in NLGP data.
+        if isinstance(document, dict) and isinstance(document.get("data"), dict):
+            if "name" not in document["data"]:
+                document = {**document, "data": {"name": "nlgp", **document["data"]}}
+        return document
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Config:
+        n_linear = len(self.model.hidden) + 1
+        if self.prune.layer_fractions is not None and len(self.prune.layer_fractions) != n_linear:
+            raise ValueError(
+                f"prune.layer_fractions must have one rate per linear layer ({n_linear}). "
+                f"Got {len(self.prune.layer_fractions)}."
+            )
+        if self.prune.layer_fractions is not None and self.prune.scope == "global":
+            raise ValueError(
+                "prune.layer_fractions needs prune.scope = 'layer' (a global scope ranks "
+                "all layers against one threshold). Got scope 'global'."
+            )
+        for index in self.prune.exclude_layers:
+            if not -n_linear <= index < n_linear:
+                raise ValueError(
+                    f"prune.exclude_layers entries must be in [{-n_linear}, {n_linear - 1}]. "
+                    f"Got {index}."
+                )
+        if self.prune.procedure != "finetune" and self.prune.rewind_step >= self.train.steps:
+            raise ValueError(
+                f"prune.rewind_step must be smaller than train.steps ({self.train.steps}). "
+                f"Got {self.prune.rewind_step}."
+            )
+        if self.prune.procedure == "reinit" and not self.prune.reference_run:
+            raise ValueError(
+                "prune.reference_run must name a finished IMP run folder when "
+                "prune.procedure = 'reinit' (its masks are reused with fresh weights)."
+            )
+        return self
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _format_errors(error: ValidationError, source: str) -> str:
+    lines = []
+    for item in error.errors():
+        loc = ".".join(str(part) for part in _user_loc(item["loc"]))
+        kind = item["type"]
+        if kind == "extra_forbidden":
+            parent = _section_for(item["loc"][:-1])  # tags included: they pick the model
+            allowed = ", ".join(sorted(parent.model_fields)) if parent else "?"
+            lines.append(f"{source}: unknown key '{loc}'. Allowed keys here: {allowed}.")
+        elif kind == "literal_error":
+            expected = item.get("ctx", {}).get("expected", "")
+            lines.append(
+                f"{source}: '{loc}' must be one of {expected}. Got {item.get('input')!r}."
+            )
+        elif kind == "union_tag_invalid":
+            expected = item.get("ctx", {}).get("expected_tags", "")
+            tag = item.get("ctx", {}).get("tag")
+            lines.append(f"{source}: '{loc}.name' must be one of {expected}. Got {tag!r}.")
+        elif kind == "value_error":
+            # Our own validators already name the key and what came.
+            lines.append(f"{source}: {str(item['ctx']['error'])}")
+        else:
+            msg = item["msg"]
+            where = f"'{loc}'" if loc else "config"
+            got = item.get("input")
+            got_text = "" if isinstance(got, dict) else f" Got {got!r}."
+            lines.append(f"{source}: {where}: {msg}.{got_text}")
+    return "\n".join(lines)
+
+
+_DATA_TAGS = ("nlgp", "imagenet32", "imagenet64")
+
+
+def _user_loc(loc: tuple) -> tuple:
+    """Drop pydantic's union tag: ('data', 'nlgp', 'gain') is the user's 'data.gain'."""
+    if len(loc) > 1 and loc[0] == "data" and loc[1] in _DATA_TAGS:
+        return (loc[0], *loc[2:])
+    return loc
+
+
+def _section_for(loc: tuple) -> type[BaseModel] | None:
+    """The model class that owns the keys at ``loc`` (for listing allowed keys)."""
+    model: type[BaseModel] = Config
+    for part in loc:
+        if part in ("nlgp",):
+            model = NLGPData
+            continue
+        if part in ("imagenet32", "imagenet64"):
+            model = ImageNetData
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        elif part == "data":
+            model = NLGPData
+        else:
+            return None
+    return model
+
+
+def parse_config(document: dict[str, Any], source: str = "config") -> Config:
+    """Validate a config document (a nested dict), raising :class:`ConfigError`."""
+    try:
+        return Config.model_validate(document)
+    except ValidationError as error:
+        raise ConfigError(_format_errors(error, source)) from None
+
+
+def _parse_value(text: str) -> Any:
+    """A TOML value (``2000``, ``0.1``, ``true``, ``[1, 2]``, ``"imp"``); bare words are strings."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(document: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``document`` with ``key.path=value`` overrides applied."""
+    import copy
+
+    result = copy.deepcopy(document)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value (for example train.steps=2000). Got {item!r}.")
+        parts = key.split(".")
+        node = result
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {key}: '{part}' is a value, not a section.")
+            node = child
+        node[parts[-1]] = _parse_value(value.strip())
+    return result
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a TOML config, apply ``--set`` overrides, validate. Fails before any work."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Config file {path} does not exist (expected a TOML file).")
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"Config file {path} is not valid TOML: {error}") from None
+    document = apply_overrides(document, overrides or [])
+    return parse_config(document, source=str(path))
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    """The resolved config as a plain document (TOML-serialisable: no None values)."""
+    return _drop_none(config.model_dump(mode="json"))
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_none(v) for v in value]
+    return value

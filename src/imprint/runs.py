@@ -1,0 +1,301 @@
+"""Run folders: self-describing, resumable, written atomically.
+
+This module owns every file name of a run folder (see ARCHITECTURE.md)::
+
+    RUN/
+      config.toml           the resolved config (every value, defaults included)
+      manifest.json         imprint/torch/numpy/python versions, git revision, seeds, start time
+      init.safetensors      the state at step 0 (weights, biases, BN parameters and averages)
+      rewind.safetensors    the dense state at the rewind step
+      summary.csv           one row per completed round
+      run.json              written when the run stops: why, and the best round
+      rounds/NNN/
+        mask.safetensors    bool masks per linear layer ("layers.{l}.weight" / ".bias")
+        start.safetensors   the state the round trained from (rewind state x mask)
+        final.safetensors   the state at the end of the round (pruned entries exactly 0)
+        curves.csv          step, train_loss, train_top1, val_loss, val_top1, val_top5
+        metrics.json        the round's summary; written last, it marks the round complete
+
+Every file is written to a temporary name in the same folder, flushed to disk and
+renamed over its final name, so a crash never leaves a half-written file under a
+name that is read later.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from imprint.config import Config, config_to_dict, parse_config
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+import tomli_w
+
+__all__ = ["RunFolderError", "RunFolder"]
+
+
+class RunFolderError(RuntimeError):
+    """A run folder that cannot be used as asked; the message names the file."""
+
+
+def _atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    try:
+        _atomic_write(path, lambda handle: handle.write(data))
+    except OSError as error:
+        raise RunFolderError(f"Cannot write {path}: {error.strerror or error}.") from error
+
+
+def write_text(path: Path, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore",
+                            lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buffer.getvalue())
+
+
+def _git_revision() -> str:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
+            timeout=5, check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    revision = out.stdout.strip()
+    if out.returncode != 0 or not revision:
+        return "unknown"
+    dirty = subprocess.run(
+        ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True, text=True, timeout=5, check=False,
+    ).stdout.strip()
+    return revision + ("+dirty" if dirty else "")
+
+
+def _flatten(document: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in document.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+class RunFolder:
+    """Paths and typed reads/writes of one run folder."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    # ----------------------------------------------------------------- paths
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.toml"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def init_path(self) -> Path:
+        return self.root / "init.safetensors"
+
+    @property
+    def rewind_path(self) -> Path:
+        return self.root / "rewind.safetensors"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.root / "summary.csv"
+
+    @property
+    def run_path(self) -> Path:
+        return self.root / "run.json"
+
+    def round_dir(self, index: int) -> Path:
+        return self.root / "rounds" / f"{index:03d}"
+
+    def round_file(self, index: int, name: str) -> Path:
+        allowed = ("mask", "start", "final", "curves", "metrics")
+        if name not in allowed:
+            raise ValueError(f"The 'name' parameter must be one of {allowed}. Got {name!r}.")
+        suffix = {"curves": ".csv", "metrics": ".json"}.get(name, ".safetensors")
+        return self.round_dir(index) / f"{name}{suffix}"
+
+    # ---------------------------------------------------------------- config
+    def prepare(self, config: Config, extra_manifest: Mapping[str, Any] | None = None) -> bool:
+        """Create the folder for ``config``, or check that it already holds ``config``.
+
+        Returns True when the folder already existed (a resume). Refuses a folder made
+        with a different config, naming the keys that differ.
+        """
+        document = config_to_dict(config)
+        if self.config_path.exists():
+            stored = self.read_config_document()
+            differences = _differences(stored, document)
+            if differences:
+                listing = "\n  ".join(differences)
+                raise RunFolderError(
+                    f"{self.root} holds a run with a different config ({self.config_path}):\n  "
+                    f"{listing}\nUse another --out folder, or the folder's own config to resume."
+                )
+            return True
+        if self.root.exists() and any(self.root.iterdir()):
+            raise RunFolderError(
+                f"{self.root} is not empty and has no config.toml: not an imprint run folder. "
+                "Choose an empty or new --out folder."
+            )
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise RunFolderError(f"Cannot create {self.root}: {error.strerror}.") from error
+        manifest = {
+            "imprint": _package_version(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "numpy": _module_version("numpy"),
+            "git_revision": _git_revision(),
+            "platform": platform.platform(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "seeds": document["seeds"],
+            **(extra_manifest or {}),
+        }
+        write_text(self.manifest_path, json.dumps(manifest, indent=2) + "\n")
+        # config.toml last: its presence means the folder is an imprint run.
+        write_text(self.config_path, tomli_w.dumps(document))
+        return False
+
+    def read_config_document(self) -> dict[str, Any]:
+        try:
+            return tomllib.loads(self.config_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+            raise RunFolderError(f"Cannot read {self.config_path}: {error}.") from error
+
+    def read_config(self) -> Config:
+        return parse_config(self.read_config_document(), source=str(self.config_path))
+
+    # --------------------------------------------------------------- tensors
+    def save_tensors(self, path: Path, tensors: Mapping[str, torch.Tensor]) -> None:
+        data = st_save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+        write_bytes(path, data)
+
+    def load_tensors(self, path: Path) -> dict[str, torch.Tensor]:
+        try:
+            return st_load(path.read_bytes())
+        except FileNotFoundError:
+            raise RunFolderError(f"{path} is missing.") from None
+        except (OSError, SafetensorError, ValueError) as error:
+            raise RunFolderError(f"{path} is not a readable safetensors file: {error}.") from None
+
+    # ---------------------------------------------------------------- rounds
+    def completed_rounds(self) -> list[int]:
+        """Rounds 0..k whose metrics.json exists (written last), contiguous from 0."""
+        done = []
+        while self.round_file(len(done), "metrics").exists():
+            done.append(len(done))
+        return done
+
+    def save_round(
+        self,
+        index: int,
+        masks: Mapping[str, torch.Tensor],
+        start: Mapping[str, torch.Tensor],
+        final: Mapping[str, torch.Tensor],
+        curves: Sequence[Mapping[str, float]],
+        curve_columns: Sequence[str],
+        metrics: Mapping[str, Any],
+    ) -> None:
+        self.save_tensors(self.round_file(index, "mask"), masks)
+        self.save_tensors(self.round_file(index, "start"), start)
+        self.save_tensors(self.round_file(index, "final"), final)
+        write_csv(self.round_file(index, "curves"), curves, curve_columns)
+        write_text(self.round_file(index, "metrics"), json.dumps(metrics, indent=2) + "\n")
+
+    def round_metrics(self, index: int) -> dict[str, Any]:
+        path = self.round_file(index, "metrics")
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise RunFolderError(f"{path} is missing: round {index} is not complete.") from None
+        except (OSError, ValueError) as error:
+            raise RunFolderError(f"{path} is not readable JSON: {error}.") from None
+
+    def round_masks(self, index: int) -> dict[str, torch.Tensor]:
+        return self.load_tensors(self.round_file(index, "mask"))
+
+    def round_state(self, index: int, which: str = "final") -> dict[str, torch.Tensor]:
+        return self.load_tensors(self.round_file(index, which))
+
+    def write_summary(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        columns: list[str] = []
+        for row in rows:
+            columns.extend(key for key in row if key not in columns)
+        write_csv(self.summary_path, rows, columns)
+
+    def write_run_record(self, record: Mapping[str, Any]) -> None:
+        write_text(self.run_path, json.dumps(record, indent=2) + "\n")
+
+
+def _differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    a, b = _flatten(stored), _flatten(current)
+    lines = []
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) != b.get(key):
+            lines.append(f"{key}: {a.get(key, '(unset)')!r} in the folder, {b.get(key, '(unset)')!r} now")
+    return lines
+
+
+def _module_version(name: str) -> str:
+    module = sys.modules.get(name)
+    if module is None:
+        try:
+            module = __import__(name)
+        except ImportError:
+            return "absent"
+    return getattr(module, "__version__", "unknown")
+
+
+def _package_version() -> str:
+    from imprint import __version__
+
+    return __version__
