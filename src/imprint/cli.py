@@ -13,18 +13,26 @@ __all__ = ["main", "format_round_table"]
 
 def format_round_table(rounds: Sequence[dict], pruned: Sequence[int]) -> str:
     """The end-of-run console table: one line per round."""
-    header = ["round", *[f"left L{layer}" for layer in pruned], "best top-1", "top-5",
-              *[f"conn. L{layer}" for layer in pruned], "locality"]
+    header = [
+        "round",
+        *[f"left L{layer}" for layer in pruned],
+        "best top-1",
+        "top-5",
+        *[f"conn. L{layer}" for layer in pruned],
+        "locality",
+    ]
     rows = []
     for m in rounds:
-        rows.append([
-            str(m["round"]),
-            *[f"{m['layer_density'][layer]:.2%}" for layer in pruned],
-            f"{m['best_val_top1']:.4f}",
-            f"{m['val_top5_at_best']:.4f}",
-            *[f"{m['connected_units'][layer]}/{m['units'][layer]}" for layer in pruned],
-            f"{m['locality_ratio']:.2f}",
-        ])
+        rows.append(
+            [
+                str(m["round"]),
+                *[f"{m['layer_density'][layer]:.2%}" for layer in pruned],
+                f"{m['best_val_top1']:.4f}",
+                f"{m['val_top5_at_best']:.4f}",
+                *[f"{m['connected_units'][layer]}/{m['units'][layer]}" for layer in pruned],
+                f"{m['locality_ratio']:.2f}",
+            ]
+        )
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths))]
     lines.append("  ".join("-" * w for w in widths))
@@ -64,18 +72,26 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser(
-        "run", help="run (or resume) an IMP experiment",
+        "run",
+        help="run (or resume) an IMP experiment",
         description="Run the procedure of CONFIG into a run folder; re-running the same "
         "command resumes from the last completed round.",
     )
     run.add_argument("config", help="a TOML config, e.g. configs/default.toml")
     run.add_argument("--out", help="run folder (default: runs/<config name>)")
     run.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a config value, e.g. --set train.steps=2000 (repeatable)",
     )
-    run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                     help="where to train (default: auto = cuda when available)")
+    run.add_argument(
+        "--device",
+        default="auto",
+        choices=["auto", "cpu", "cuda"],
+        help="where to train (default: auto = cuda when available)",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(handler=_cmd_run)
     return parser
@@ -93,8 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"imprint: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\nimprint: interrupted; completed rounds are kept. Run the same command to resume.",
-              file=sys.stderr)
+        print(
+            "\nimprint: interrupted; completed rounds are kept. Run the same command to resume.",
+            file=sys.stderr,
+        )
         return 130
 
 

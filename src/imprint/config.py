@@ -110,7 +110,9 @@ class ModelConfig(_Section):
     """The paper's FCN: BN on the input of every linear layer, ReLU, Glorot-normal init."""
 
     hidden: list[PositiveInt] = [1024, 1024, 1024]
-    bn_momentum: Annotated[float, Field(gt=0.0, le=1.0)] = 0.01  # decay 0.99 of the running averages
+    bn_momentum: Annotated[float, Field(gt=0.0, le=1.0)] = (
+        0.01  # decay 0.99 of the running averages
+    )
     bn_eps: Annotated[float, Field(gt=0.0)] = 1e-3
 
     @model_validator(mode="after")
@@ -224,9 +226,7 @@ def _format_errors(error: ValidationError, source: str) -> str:
             lines.append(f"{source}: unknown key '{loc}'. Allowed keys here: {allowed}.")
         elif kind == "literal_error":
             expected = item.get("ctx", {}).get("expected", "")
-            lines.append(
-                f"{source}: '{loc}' must be one of {expected}. Got {item.get('input')!r}."
-            )
+            lines.append(f"{source}: '{loc}' must be one of {expected}. Got {item.get('input')!r}.")
         elif kind == "union_tag_invalid":
             expected = item.get("ctx", {}).get("expected_tags", "")
             tag = item.get("ctx", {}).get("tag")
@@ -301,7 +301,9 @@ def apply_overrides(document: dict[str, Any], overrides: list[str]) -> dict[str,
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ConfigError(f"--set expects key=value (for example train.steps=2000). Got {item!r}.")
+            raise ConfigError(
+                f"--set expects key=value (for example train.steps=2000). Got {item!r}."
+            )
         parts = key.split(".")
         node = result
         for part in parts[:-1]:

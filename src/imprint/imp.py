@@ -35,7 +35,7 @@ import torch
 from imprint.analysis.locality import pair_distance_locality, to_image_space
 from imprint.config import Config, ConfigError
 from imprint.data import ImageData, load_dataset
-from imprint.model import FCN, build_model
+from imprint.model import build_model
 from imprint.prune import (
     Masks,
     apply_masks,
@@ -236,13 +236,25 @@ def run_imp(
             masks = full_masks(init_state)
             start = init_state
         else:
-            masks = _next_masks(config, index, previous_masks, previous_final, dense_final,
-                                rates, reference, init_state)
+            masks = _next_masks(
+                config,
+                index,
+                previous_masks,
+                previous_final,
+                dense_final,
+                rates,
+                reference,
+                init_state,
+            )
             if procedure == "finetune":
                 start = apply_masks(previous_final, masks)
             elif procedure == "reinit":
-                fresh = build_model(config.model, data.input_dim, data.num_classes,
-                                    derive_seed("reinit", config.seeds.init, index))
+                fresh = build_model(
+                    config.model,
+                    data.input_dim,
+                    data.num_classes,
+                    derive_seed("reinit", config.seeds.init, index),
+                )
                 start = apply_masks(fresh.state_dict(), masks)
             else:
                 if rewind_state is None:
@@ -258,7 +270,11 @@ def run_imp(
         on_eval, close = _progress(config, index, masks, pruned, progress)
         try:
             result = train_round(
-                model, device_masks, data, config.train, gen,
+                model,
+                device_masks,
+                data,
+                config.train,
+                gen,
                 rewind_step=config.prune.rewind_step if index == 0 else None,
                 on_eval=on_eval,
             )
@@ -324,8 +340,10 @@ def _next_masks(
     if keep is None:
         return random_prune(previous_masks, rates, gen)
     alive = {layer: layer_counts(previous_masks)[layer][0] for layer in layers}
-    fractions = {layer: (alive[layer] - keep[layer]) / alive[layer] if alive[layer] else 0.0
-                 for layer in layers}
+    fractions = {
+        layer: (alive[layer] - keep[layer]) / alive[layer] if alive[layer] else 0.0
+        for layer in layers
+    }
     return random_prune(previous_masks, fractions, gen)
 
 
@@ -346,8 +364,13 @@ def _progress(config: Config, index: int, masks: Masks, pruned: list[int], enabl
     density = layer_counts(masks)
     alive = sum(density[layer][0] for layer in pruned)
     total = sum(density[layer][1] for layer in pruned) or 1
-    bar = tqdm(total=config.train.steps, desc=f"round {index} ({alive / total:.2%} left)",
-               unit="step", leave=False, dynamic_ncols=True)
+    bar = tqdm(
+        total=config.train.steps,
+        desc=f"round {index} ({alive / total:.2%} left)",
+        unit="step",
+        leave=False,
+        dynamic_ncols=True,
+    )
 
     def on_eval(step: int, row: dict[str, float]) -> None:
         bar.update(step - bar.n)
@@ -356,12 +379,18 @@ def _progress(config: Config, index: int, masks: Masks, pruned: list[int], enabl
     return on_eval, bar.close
 
 
-def _finish(folder: RunFolder, metrics: list[dict[str, Any]], reason: str,
-            pruned: list[int]) -> RunResult:
+def _finish(
+    folder: RunFolder, metrics: list[dict[str, Any]], reason: str, pruned: list[int]
+) -> RunResult:
     best = max(metrics, key=lambda m: m["best_val_top1"])
     folder.write_summary([_summary_row(m, pruned) for m in metrics])
     folder.write_run_record(
-        {"stop_reason": reason, "rounds": len(metrics), "best_round": best["round"],
-         "best_val_top1": best["best_val_top1"], "best_density": best["density"]}
+        {
+            "stop_reason": reason,
+            "rounds": len(metrics),
+            "best_round": best["round"],
+            "best_val_top1": best["best_val_top1"],
+            "best_density": best["density"],
+        }
     )
     return RunResult(folder.root, metrics, reason, best["round"])

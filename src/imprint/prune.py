@@ -39,18 +39,20 @@ def layer_names(layer: int) -> tuple[str, str]:
     return f"layers.{layer}.weight", f"layers.{layer}.bias"
 
 
-def _n_layers(masks: Tensors) -> int:
-    return sum(1 for name in masks if name.endswith(".weight"))
+def _n_layers(tensors: Tensors) -> int:
+    """Linear layers present: layers.0.weight, layers.1.weight, ... (BN entries ignored)."""
+    n = 0
+    while layer_names(n)[0] in tensors:
+        n += 1
+    return n
 
 
 def full_masks(weights: Tensors) -> Masks:
     """All-True masks for every linear layer found in ``weights`` (a state dict)."""
     masks: Masks = {}
-    layer = 0
-    while layer_names(layer)[0] in weights:
+    for layer in range(_n_layers(weights)):
         for name in layer_names(layer):
             masks[name] = torch.ones_like(weights[name], dtype=torch.bool)
-        layer += 1
     if not masks:
         raise ValueError("weights hold no 'layers.{l}.weight' entries: not an imprint FCN state.")
     return masks
@@ -100,9 +102,7 @@ def layer_density(masks: Tensors) -> list[float]:
 
 def connected_units(masks: Tensors) -> list[int]:
     """Units of each linear layer with at least one incoming weight alive."""
-    return [
-        int(masks[layer_names(layer)[0]].any(dim=1).sum()) for layer in range(_n_layers(masks))
-    ]
+    return [int(masks[layer_names(layer)[0]].any(dim=1).sum()) for layer in range(_n_layers(masks))]
 
 
 def _check_fraction(value: float, what: str) -> None:
@@ -117,7 +117,9 @@ def _per_layer(fraction: float | Mapping[int, float], n_layers: int) -> dict[int
         rates = {layer: float(fraction) for layer in range(n_layers)}
     for layer, rate in rates.items():
         if not 0 <= layer < n_layers:
-            raise ValueError(f"The 'fraction' parameter names layer {layer}; the net has {n_layers}.")
+            raise ValueError(
+                f"The 'fraction' parameter names layer {layer}; the net has {n_layers}."
+            )
         _check_fraction(rate, f"fraction[{layer}]")
     return rates
 

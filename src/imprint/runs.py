@@ -84,8 +84,9 @@ def write_text(path: Path, text: str) -> None:
 
 def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore",
-                            lineterminator="\n")
+    writer = csv.DictWriter(
+        buffer, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n"
+    )
     writer.writeheader()
     writer.writerows(rows)
     write_text(path, buffer.getvalue())
@@ -95,8 +96,11 @@ def _git_revision() -> str:
     here = Path(__file__).resolve().parent
     try:
         out = subprocess.run(
-            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
-            timeout=5, check=False,
+            ["git", "-C", str(here), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -105,7 +109,10 @@ def _git_revision() -> str:
         return "unknown"
     dirty = subprocess.run(
         ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-        capture_output=True, text=True, timeout=5, check=False,
+        capture_output=True,
+        text=True,
+        timeout=5,
+        check=False,
     ).stdout.strip()
     return revision + ("+dirty" if dirty else "")
 
@@ -281,7 +288,9 @@ def _differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[
     lines = []
     for key in sorted(set(a) | set(b)):
         if a.get(key) != b.get(key):
-            lines.append(f"{key}: {a.get(key, '(unset)')!r} in the folder, {b.get(key, '(unset)')!r} now")
+            lines.append(
+                f"{key}: {a.get(key, '(unset)')!r} in the folder, {b.get(key, '(unset)')!r} now"
+            )
     return lines
 
 

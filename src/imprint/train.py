@@ -99,12 +99,17 @@ def train_round(
     device = data.x_train.device
     params = dict(model.named_parameters())
     # Only layers with pruned entries need re-zeroing after each step.
-    masked = [(params[name], mask.to(device, params[name].dtype)) for name, mask in masks.items()
-              if not bool(mask.all())]
+    masked = [
+        (params[name], mask.to(device, params[name].dtype))
+        for name, mask in masks.items()
+        if not bool(mask.all())
+    ]
     masked_params = [p for p, _ in masked]
     masked_values = [m for _, m in masked]
     optimizer = torch.optim.SGD(
-        model.parameters(), lr=config.lr, momentum=config.momentum,
+        model.parameters(),
+        lr=config.lr,
+        momentum=config.momentum,
         weight_decay=config.weight_decay,
     )
     n_train = data.x_train.shape[0]

@@ -60,7 +60,8 @@ def pair_distance_locality(mask: torch.Tensor, shape: tuple[int, int, int]) -> P
     channels, height, width = shape
     m = mask.reshape(mask.shape[0], channels, height * width).double()  # (units, C, HW)
     ys, xs = torch.meshgrid(
-        torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64),
+        torch.arange(height, dtype=torch.float64),
+        torch.arange(width, dtype=torch.float64),
         indexing="ij",
     )
     xs, ys = xs.flatten().to(m.device), ys.flatten().to(m.device)  # (HW,)
