@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from imprint.cli import main
+from imprint.runs import RunFolder
+from tests.conftest import CONFIGS
+
+
+def test_run_prints_table_and_writes_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(
+        [
+            "run",
+            str(CONFIGS / "smoke.toml"),
+            "--out",
+            str(out),
+            "--quiet",
+            "--device",
+            "cpu",
+            "--set",
+            "prune.max_rounds=2",
+            "--set",
+            "train.steps=20",
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "best top-1" in printed and "conn. L0" in printed
+    assert "Stopped: reached prune.max_rounds (2)" in printed
+    table = [line for line in printed.splitlines() if line.strip().startswith(("0 ", "1 ", "2 "))]
+    assert len(table) == 3
+    folder = RunFolder(out)
+    assert folder.read_config().train.steps == 20
+    assert folder.completed_rounds() == [0, 1, 2]
+
+
+def test_bad_override_is_one_clear_line(tmp_path, capsys):
+    code = main(
+        ["run", str(CONFIGS / "smoke.toml"), "--out", str(tmp_path / "x"), "--set", "train.stepz=3"]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "imprint: error:" in err and "unknown key 'train.stepz'" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "x").exists()  # nothing written before validation
+
+
+def test_different_config_on_existing_folder_is_refused(tmp_path, capsys):
+    args = [
+        "run",
+        str(CONFIGS / "smoke.toml"),
+        "--out",
+        str(tmp_path),
+        "--quiet",
+        "--device",
+        "cpu",
+        "--set",
+        "prune.max_rounds=0",
+    ]
+    assert main(args) == 0
+    before = (tmp_path / "rounds" / "000" / "final.safetensors").read_bytes()
+    capsys.readouterr()
+    assert main([*args, "--set", "train.lr=0.05"]) == 2
+    err = capsys.readouterr().err
+    assert "different config" in err and "train.lr: 0.1 in the folder, 0.05 now" in err
+    assert (tmp_path / "rounds" / "000" / "final.safetensors").read_bytes() == before
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without a GPU")
+def test_cuda_without_gpu_is_a_clear_error(tmp_path, capsys):
+    code = main(["run", str(CONFIGS / "smoke.toml"), "--out", str(tmp_path), "--device", "cuda"])
+    assert code == 2
+    assert "no CUDA device is available" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_smoke_on_cuda(tmp_path):
+    assert (
+        main(
+            [
+                "run",
+                str(CONFIGS / "smoke.toml"),
+                "--out",
+                str(tmp_path),
+                "--quiet",
+                "--device",
+                "cuda",
+            ]
+        )
+        == 0
+    )
+
+
+def test_help_of_every_command():
+    for args in (["--help"], ["run", "--help"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "imprint", *args], capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 0
+        assert "usage: imprint" in result.stdout
