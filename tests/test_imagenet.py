@@ -23,7 +23,7 @@ def write_imagenet32(root, fmt="pickle", n_val=8, seed=0):
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
     xs, ys = [], []
-    for i in range(1, 11):
+    for _ in range(10):
         x = rng.integers(0, 256, size=(PER_BATCH, 3072), dtype=np.uint8)
         y = rng.integers(1, 1001, size=PER_BATCH).tolist()
         xs.append(x)
