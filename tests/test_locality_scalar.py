@@ -72,3 +72,13 @@ def test_to_image_space_undoes_the_permutation():
     network = image[:, perm]  # what the network sees: input j <- pixel perm[j]
     assert torch.equal(to_image_space(network, perm), image)
     assert torch.equal(to_image_space(image, None), image)
+
+
+def test_per_unit_ratios_match_single_unit_calls(seed):
+    gen = torch.Generator().manual_seed(seed)
+    mask = torch.rand((5, 3 * 4 * 5), generator=gen) < 0.3
+    pooled = pair_distance_locality(mask, (3, 4, 5))
+    for k in range(5):
+        alone = pair_distance_locality(mask[k : k + 1], (3, 4, 5))
+        if alone.n_pairs:
+            assert pooled.per_unit[k] == pytest.approx(alone.ratio)

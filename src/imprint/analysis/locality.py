@@ -43,6 +43,7 @@ class PairDistanceLocality:
     actual: float  # pooled mean |d|^2 over same-channel pairs of the masks
     null: float  # the same for random masks of equal C_in
     n_pairs: int  # ordered same-channel pairs pooled
+    per_unit: tuple[float, ...] = ()  # each unit's null / actual (NaN below 2 pairs' worth)
 
     @property
     def ratio(self) -> float:
@@ -68,7 +69,14 @@ def pair_distance_locality(mask: torch.Tensor, shape: tuple[int, int, int]) -> P
     n = m.sum(-1)  # (units, C)
     sx, sy = m @ xs, m @ ys  # (units, C)
     sq = m @ (xs**2 + ys**2)  # (units, C)
-    total = (2 * n * sq - 2 * (sx**2 + sy**2)).sum().item()
-    pairs = int((n * (n - 1)).sum().item())
+    unit_total = (2 * n * sq - 2 * (sx**2 + sy**2)).sum(dim=1)  # (units,)
+    unit_pairs = (n * (n - 1)).sum(dim=1)  # (units,)
+    null = null_pair_distance(height, width)
+    per_unit = torch.where(
+        (unit_pairs > 0) & (unit_total > 0),
+        null * unit_pairs / unit_total.clamp(min=1e-300),
+        torch.full_like(unit_total, float("nan")),
+    )
+    total, pairs = unit_total.sum().item(), int(unit_pairs.sum().item())
     actual = total / pairs if pairs else float("nan")
-    return PairDistanceLocality(actual, null_pair_distance(height, width), pairs)
+    return PairDistanceLocality(actual, null, pairs, tuple(per_unit.tolist()))

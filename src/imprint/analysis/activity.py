@@ -1,0 +1,54 @@
+"""Statistics of hidden-unit activity on validation data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from imprint.data import ImageData
+from imprint.model import FCN
+
+__all__ = ["Kurtosis", "hidden_activity", "excess_kurtosis"]
+
+
+@torch.no_grad()
+def hidden_activity(
+    model: FCN,
+    data: ImageData,
+    layer: int = 0,
+    max_samples: int = 10_000,
+    batch_size: int = 10_000,
+) -> torch.Tensor:
+    """Pre-activations of linear layer ``layer`` on the first validation images, in
+    evaluation mode: (n, units) float32 on the CPU."""
+    was_training = model.training
+    model.eval()
+    x_all = data.x_val[:max_samples]
+    chunks = [
+        model.hidden_preactivations(data.normalize(x_all[i : i + batch_size]), layer).cpu()
+        for i in range(0, x_all.shape[0], batch_size)
+    ]
+    model.train(was_training)
+    return torch.cat(chunks)
+
+
+@dataclass(frozen=True)
+class Kurtosis:
+    per_unit: list[float]  # excess kurtosis of each unit's pre-activation (NaN if constant)
+    mean: float  # over units with a non-constant pre-activation
+    median: float
+    null: float = 0.0  # a Gaussian pre-activation has excess kurtosis 0
+
+
+def excess_kurtosis(values: torch.Tensor) -> Kurtosis:
+    """Excess kurtosis E[(x - mu)^4] / var^2 - 3 per column of ``values`` (n, units)."""
+    v = values.double()
+    centred = v - v.mean(dim=0)
+    var = (centred**2).mean(dim=0)
+    kurt = (centred**4).mean(dim=0) / var**2 - 3.0
+    kurt = torch.where(var > 1e-12, kurt, torch.full_like(kurt, float("nan")))
+    finite = kurt[torch.isfinite(kurt)]
+    mean = finite.mean().item() if finite.numel() else float("nan")
+    median = finite.median().item() if finite.numel() else float("nan")
+    return Kurtosis(kurt.tolist(), mean, median)

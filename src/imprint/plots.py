@@ -1,0 +1,366 @@
+"""Figures drawn from computed results; nothing here recomputes an analysis.
+
+Every function takes numbers (a result dataclass or arrays) and an optional axes,
+and returns the figure. One style throughout: labelled axes with units, colour bars
+on every image of values, ``viridis`` for counts, ``RdBu_r`` centred at 0 for signed
+weights, RGB for colour masks.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never opens a window
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+__all__ = [
+    "STYLE",
+    "save_figure",
+    "plot_accuracy_vs_remaining",
+    "plot_scalar_over_rounds",
+    "plot_curves",
+    "plot_cin_histogram",
+    "plot_pixel_map",
+    "plot_displacement_maps",
+    "plot_connection_resolved",
+    "plot_gallery",
+    "plot_ablation",
+    "plot_class_response",
+    "write_evolution_gif",
+]
+
+STYLE = {
+    "figure.dpi": 110,
+    "savefig.dpi": 110,
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "legend.fontsize": 8,
+    "axes.grid": False,
+    "figure.constrained_layout.use": True,
+}
+COUNT_CMAP = "viridis"
+SIGNED_CMAP = "RdBu_r"
+
+
+def _axes(ax: Any | None, size: tuple[float, float] = (5.0, 3.6)) -> tuple[Figure, Any]:
+    if ax is not None:
+        return ax.figure, ax
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=size)
+    return fig, ax
+
+
+def save_figure(fig: Figure, stem: Path, formats: Sequence[str] = ("png", "svg")) -> list[Path]:
+    """Write ``fig`` as ``stem.png`` (and ``.svg`` for papers); close it."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in formats:
+        path = stem.with_suffix(f".{fmt}")
+        tmp = path.with_name(f".{path.name}.tmp")
+        fig.savefig(tmp, format=fmt)
+        tmp.replace(path)
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def _percent(density: Sequence[float]) -> np.ndarray:
+    return 100.0 * np.asarray(density, dtype=float)
+
+
+def plot_accuracy_vs_remaining(
+    rounds: Sequence[Mapping[str, Any]], ax: Any | None = None
+) -> Figure:
+    """Best validation top-1 of each round against the % of prunable weights left
+    (log axis, reversed: pruning proceeds to the right); the best round marked."""
+    fig, ax = _axes(ax)
+    x = _percent([m["density"] for m in rounds])
+    y = [100 * m["best_val_top1"] for m in rounds]
+    ax.plot(x, y, "o-", color="C0", ms=4, label="best validation top-1")
+    best = int(np.argmax(y))
+    ax.plot(
+        [x[best]],
+        [y[best]],
+        "*",
+        color="C3",
+        ms=14,
+        label=f"best: round {rounds[best]['round']} ({y[best]:.2f}%)",
+    )
+    ax.axhline(y[0], color="0.6", lw=0.8, ls="--", label="dense")
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ax.set_xlabel("prunable weights left (%)")
+    ax.set_ylabel("validation top-1 (%)")
+    ax.legend(loc="best")
+    return fig
+
+
+def plot_scalar_over_rounds(
+    rounds: Sequence[Mapping[str, Any]],
+    values: Sequence[float],
+    label: str,
+    null: float | Sequence[float] | None = None,
+    ax: Any | None = None,
+    log_y: bool = False,
+) -> Figure:
+    """A per-round scalar (locality, kurtosis, ...) against % weights left, with its null."""
+    fig, ax = _axes(ax)
+    x = _percent([m["density"] for m in rounds])
+    ax.plot(x, values, "o-", ms=4, color="C0", label=label)
+    if null is not None:
+        nulls = np.broadcast_to(np.asarray(null, dtype=float), x.shape)
+        ax.plot(x, nulls, "--", color="0.5", label="null (random masks / Gaussian)")
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_xlabel("prunable weights left (%)")
+    ax.set_ylabel(label)
+    ax.legend(loc="best")
+    return fig
+
+
+def plot_curves(
+    curves: Sequence[Mapping[str, float]], title: str = "", ax: Any | None = None
+) -> Figure:
+    """Training loss and validation accuracy against SGD steps."""
+    fig, ax = _axes(ax)
+    steps = [row["step"] for row in curves]
+    ax.plot(steps, [row["train_loss"] for row in curves], color="C0", label="train loss")
+    ax.plot(steps, [row["val_loss"] for row in curves], color="C0", ls="--", label="val loss")
+    ax.set_xlabel("SGD step")
+    ax.set_ylabel("cross-entropy loss (nats)")
+    right = ax.twinx()
+    right.plot(steps, [100 * row["val_top1"] for row in curves], color="C1", label="val top-1")
+    right.plot(
+        steps, [100 * row["train_top1"] for row in curves], color="C1", ls=":", label="train top-1"
+    )
+    right.set_ylabel("accuracy (%)")
+    lines = ax.get_legend_handles_labels()
+    more = right.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], loc="center right")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def plot_cin_histogram(c_in: torch.Tensor, title: str = "", ax: Any | None = None) -> Figure:
+    """Histogram of C_in over units, log counts; disconnected units counted in the legend."""
+    fig, ax = _axes(ax)
+    values = c_in.long().cpu().numpy()
+    connected = values[values > 0]
+    if connected.size:
+        bins = min(50, max(1, int(connected.max() - connected.min() + 1)))
+        ax.hist(connected, bins=bins, color="C0", log=True)
+    ax.set_xlabel("C_in: inputs connected to the unit")
+    ax.set_ylabel("units (log)")
+    ax.set_title(
+        title or f"{connected.size} connected, {values.size - connected.size} disconnected"
+    )
+    return fig
+
+
+def _rgb(image: np.ndarray) -> np.ndarray:
+    """(3, H, W) non-negative -> (H, W, 3) in [0, 1], one common scale."""
+    peak = image.max()
+    return np.transpose(image / peak if peak > 0 else image, (1, 2, 0))
+
+
+def plot_pixel_map(
+    pixel_map: torch.Tensor, title: str = "connections per input pixel", ax: Any | None = None
+) -> Figure:
+    """(C, H, W) connection counts: RGB for 3 channels, one panel with a colour bar
+    per channel otherwise."""
+    image = pixel_map.double().cpu().numpy()
+    channels = image.shape[0]
+    if channels == 3:
+        fig, ax = _axes(ax, (4.4, 3.6))
+        ax.imshow(_rgb(image), interpolation="nearest")
+        ax.set_title(f"{title} (RGB, max {image.max():.0f})")
+        ax.set_xlabel("x (pixels)")
+        ax.set_ylabel("y (pixels)")
+        return fig
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, channels, figsize=(3.8 * channels, 3.3), squeeze=False)
+    for c, a in enumerate(axes[0]):
+        im = a.imshow(image[c], cmap=COUNT_CMAP, interpolation="nearest")
+        fig.colorbar(im, ax=a, label="connections")
+        a.set_title(title if channels == 1 else f"{title}, channel {c}")
+        a.set_xlabel("x (pixels)")
+        a.set_ylabel("y (pixels)")
+    return fig
+
+
+def _displacement_image(ax: Any, values: np.ndarray, title: str, fig: Figure, log: bool) -> None:
+    height, width = (values.shape[0] + 1) // 2, (values.shape[1] + 1) // 2
+    extent = (-width + 0.5, width - 0.5, height - 0.5, -height + 0.5)
+    shown = np.log10(values + 1) if log else values
+    im = ax.imshow(shown, cmap=COUNT_CMAP, extent=extent, interpolation="nearest")
+    fig.colorbar(im, ax=ax, label="log10(1 + pairs)" if log else "pairs")
+    ax.set_title(title)
+    ax.set_xlabel("dx (pixels)")
+    ax.set_ylabel("dy (pixels)")
+
+
+def plot_displacement_maps(
+    s_sc: torch.Tensor, s_dc: torch.Tensor | None, log: bool = False, title: str = ""
+) -> Figure:
+    """S_sc(d) (and S_dc(d) for colour inputs): pairs of connected inputs at displacement
+    d, displacement 0 at the centre."""
+    panels = [("same channel S_sc(d)", s_sc)] + (
+        [("different channels S_dc(d)", s_dc)] if s_dc is not None else []
+    )
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    for a, (name, values) in zip(axes[0], panels):
+        _displacement_image(a, values.double().cpu().numpy(), name, fig, log)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_connection_resolved(
+    maps: Sequence[torch.Tensor], labels: Sequence[str], columns: int = 4
+) -> Figure:
+    """S_sc(d) for units binned by C_in, one panel per bin (label: bin and unit count)."""
+    n = max(1, len(maps))
+    rows = (n + columns - 1) // columns
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(
+            rows, min(columns, n), figsize=(3.2 * min(columns, n), 2.9 * rows), squeeze=False
+        )
+    for a in axes.flat:
+        a.set_axis_off()
+    for a, values, label in zip(axes.flat, maps, labels):
+        a.set_axis_on()
+        _displacement_image(a, values.double().cpu().numpy(), label, fig, log=False)
+    return fig
+
+
+def plot_gallery(
+    images: torch.Tensor,
+    title: str,
+    labels: Sequence[str] | None = None,
+    signed: bool = False,
+    columns: int = 12,
+) -> Figure:
+    """A grid of unit images (n, C, H, W): binary or count masks in RGB (C = 3) or
+    ``viridis``; signed weighted masks in ``RdBu_r`` centred at 0 (C = 1) or as RGB of
+    0.5 + w / (2 max|w|) (C = 3)."""
+    data = images.double().cpu().numpy()
+    n = max(1, data.shape[0])
+    cols = min(columns, n)
+    rows = (n + cols - 1) // cols
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(
+            rows, cols, figsize=(0.9 * cols + 0.8, 0.95 * rows + 0.5), squeeze=False
+        )
+    peak = np.abs(data).max() if data.size else 1.0
+    peak = peak if peak > 0 else 1.0
+    im = None
+    for i, a in enumerate(axes.flat):
+        a.set_xticks([])
+        a.set_yticks([])
+        if i >= data.shape[0]:
+            a.set_axis_off()
+            continue
+        unit = data[i]
+        if unit.shape[0] == 3:
+            shown = 0.5 + np.transpose(unit, (1, 2, 0)) / (2 * peak) if signed else _rgb(unit)
+            a.imshow(np.clip(shown, 0, 1), interpolation="nearest")
+        elif signed:
+            im = a.imshow(unit[0], cmap=SIGNED_CMAP, vmin=-peak, vmax=peak, interpolation="nearest")
+        else:
+            im = a.imshow(unit[0], cmap=COUNT_CMAP, vmin=0, vmax=peak, interpolation="nearest")
+        if labels is not None:
+            a.set_title(labels[i], fontsize=6, pad=1)
+    if im is not None:
+        fig.colorbar(im, ax=axes, shrink=0.6, label="weight" if signed else "paths")
+    fig.suptitle(title)
+    return fig
+
+
+def plot_ablation(
+    curves: Sequence[Any], n_units: int, baseline: float | None = None, ax: Any | None = None
+) -> Figure:
+    """Validation top-1 after removing s first-layer units, for each removal order."""
+    fig, ax = _axes(ax)
+    names = {
+        "most": "most connected first",
+        "least": "least connected first",
+        "random": "random order",
+    }
+    for i, curve in enumerate(curves):
+        ax.plot(
+            curve.removed,
+            [100 * v for v in curve.top1],
+            "o-",
+            ms=3,
+            color=f"C{i}",
+            label=names.get(curve.mode, curve.mode),
+        )
+    if baseline is not None:
+        ax.axhline(100 * baseline, color="0.6", lw=0.8, ls=":", label="chance")
+    ax.set_xlabel(f"first-layer units removed (of {n_units})")
+    ax.set_ylabel("validation top-1 (%)")
+    ax.legend(loc="best")
+    return fig
+
+
+def plot_class_response(
+    means: torch.Tensor, scores: Sequence[float], units: Sequence[int], ax: Any | None = None
+) -> Figure:
+    """Class-averaged activation of selected units (rows), scaled per unit to [0, 1]."""
+    m = means.double().cpu().numpy()
+    lo, hi = m.min(axis=1, keepdims=True), m.max(axis=1, keepdims=True)
+    scaled = (m - lo) / np.where(hi - lo > 0, hi - lo, 1.0)
+    fig, ax = _axes(ax, (5.2, 0.25 * len(units) + 1.4))
+    im = ax.imshow(scaled, aspect="auto", cmap=COUNT_CMAP, interpolation="nearest", vmin=0, vmax=1)
+    fig.colorbar(im, ax=ax, label="class mean, scaled per unit")
+    ax.set_yticks(range(len(units)))
+    ax.set_yticklabels([f"unit {u} ({s:.2f})" for u, s in zip(units, scores)], fontsize=6)
+    ax.set_xlabel("class")
+    ax.set_title("class response (independence score in brackets)")
+    return fig
+
+
+def write_evolution_gif(
+    frames: Sequence[torch.Tensor],
+    titles: Sequence[str],
+    path: Path,
+    columns: int = 15,
+    duration_ms: int = 600,
+) -> Path:
+    """An animated GIF of the same units' masks across rounds: one frame per round,
+    each a grid of (n, C, H, W) images."""
+    from PIL import Image
+
+    images = []
+    for frame, title in zip(frames, titles):
+        fig = plot_gallery(frame, title, columns=columns)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+        plt.close(fig)
+        buffer.seek(0)
+        images.append(Image.open(buffer).convert("RGB"))
+    if not images:
+        raise ValueError("The 'frames' parameter must hold at least one frame. Got none.")
+    size = images[0].size
+    images = [im.resize(size) for im in images]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    images[0].save(
+        tmp, format="GIF", save_all=True, append_images=images[1:], duration=duration_ms, loop=0
+    )
+    tmp.replace(path)
+    return path
