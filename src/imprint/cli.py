@@ -57,6 +57,27 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from imprint.analyze import AnalysisOptions, analyze_run
+    from imprint.imp import resolve_device
+
+    options = AnalysisOptions(
+        gallery_size=args.gallery_size,
+        formats=tuple(args.formats.split(",")),
+        device=str(resolve_device(args.device)),
+    )
+    summary = analyze_run(args.run, args.round, options)
+    for result in summary["per_round"]:
+        layer0 = result["layers"].get("0", {})
+        print(
+            f"round {result['round']}: {result['density']:.2%} left, top-1 "
+            f"{result['best_val_top1']:.4f}, locality ratio {layer0.get('locality_ratio')}, "
+            f"{len(result['figures'])} figures"
+        )
+    print(f"Results in {args.run}/analysis")
+    return 0
+
+
 def _default_out(config_path: str) -> str:
     from pathlib import Path
 
@@ -94,6 +115,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(handler=_cmd_run)
+
+    analyze = commands.add_parser(
+        "analyze",
+        help="analyse a run: connectivity, locality maps, galleries, ablation, ...",
+        description="Compute every analysis of a run's rounds and write numbers (JSON, npz, "
+        "CSV) and figures into RUN/analysis.",
+    )
+    analyze.add_argument("run", help="a run folder written by `imprint run`")
+    analyze.add_argument(
+        "--round", default="best", help="best (default), last, all, or a round number"
+    )
+    analyze.add_argument(
+        "--gallery-size",
+        type=int,
+        default=120,
+        help="units per mask gallery (default 120, as the paper)",
+    )
+    analyze.add_argument(
+        "--formats", default="png,svg", help="figure formats, comma-separated (default png,svg)"
+    )
+    analyze.add_argument(
+        "--device",
+        default="cpu",
+        choices=["auto", "cpu", "cuda"],
+        help="where to evaluate the network (default cpu)",
+    )
+    analyze.set_defaults(handler=_cmd_analyze)
     return parser
 
 

@@ -247,6 +247,18 @@ def plot_connection_resolved(
     return fig
 
 
+def _mosaic(data: np.ndarray, columns: int, gap: int = 1) -> np.ndarray:
+    """(n, C, H, W) -> one (rows*(H+gap), cols*(W+gap), C) canvas, NaN between tiles."""
+    n, channels, height, width = data.shape
+    rows = (n + columns - 1) // columns
+    canvas = np.full((rows * (height + gap) - gap, columns * (width + gap) - gap, channels), np.nan)
+    for i in range(n):
+        r, c = divmod(i, columns)
+        y, x = r * (height + gap), c * (width + gap)
+        canvas[y : y + height, x : x + width] = np.transpose(data[i], (1, 2, 0))
+    return canvas
+
+
 def plot_gallery(
     images: torch.Tensor,
     title: str,
@@ -254,39 +266,55 @@ def plot_gallery(
     signed: bool = False,
     columns: int = 12,
 ) -> Figure:
-    """A grid of unit images (n, C, H, W): binary or count masks in RGB (C = 3) or
-    ``viridis``; signed weighted masks in ``RdBu_r`` centred at 0 (C = 1) or as RGB of
-    0.5 + w / (2 max|w|) (C = 3)."""
+    """A grid of unit images (n, C, H, W), drawn as one mosaic: binary or count masks
+    in RGB (C = 3) or ``viridis``; signed weighted masks in ``RdBu_r`` centred at 0
+    (C = 1) or as RGB of 0.5 + w / (2 max|w|) (C = 3). Optional per-tile labels."""
     data = images.double().cpu().numpy()
-    n = max(1, data.shape[0])
+    if data.shape[0] == 0:
+        data = np.zeros((1, *data.shape[1:]))
+    n, channels, height, width = data.shape
     cols = min(columns, n)
     rows = (n + cols - 1) // cols
-    with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(
-            rows, cols, figsize=(0.9 * cols + 0.8, 0.95 * rows + 0.5), squeeze=False
+    peak = float(np.abs(data).max()) or 1.0
+    canvas = _mosaic(data, cols)
+    tile = 0.75 if max(height, width) <= 16 else 0.9
+    fig, ax = _axes(
+        None,
+        (
+            tile * cols * width / max(height, width) + 1.4,
+            tile * rows * height / max(height, width) + 0.7,
+        ),
+    )
+    if channels == 3:
+        shown = 0.5 + canvas / (2 * peak) if signed else canvas / peak
+        shown = np.where(np.isnan(shown), 1.0, np.clip(shown, 0, 1))  # white gaps
+        ax.imshow(shown, interpolation="nearest")
+    else:
+        cmap = matplotlib.colormaps[SIGNED_CMAP if signed else COUNT_CMAP].copy()
+        cmap.set_bad("white")
+        lo = -peak if signed else 0.0
+        im = ax.imshow(
+            np.ma.masked_invalid(canvas[..., 0]),
+            cmap=cmap,
+            vmin=lo,
+            vmax=peak,
+            interpolation="nearest",
         )
-    peak = np.abs(data).max() if data.size else 1.0
-    peak = peak if peak > 0 else 1.0
-    im = None
-    for i, a in enumerate(axes.flat):
-        a.set_xticks([])
-        a.set_yticks([])
-        if i >= data.shape[0]:
-            a.set_axis_off()
-            continue
-        unit = data[i]
-        if unit.shape[0] == 3:
-            shown = 0.5 + np.transpose(unit, (1, 2, 0)) / (2 * peak) if signed else _rgb(unit)
-            a.imshow(np.clip(shown, 0, 1), interpolation="nearest")
-        elif signed:
-            im = a.imshow(unit[0], cmap=SIGNED_CMAP, vmin=-peak, vmax=peak, interpolation="nearest")
-        else:
-            im = a.imshow(unit[0], cmap=COUNT_CMAP, vmin=0, vmax=peak, interpolation="nearest")
-        if labels is not None:
-            a.set_title(labels[i], fontsize=6, pad=1)
-    if im is not None:
-        fig.colorbar(im, ax=axes, shrink=0.6, label="weight" if signed else "paths")
-    fig.suptitle(title)
+        fig.colorbar(im, ax=ax, shrink=0.7, label="weight" if signed else "paths")
+    if labels is not None:
+        for i, label in enumerate(labels[:n]):
+            r, c = divmod(i, cols)
+            ax.text(
+                c * (width + 1),
+                r * (height + 1) - 0.6,
+                label,
+                fontsize=5,
+                va="bottom",
+                ha="left",
+                clip_on=False,
+            )
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=9)
     return fig
 
 

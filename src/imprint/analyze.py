@@ -1,0 +1,581 @@
+"""`imprint analyze RUN`: every analysis of a run's rounds, written into the run folder.
+
+This is the layer that reads run folders; the analyses themselves (imprint.analysis)
+work on masks and weights only, and the figures (imprint.plots) are drawn from their
+results. Layout written here (owned by this module)::
+
+    RUN/analysis/
+      rounds.csv              per round: density, accuracy, scalar locality with nulls,
+                              IPR with its null, pre-activation kurtosis
+      accuracy.png|svg        best top-1 against weights left, best round marked
+      locality.png|svg        pair-distance locality ratio over rounds (null = 1)
+      mass_within.png|svg     fraction of S_sc mass within radius r over rounds, with null
+      kurtosis.png|svg        excess kurtosis of first-layer pre-activations over rounds
+      evolution.gif           the same units' masks across rounds
+      round_NNN/
+        results.json          the round's numbers
+        arrays.npz            C_in, pixel maps, S maps, ablation curves, class means
+        *.png|svg             the round's figures (see FIGURES)
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from imprint.analysis.ablation import ABLATION_MODES, node_ablation
+from imprint.analysis.activity import excess_kurtosis, hidden_activity
+from imprint.analysis.connectivity import (
+    connectivity,
+    effective_mask,
+    effective_weights,
+    ipr,
+    ipr_null,
+    pixel_map,
+)
+from imprint.analysis.invariance import class_response, translational_invariance
+from imprint.analysis.locality import pair_distance_locality, to_image_space
+from imprint.analysis.maps import (
+    connection_resolved_maps,
+    locality_maps,
+    mass_within_radius,
+    mass_within_radius_null,
+)
+from imprint.analysis.units import select_units, unit_images
+from imprint.config import Config
+from imprint.data import DataError, ImageData, load_dataset, pixel_permutation
+from imprint.model import FCN, build_model
+from imprint.plots import (
+    plot_ablation,
+    plot_accuracy_vs_remaining,
+    plot_cin_histogram,
+    plot_class_response,
+    plot_connection_resolved,
+    plot_curves,
+    plot_displacement_maps,
+    plot_gallery,
+    plot_pixel_map,
+    plot_scalar_over_rounds,
+    save_figure,
+    write_evolution_gif,
+)
+from imprint.runs import RunFolder, RunFolderError, write_bytes, write_csv, write_text
+
+__all__ = ["AnalysisOptions", "analyze_run", "resolve_rounds", "RADIUS"]
+
+RADIUS = 2.0  # pixels: "local" for the mass-within-radius figure (a 5x5 neighbourhood)
+
+# Figures of one round, by file stem (a caption each, for reports).
+FIGURES = {
+    "curves": "training loss and validation accuracy over the round's SGD steps",
+    "cin_hist_l{l}": "C_in of layer {l}'s units (effective masks beyond layer 0), log counts",
+    "pixel_map": "connections per input pixel: where the first layer still looks",
+    "locality_maps_l{l}": "S_sc(d), S_dc(d): a bright centre means connected inputs are neighbours",
+    "connection_resolved_l0": "S_sc for units binned by C_in: locality at every connectivity",
+    "gallery_most_l{l}": "masks of the most connected units (layer {l})",
+    "gallery_weighted_most_l{l}": "weighted masks (aggregated weights beyond layer 0)",
+    "gallery_least_l0": "masks of the least connected units with C_in >= 2",
+    "gallery_sample_l0": "masks of a random sample of connected units",
+    "ablation": "accuracy after removing first-layer units, no retraining",
+    "invariance": "clusters of masks equal up to a shift, at different positions",
+    "class_response": "class-averaged activations of the most connected units",
+}
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    gallery_size: int = 120  # the paper shows the 120 most connected units
+    evolution_units: int = 225  # the paper's movies show 225
+    bin_width: int = 10  # C_in bins of the connection-resolved maps (the paper: 10)
+    ablation_points: int = 12
+    invariance_units: int = 128
+    invariance_threshold: float = 0.9
+    formats: tuple[str, ...] = ("png", "svg")
+    device: str = "cpu"
+    seed: int = 0
+
+
+def resolve_rounds(folder: RunFolder, which: str) -> list[int]:
+    """'best', 'last', 'all' or a round number -> completed round indices."""
+    done = folder.completed_rounds()
+    if not done:
+        raise RunFolderError(f"{folder.root} has no completed round to analyse.")
+    if which == "all":
+        return done
+    if which == "last":
+        return [done[-1]]
+    if which == "best":
+        metrics = [folder.round_metrics(r) for r in done]
+        return [max(metrics, key=lambda m: m["best_val_top1"])["round"]]
+    try:
+        index = int(which)
+    except ValueError:
+        raise RunFolderError(
+            f"The '--round' option must be best, last, all or a round number. Got {which!r}."
+        ) from None
+    if index not in done:
+        raise RunFolderError(
+            f"The '--round' option names round {index}; {folder.root} has rounds 0..{done[-1]}."
+        )
+    return [index]
+
+
+def _hidden_layers(masks: dict[str, torch.Tensor]) -> list[int]:
+    """Linear layers whose units are features (all but the output layer)."""
+    n = sum(1 for name in masks if name.startswith("layers.") and name.endswith(".weight"))
+    return list(range(max(1, n - 1)))
+
+
+def _has_geometry(shape: tuple[int, int, int]) -> bool:
+    return shape[1] >= 2 and shape[2] >= 2
+
+
+def _model(config: Config, data: ImageData, state: dict[str, torch.Tensor], device: str) -> FCN:
+    model = build_model(config.model, data.input_dim, data.num_classes, seed=0)
+    model.load_state_dict(state)
+    return model.to(device).eval()
+
+
+def _ablation_points(n_units: int, points: int) -> list[int]:
+    raw = np.unique(np.round(np.linspace(0, n_units, points)).astype(int))
+    return [int(v) for v in raw]
+
+
+def _save(fig: Any, stem: Path, options: AnalysisOptions, written: list[Path]) -> None:
+    written.extend(save_figure(fig, stem, options.formats))
+
+
+def _finite(value: float) -> float | None:
+    return value if isinstance(value, float) and math.isfinite(value) else None
+
+
+def analyze_round(
+    folder: RunFolder,
+    config: Config,
+    index: int,
+    data: ImageData | None,
+    options: AnalysisOptions,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Every per-round analysis of round ``index``; writes results, arrays and figures."""
+    out = folder.root / "analysis" / f"round_{index:03d}"
+    masks = folder.round_masks(index)
+    state = folder.round_state(index, "final")
+    metrics = folder.round_metrics(index)
+    shape = _input_shape(config, masks)
+    perm = _permutation(config, masks)
+    written: list[Path] = []
+    arrays: dict[str, np.ndarray] = {}
+    results: dict[str, Any] = {
+        "round": index,
+        "density": metrics["density"],
+        "best_val_top1": metrics["best_val_top1"],
+        "layers": {},
+    }
+
+    curves = _read_curves(folder, index)
+    _save(plot_curves(curves, title=f"round {index}"), out / "curves", options, written)
+
+    geometry = _has_geometry(shape)
+    if not geometry:
+        log(f"Inputs of shape {shape} have no 2-D geometry: spatial analyses skipped.")
+    for layer in _hidden_layers(masks):
+        eff = effective_mask(masks, layer)  # (units, D) path counts
+        eff_image = to_image_space(eff, perm)
+        conn = connectivity(eff)
+        arrays[f"c_in_l{layer}"] = conn.c_in.numpy()
+        layer_result: dict[str, Any] = {
+            "units": conn.n_units,
+            "disconnected": conn.n_disconnected,
+            "c_in_mean": float(conn.c_in.double().mean()),
+            "c_in_max": int(conn.c_in.max()),
+        }
+        _save(
+            plot_cin_histogram(
+                conn.c_in,
+                title=f"layer {layer}: C_in "
+                f"({conn.n_units - conn.n_disconnected} connected, "
+                f"{conn.n_disconnected} disconnected)",
+            ),
+            out / f"cin_hist_l{layer}",
+            options,
+            written,
+        )
+        weights = effective_weights(state, masks, layer)  # (units, D) aggregated
+        ipr_units = ipr(weights[conn.c_in > 0])
+        layer_result["ipr_mean"] = float(ipr_units.mean()) if ipr_units.numel() else None
+        layer_result["ipr_null"] = float(ipr_null(eff.shape[1]))
+        if geometry:
+            maps = locality_maps(eff_image > 0, shape)
+            arrays[f"s_sc_l{layer}"] = maps.s_sc.numpy()
+            arrays[f"s_dc_l{layer}"] = maps.s_dc.numpy()
+            scalar = pair_distance_locality(eff_image > 0, shape)
+            arrays[f"locality_per_unit_l{layer}"] = np.asarray(scalar.per_unit)
+            layer_result["locality_ratio"] = _finite(scalar.ratio)
+            layer_result["mass_within_r"] = _finite(mass_within_radius(maps.s_sc, RADIUS))
+            layer_result["mass_within_r_null"] = _finite(mass_within_radius_null(shape, RADIUS))
+            _save(
+                plot_displacement_maps(
+                    maps.s_sc,
+                    maps.s_dc if shape[0] > 1 else None,
+                    title=f"layer {layer}, round {index}",
+                ),
+                out / f"locality_maps_l{layer}",
+                options,
+                written,
+            )
+            images_of = eff_image.double()
+            weights_of = to_image_space(weights, perm)
+            top = select_units(conn.c_in, "most", options.gallery_size)
+            labels = [f"{int(u)}: {int(conn.c_in[u])}" for u in top]
+            _save(
+                plot_gallery(
+                    unit_images(images_of, shape, top),
+                    f"layer {layer}: the "
+                    f"{len(top)} most connected units (unit: C_in), round {index}",
+                    labels,
+                ),
+                out / f"gallery_most_l{layer}",
+                options,
+                written,
+            )
+            _save(
+                plot_gallery(
+                    unit_images(weights_of, shape, top),
+                    f"layer {layer}: weighted masks of the {len(top)} most connected units",
+                    labels,
+                    signed=True,
+                ),
+                out / f"gallery_weighted_most_l{layer}",
+                options,
+                written,
+            )
+            if layer == 0:
+                for mode, what in (("least", "least connected (C_in >= 2)"), ("sample", "sampled")):
+                    picked = select_units(conn.c_in, mode, options.gallery_size, options.seed)
+                    _save(
+                        plot_gallery(
+                            unit_images(images_of, shape, picked),
+                            f"layer 0: {len(picked)} {what} units",
+                            [f"{int(u)}: {int(conn.c_in[u])}" for u in picked],
+                        ),
+                        out / f"gallery_{mode}_l0",
+                        options,
+                        written,
+                    )
+                resolved = connection_resolved_maps(eff_image > 0, shape, options.bin_width)
+                arrays["resolved_s_sc_l0"] = resolved.s_sc.numpy()
+                arrays["resolved_edges_l0"] = np.asarray(resolved.edges)
+                shown = [i for i in range(len(resolved.n_units)) if int(resolved.n_units[i]) > 0]
+                _save(
+                    plot_connection_resolved(
+                        [resolved.s_sc[i] for i in shown],
+                        [
+                            f"C_in {resolved.edges[i]}-{resolved.edges[i + 1] - 1}: "
+                            f"{int(resolved.n_units[i])} units"
+                            for i in shown
+                        ],
+                    ),
+                    out / "connection_resolved_l0",
+                    options,
+                    written,
+                )
+                pmap = pixel_map(eff_image, shape, binary=True)
+                arrays["pixel_map"] = pmap.numpy()
+                _save(plot_pixel_map(pmap), out / "pixel_map", options, written)
+                inv = translational_invariance(
+                    eff_image > 0,
+                    weights_of,
+                    shape,
+                    threshold=options.invariance_threshold,
+                    max_units=options.invariance_units,
+                    seed=options.seed,
+                )
+                results["invariance"] = _invariance_json(inv)
+                _save(
+                    _invariance_figure(inv, images_of, shape), out / "invariance", options, written
+                )
+        results["layers"][str(layer)] = layer_result
+
+    if data is not None:
+        model = _model(config, data, state, options.device)
+        c_in0 = connectivity(masks["layers.0.weight"]).c_in
+        points = _ablation_points(c_in0.numel(), options.ablation_points)
+        curves_abl = [
+            node_ablation(
+                model, data, c_in0, points, mode, options.seed, config.train.eval_batch_size
+            )
+            for mode in ABLATION_MODES
+        ]
+        results["ablation"] = {c.mode: {"removed": c.removed, "top1": c.top1} for c in curves_abl}
+        _save(
+            plot_ablation(curves_abl, c_in0.numel(), baseline=1 / data.num_classes),
+            out / "ablation",
+            options,
+            written,
+        )
+        pre = hidden_activity(model, data, layer=0)  # (n, units)
+        kurt = excess_kurtosis(pre[:, c_in0 > 0]) if bool((c_in0 > 0).any()) else None
+        results["kurtosis"] = (
+            None
+            if kurt is None
+            else {"mean": _finite(kurt.mean), "median": _finite(kurt.median), "null": 0.0}
+        )
+        labels = data.y_val[: pre.shape[0]].cpu()
+        response = class_response(
+            torch.relu(pre).double(), labels, data.num_classes, seed=options.seed
+        )
+        arrays["class_means_l0"] = response.class_means.numpy()
+        results["class_response"] = {
+            "mean_independence": _finite(response.mean_independence),
+            "null_mean_independence": _finite(response.null_mean_independence),
+        }
+        top = select_units(c_in0, "most", 24)
+        _save(
+            plot_class_response(
+                response.class_means[top], response.independence[top].tolist(), top.tolist()
+            ),
+            out / "class_response",
+            options,
+            written,
+        )
+
+    write_text(out / "results.json", json.dumps(results, indent=2, default=_json_default) + "\n")
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    write_bytes(out / "arrays.npz", buffer.getvalue())
+    results["figures"] = [str(p.relative_to(folder.root)) for p in written]
+    return results
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def _invariance_json(inv: Any) -> dict[str, Any]:
+    return {
+        "units": list(inv.units),
+        "threshold": inv.threshold,
+        "fraction_shifted": _finite(inv.fraction_shifted),
+        "null_fraction_shifted": _finite(inv.null_fraction_shifted),
+        "mean_best_similarity": _finite(inv.mean_best_similarity),
+        "null_mean_best_similarity": _finite(inv.null_mean_best_similarity),
+        "weight_similarity": _finite(inv.weight_similarity),
+        "weight_similarity_null": _finite(inv.weight_similarity_null),
+        "clusters": [
+            {
+                "members": list(c.members),
+                "positions": [list(p) for p in c.positions],
+                "n_positions": c.n_positions,
+                "spread": c.spread,
+                "weight_similarity": _finite(c.weight_similarity),
+                "weight_similarity_null": _finite(c.weight_similarity_null),
+            }
+            for c in inv.clusters
+        ],
+    }
+
+
+def _invariance_figure(inv: Any, images: torch.Tensor, shape: tuple[int, int, int]) -> Any:
+    """The largest clusters, one row each: members' masks side by side."""
+    rows = [c for c in inv.clusters if c.n_positions >= 2][:8]
+    members = [m for c in rows for m in c.members[:12]]
+    if not members:
+        return plot_gallery(
+            torch.zeros((1, *shape)),
+            f"no cluster of shifted copies found (threshold {inv.threshold})",
+        )
+    picked = torch.tensor(members)
+    labels = []
+    for i, c in enumerate(rows):
+        labels += [f"c{i} u{m}" for m in c.members[:12]]
+    title = (
+        f"masks equal up to a shift: {inv.fraction_shifted:.0%} of {len(inv.units)} units "
+        f"in shifted clusters (random masks: {inv.null_fraction_shifted:.0%})"
+    )
+    return plot_gallery(unit_images(images, shape, picked), title, labels, columns=12)
+
+
+def _read_curves(folder: RunFolder, index: int) -> list[dict[str, float]]:
+    path = folder.round_file(index, "curves")
+    try:
+        with path.open() as handle:
+            return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+    except (OSError, ValueError) as error:
+        raise RunFolderError(f"{path} is not a readable curves file: {error}.") from None
+
+
+def _input_shape(config: Config, masks: dict[str, torch.Tensor]) -> tuple[int, int, int]:
+    data = config.data
+    if data.name == "nlgp":
+        shape = (data.channels, data.height, data.width)
+    else:
+        side = 32 if data.name == "imagenet32" else 64
+        shape = (3, side, side)
+    n_inputs = masks["layers.0.weight"].shape[1]
+    if shape[0] * shape[1] * shape[2] != n_inputs:
+        raise RunFolderError(f"The run's masks have {n_inputs} inputs; its config says {shape}.")
+    return shape
+
+
+def _permutation(config: Config, masks: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    if not config.data.permute_pixels:
+        return None
+    return pixel_permutation(masks["layers.0.weight"].shape[1], config.data.seed)
+
+
+def _round_scalars(
+    folder: RunFolder, config: Config, index: int, data: ImageData | None, device: str
+) -> dict[str, Any]:
+    """The per-round numbers of rounds.csv (cheap: masks, weights, one forward pass)."""
+    masks = folder.round_masks(index)
+    metrics = folder.round_metrics(index)
+    shape = _input_shape(config, masks)
+    first = to_image_space(masks["layers.0.weight"], _permutation(config, masks))
+    row: dict[str, Any] = {
+        "round": index,
+        "density": metrics["density"],
+        "density_l0": metrics["layer_density"][0],
+        "best_val_top1": metrics["best_val_top1"],
+        "connected_l0": metrics["connected_units"][0],
+    }
+    if _has_geometry(shape):
+        scalar = pair_distance_locality(first, shape)
+        maps = locality_maps(first, shape)
+        row.update(
+            locality_ratio=scalar.ratio,
+            locality_null=1.0,
+            mass_within_r=mass_within_radius(maps.s_sc, RADIUS),
+            mass_within_r_null=mass_within_radius_null(shape, RADIUS),
+        )
+    state = folder.round_state(index, "final")
+    connected = masks["layers.0.weight"].any(dim=1)  # (units,)
+    weights = state["layers.0.weight"][connected]  # (connected units, D)
+    row["ipr_l0"] = float(ipr(weights).mean()) if weights.numel() else float("nan")
+    row["ipr_l0_null"] = float(ipr_null(first.shape[1]))
+    if data is not None:
+        model = _model(config, data, state, device)
+        pre = hidden_activity(model, data, layer=0)[:, connected.cpu()]
+        row["kurtosis_l0"] = excess_kurtosis(pre).mean if pre.shape[1] else float("nan")
+        row["kurtosis_null"] = 0.0
+    return row
+
+
+def analyze_run(
+    run_dir: str | Path,
+    which: str = "best",
+    options: AnalysisOptions | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Analyse the rounds ``which`` (best, last, all, or a number) of a run folder.
+
+    Over-round figures and rounds.csv always cover every completed round. Returns a
+    summary with the paths written.
+    """
+    options = options or AnalysisOptions()
+    folder = RunFolder(run_dir)
+    if not folder.config_path.exists():
+        raise RunFolderError(f"{folder.root} is not an imprint run folder (no config.toml).")
+    config = folder.read_config()
+    selected = resolve_rounds(folder, which)
+    done = folder.completed_rounds()
+    try:
+        data = load_dataset(config.data).to(options.device)
+    except DataError as error:
+        log(f"Data unavailable ({error}); ablation, kurtosis and class response skipped.")
+        data = None
+
+    out = folder.root / "analysis"
+    rows = [_round_scalars(folder, config, r, data, options.device) for r in done]
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(k for k in row if k not in columns)
+    write_csv(out / "rounds.csv", rows, columns)
+    written: list[Path] = []
+    metrics = [folder.round_metrics(r) for r in done]
+    _save(plot_accuracy_vs_remaining(metrics), out / "accuracy", options, written)
+    if "locality_ratio" in rows[0]:
+        _save(
+            plot_scalar_over_rounds(
+                metrics,
+                [r["locality_ratio"] for r in rows],
+                "pair-distance locality ratio (first layer)",
+                null=1.0,
+                log_y=True,
+            ),
+            out / "locality",
+            options,
+            written,
+        )
+        _save(
+            plot_scalar_over_rounds(
+                metrics,
+                [r["mass_within_r"] for r in rows],
+                f"fraction of S_sc mass within {RADIUS:g} px",
+                null=[r["mass_within_r_null"] for r in rows],
+            ),
+            out / "mass_within",
+            options,
+            written,
+        )
+    if data is not None:
+        _save(
+            plot_scalar_over_rounds(
+                metrics,
+                [r["kurtosis_l0"] for r in rows],
+                "excess kurtosis of layer-0 pre-activations",
+                null=0.0,
+            ),
+            out / "kurtosis",
+            options,
+            written,
+        )
+
+    per_round = [analyze_round(folder, config, r, data, options, log) for r in selected]
+    evolution = _evolution(folder, config, done, selected[-1], options)
+    if evolution is not None:
+        written.append(evolution)
+    summary = {
+        "rounds": selected,
+        "figures": [str(p.relative_to(folder.root)) for p in written],
+        "per_round": per_round,
+    }
+    write_text(out / "summary.json", json.dumps(summary, indent=2, default=_json_default) + "\n")
+    return summary
+
+
+def _evolution(
+    folder: RunFolder, config: Config, done: Sequence[int], anchor: int, options: AnalysisOptions
+) -> Path | None:
+    """The most connected units of round ``anchor``, followed over every round."""
+    masks = folder.round_masks(anchor)
+    shape = _input_shape(config, masks)
+    if not _has_geometry(shape):
+        return None
+    perm = _permutation(config, masks)
+    c_in = connectivity(masks["layers.0.weight"]).c_in
+    units = select_units(c_in, "most", options.evolution_units)
+    frames, titles = [], []
+    for r in done:
+        m = folder.round_masks(r)
+        image = to_image_space(m["layers.0.weight"], perm).double()
+        frames.append(unit_images(image, shape, units))
+        density = folder.round_metrics(r)["layer_density"][0]
+        titles.append(
+            f"round {r}: {density:.2%} of layer 0 left "
+            f"({len(units)} most connected units of round {anchor})"
+        )
+    return write_evolution_gif(frames, titles, folder.root / "analysis" / "evolution.gif")
