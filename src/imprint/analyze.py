@@ -331,9 +331,8 @@ def analyze_round(
             else {"mean": _finite(kurt.mean), "median": _finite(kurt.median), "null": 0.0}
         )
         labels = data.y_val[: pre.shape[0]].cpu()
-        response = class_response(
-            torch.relu(pre).double(), labels, data.num_classes, seed=options.seed
-        )
+        post = torch.relu(pre).double()  # (n, units): what the next layer sees
+        response = class_response(post, labels, data.num_classes, seed=options.seed)
         arrays["class_means_l0"] = response.class_means.numpy()
         results["class_response"] = {
             "mean_independence": _finite(response.mean_independence),
@@ -342,7 +341,10 @@ def analyze_round(
         top = select_units(c_in0, "most", 24)
         _save(
             plot_class_response(
-                response.class_means[top], response.independence[top].tolist(), top.tolist()
+                response.class_means[top],
+                post.std(dim=0)[top],
+                response.independence[top].tolist(),
+                top.tolist(),
             ),
             out / "class_response",
             options,
@@ -515,6 +517,7 @@ def analyze_run(
                 "pair-distance locality ratio (first layer)",
                 null=1.0,
                 log_y=True,
+                null_label="random masks of equal C_in (= 1)",
             ),
             out / "locality",
             options,
@@ -526,6 +529,7 @@ def analyze_run(
                 [r["mass_within_r"] for r in rows],
                 f"fraction of S_sc mass within {RADIUS:g} px",
                 null=[r["mass_within_r_null"] for r in rows],
+                null_label="random masks of equal C_in",
             ),
             out / "mass_within",
             options,
@@ -538,6 +542,7 @@ def analyze_run(
                 [r["kurtosis_l0"] for r in rows],
                 "excess kurtosis of layer-0 pre-activations",
                 null=0.0,
+                null_label="Gaussian (= 0)",
             ),
             out / "kurtosis",
             options,

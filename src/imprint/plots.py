@@ -112,6 +112,7 @@ def plot_scalar_over_rounds(
     null: float | Sequence[float] | None = None,
     ax: Any | None = None,
     log_y: bool = False,
+    null_label: str = "null",
 ) -> Figure:
     """A per-round scalar (locality, kurtosis, ...) against % weights left, with its null."""
     fig, ax = _axes(ax)
@@ -119,7 +120,7 @@ def plot_scalar_over_rounds(
     ax.plot(x, values, "o-", ms=4, color="C0", label=label)
     if null is not None:
         nulls = np.broadcast_to(np.asarray(null, dtype=float), x.shape)
-        ax.plot(x, nulls, "--", color="0.5", label="null (random masks / Gaussian)")
+        ax.plot(x, nulls, "--", color="0.5", label=null_label)
     ax.set_xscale("log")
     ax.invert_xaxis()
     if log_y:
@@ -160,7 +161,9 @@ def plot_cin_histogram(c_in: torch.Tensor, title: str = "", ax: Any | None = Non
     values = c_in.long().cpu().numpy()
     connected = values[values > 0]
     if connected.size:
-        bins = min(50, max(1, int(connected.max() - connected.min() + 1)))
+        lo, hi = int(connected.min()), int(connected.max())
+        # integer-centred bins while they are few; 50 equal bins beyond
+        bins = np.arange(lo, hi + 2) - 0.5 if hi - lo < 50 else 50
         ax.hist(connected, bins=bins, color="C0", log=True)
     ax.set_xlabel("C_in: inputs connected to the unit")
     ax.set_ylabel("units (log)")
@@ -346,19 +349,29 @@ def plot_ablation(
 
 
 def plot_class_response(
-    means: torch.Tensor, scores: Sequence[float], units: Sequence[int], ax: Any | None = None
+    means: torch.Tensor,
+    spread: torch.Tensor,
+    scores: Sequence[float],
+    units: Sequence[int],
+    ax: Any | None = None,
 ) -> Figure:
-    """Class-averaged activation of selected units (rows), scaled per unit to [0, 1]."""
+    """Class-averaged activation of selected units (rows) as (class mean - unit mean) /
+    unit std: near 0 everywhere means the unit responds alike to every class."""
     m = means.double().cpu().numpy()
-    lo, hi = m.min(axis=1, keepdims=True), m.max(axis=1, keepdims=True)
-    scaled = (m - lo) / np.where(hi - lo > 0, hi - lo, 1.0)
-    fig, ax = _axes(ax, (5.2, 0.25 * len(units) + 1.4))
-    im = ax.imshow(scaled, aspect="auto", cmap=COUNT_CMAP, interpolation="nearest", vmin=0, vmax=1)
-    fig.colorbar(im, ax=ax, label="class mean, scaled per unit")
+    sd = spread.double().cpu().numpy()[:, None]
+    z = (m - m.mean(axis=1, keepdims=True)) / np.where(sd > 0, sd, 1.0)
+    peak = max(float(np.nanmax(np.abs(z))) if z.size else 1.0, 0.1)
+    fig, ax = _axes(ax, (5.2, 0.22 * len(units) + 1.5))
+    im = ax.imshow(
+        z, aspect="auto", cmap=SIGNED_CMAP, vmin=-peak, vmax=peak, interpolation="nearest"
+    )
+    fig.colorbar(im, ax=ax, label="(class mean - mean) / std")
     ax.set_yticks(range(len(units)))
     ax.set_yticklabels([f"unit {u} ({s:.2f})" for u, s in zip(units, scores)], fontsize=6)
     ax.set_xlabel("class")
-    ax.set_title("class response (independence score in brackets)")
+    ax.set_title(
+        "class response of the most connected units\n(class-independence 1 - eta^2 in brackets)"
+    )
     return fig
 
 
