@@ -11,7 +11,8 @@ import torch
 
 from imprint.config import ImageNetData, load_config
 from imprint.data import DataError, load_dataset
-from imprint.data.imagenet import safe_unpickle, superclass_table
+from imprint.data.files import superclass_table
+from imprint.data.safe import safe_unpickle
 from imprint.imp import run_imp
 from tests.conftest import CONFIGS
 

@@ -171,7 +171,7 @@ def analyze_round(
     masks = folder.round_masks(index)
     state = folder.round_state(index, "final")
     metrics = folder.round_metrics(index)
-    shape = _input_shape(config, masks)
+    shape = _input_shape(folder, masks)
     perm = _permutation(config, masks)
     written: list[Path] = []
     arrays: dict[str, np.ndarray] = {}
@@ -420,17 +420,14 @@ def _read_curves(folder: RunFolder, index: int) -> list[dict[str, float]]:
         raise RunFolderError(f"{path} is not a readable curves file: {error}.") from None
 
 
-def _input_shape(config: Config, masks: dict[str, torch.Tensor]) -> tuple[int, int, int]:
-    data = config.data
-    if data.name == "nlgp":
-        shape = (data.channels, data.height, data.width)
-    else:
-        side = 32 if data.name == "imagenet32" else 64
-        shape = (3, side, side)
+def _input_shape(folder: RunFolder, masks: dict[str, torch.Tensor]) -> tuple[int, int, int]:
+    shape = tuple(int(v) for v in folder.read_data_record()["shape"])
     n_inputs = masks["layers.0.weight"].shape[1]
-    if shape[0] * shape[1] * shape[2] != n_inputs:
-        raise RunFolderError(f"The run's masks have {n_inputs} inputs; its config says {shape}.")
-    return shape
+    if len(shape) != 3 or shape[0] * shape[1] * shape[2] != n_inputs:
+        raise RunFolderError(
+            f"{folder.data_path} gives input shape {shape}; the masks have {n_inputs} inputs."
+        )
+    return shape  # type: ignore[return-value]
 
 
 def _permutation(config: Config, masks: dict[str, torch.Tensor]) -> torch.Tensor | None:
@@ -445,7 +442,7 @@ def _round_scalars(
     """The per-round numbers of rounds.csv (cheap: masks, weights, one forward pass)."""
     masks = folder.round_masks(index)
     metrics = folder.round_metrics(index)
-    shape = _input_shape(config, masks)
+    shape = _input_shape(folder, masks)
     first = to_image_space(masks["layers.0.weight"], _permutation(config, masks))
     row: dict[str, Any] = {
         "round": index,
@@ -567,7 +564,7 @@ def _evolution(
 ) -> Path | None:
     """The most connected units of round ``anchor``, followed over every round."""
     masks = folder.round_masks(anchor)
-    shape = _input_shape(config, masks)
+    shape = _input_shape(folder, masks)
     if not _has_geometry(shape):
         return None
     perm = _permutation(config, masks)

@@ -78,6 +78,21 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_datasets(args: argparse.Namespace) -> int:
+    from imprint.data.catalog import format_datasets
+
+    print(format_datasets())
+    return 0
+
+
+def _cmd_data_check(args: argparse.Namespace) -> int:
+    from imprint.data.catalog import check_data
+
+    config = load_config(args.config, args.set)
+    print(check_data(config.data).format())
+    return 0
+
+
 def _default_out(config_path: str) -> str:
     from pathlib import Path
 
@@ -142,6 +157,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="where to evaluate the network (default cpu)",
     )
     analyze.set_defaults(handler=_cmd_analyze)
+
+    datasets = commands.add_parser(
+        "datasets",
+        help="list the datasets, their options and the files each reads",
+        description="List the datasets imprint reads, their options and where each looks.",
+    )
+    datasets.set_defaults(handler=_cmd_datasets)
+
+    data = commands.add_parser("data", help="data utilities (check)", description="Data utilities.")
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
+    check = data_commands.add_parser(
+        "check",
+        help="validate the data a config points at",
+        description="Load the data of CONFIG and print counts, shapes, label range and class "
+        "balance; any problem is one clear error naming the file.",
+    )
+    check.add_argument("config", help="a TOML config")
+    check.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value (repeatable)",
+    )
+    check.set_defaults(handler=_cmd_data_check)
     return parser
 
 

@@ -28,6 +28,10 @@ __all__ = [
     "Config",
     "NLGPData",
     "ImageNetData",
+    "CIFARData",
+    "MNISTData",
+    "FolderData",
+    "FileData",
     "ModelConfig",
     "TrainConfig",
     "PruneConfig",
@@ -88,22 +92,104 @@ class NLGPData(_Section):
         return self
 
 
-class ImageNetData(_Section):
+class _FileData(_Section):
+    """Options shared by datasets read from disk: where, which task, how much, how normalised."""
+
+    root: str = "data"
+    # "classes": the dataset's own labels; "superclasses": ImageNet's 10 meaningful
+    # groups (the paper); "modulo": label mod k (the paper's meaningless control);
+    # "mapping": labels from data.mapping_file (CSV: label,target).
+    task: Literal["classes", "superclasses", "modulo", "mapping"] = "classes"
+    modulo: Annotated[int, Field(ge=2)] = 10
+    mapping_file: str | None = None
+    # Keep only these original (0-based) labels; with task "classes" they become 0..n-1.
+    classes: list[Annotated[int, Field(ge=0)]] | None = None
+    train_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
+    # "first": the first fraction of the training files, as the paper; "random": seeded.
+    fraction_mode: Literal["first", "random"] = "first"
+    # "official": the first n_val images of the official validation/test set (the paper);
+    # "train": the last n_val training images, held out before taking the fraction.
+    val_source: Literal["official", "train"] = "official"
+    n_val: PositiveInt = 10_000
+    # "paper": (x - mean image) / 255; "channel": per-channel standardisation.
+    normalization: Literal["paper", "channel"] = "paper"
+    permute_pixels: bool = False
+    seed: Annotated[int, Field(ge=0)] = 0  # random fraction and the pixel permutation
+
+    @model_validator(mode="after")
+    def _task_options(self) -> _FileData:
+        if self.task == "mapping" and not self.mapping_file:
+            raise ValueError("data.mapping_file must name a CSV file when data.task = 'mapping'.")
+        if self.classes is not None and len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"data.classes must not repeat a label. Got {self.classes}.")
+        if self.classes is not None and len(self.classes) < 2:
+            raise ValueError(f"data.classes must keep at least 2 labels. Got {self.classes}.")
+        return self
+
+
+class ImageNetData(_FileData):
     """ImageNet32/64 as distributed (pickled batches or npz), with the paper's tasks."""
 
     name: Literal["imagenet32", "imagenet64"] = "imagenet32"
     root: str = "data/imagenet32"
-    # "classes": the 1000 classes; "superclasses": the 10 meaningful groups;
-    # "modulo": label mod 10 (semantically meaningless, the paper's control).
-    task: Literal["classes", "superclasses", "modulo"] = "classes"
-    modulo: Annotated[int, Field(ge=2)] = 10
-    train_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
-    n_val: PositiveInt = 10_000  # the paper validates on the first 10,000 official val images
-    permute_pixels: bool = False
-    seed: Annotated[int, Field(ge=0)] = 0
 
 
-DataConfig = Annotated[NLGPData | ImageNetData, Field(discriminator="name")]
+class CIFARData(_FileData):
+    """CIFAR-10 / CIFAR-100, python pickles (CIFAR-100 with fine or coarse labels)."""
+
+    name: Literal["cifar10", "cifar100"] = "cifar10"
+    root: str = "data/cifar-10-batches-py"
+    labels: Literal["fine", "coarse"] = "fine"  # CIFAR-100 only
+
+    @model_validator(mode="after")
+    def _no_superclasses(self) -> CIFARData:
+        _refuse_superclasses(self.name, self.task)
+        return self
+
+
+class MNISTData(_FileData):
+    """MNIST / Fashion-MNIST IDX files, plain or gzipped."""
+
+    name: Literal["mnist", "fashion_mnist"] = "mnist"
+    root: str = "data/mnist"
+
+    @model_validator(mode="after")
+    def _no_superclasses(self) -> MNISTData:
+        _refuse_superclasses(self.name, self.task)
+        return self
+
+
+class FolderData(_FileData):
+    """A folder per class of PNG/JPEG images (root/<class>/*.png), resized on load.
+
+    With root/train/<class>/ and root/val/<class>/ the val folder is the official
+    validation set; otherwise set data.val_source = 'train'.
+    """
+
+    name: Literal["folder"] = "folder"
+    root: str = "data/images"
+    height: Annotated[int, Field(ge=2, le=512)] = 32
+    width: Annotated[int, Field(ge=2, le=512)] = 32
+    channels: Literal[1, 3] = 3
+
+    @model_validator(mode="after")
+    def _no_superclasses(self) -> FolderData:
+        _refuse_superclasses(self.name, self.task)
+        return self
+
+
+def _refuse_superclasses(name: str, task: str) -> None:
+    if task == "superclasses":
+        raise ValueError(
+            f"data.task = 'superclasses' is ImageNet's 10-superclass table; "
+            f"data.name = '{name}' has none (use 'mapping' with a CSV file)."
+        )
+
+
+DataConfig = Annotated[
+    NLGPData | ImageNetData | CIFARData | MNISTData | FolderData, Field(discriminator="name")
+]
+FileData = ImageNetData | CIFARData | MNISTData | FolderData
 
 
 class ModelConfig(_Section):
@@ -243,7 +329,17 @@ def _format_errors(error: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-_DATA_TAGS = ("nlgp", "imagenet32", "imagenet64")
+_DATA_MODELS: dict[str, type[BaseModel]] = {
+    "nlgp": NLGPData,
+    "imagenet32": ImageNetData,
+    "imagenet64": ImageNetData,
+    "cifar10": CIFARData,
+    "cifar100": CIFARData,
+    "mnist": MNISTData,
+    "fashion_mnist": MNISTData,
+    "folder": FolderData,
+}
+_DATA_TAGS = tuple(_DATA_MODELS)
 
 
 def _user_loc(loc: tuple) -> tuple:
@@ -257,11 +353,8 @@ def _section_for(loc: tuple) -> type[BaseModel] | None:
     """The model class that owns the keys at ``loc`` (for listing allowed keys)."""
     model: type[BaseModel] = Config
     for part in loc:
-        if part in ("nlgp",):
-            model = NLGPData
-            continue
-        if part in ("imagenet32", "imagenet64"):
-            model = ImageNetData
+        if part in _DATA_MODELS:
+            model = _DATA_MODELS[part]
             continue
         field = model.model_fields.get(str(part))
         if field is None:

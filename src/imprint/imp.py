@@ -213,6 +213,16 @@ def run_imp(
         f"images of shape {data.shape}, {data.num_classes} classes "
         f"({time.perf_counter() - started:.1f} s). Device: {torch_device}."
     )
+    if not folder.data_path.exists():
+        folder.write_data_record(
+            {
+                "shape": list(data.shape),
+                "num_classes": data.num_classes,
+                "n_train": data.x_train.shape[0],
+                "n_val": data.x_val.shape[0],
+                "permuted": data.permutation is not None,
+            }
+        )
     data = data.to(torch_device)
     model = build_model(config.model, data.input_dim, data.num_classes, config.seeds.init)
     if folder.init_path.exists():

@@ -5,6 +5,7 @@ This module owns every file name of a run folder (see ARCHITECTURE.md)::
     RUN/
       config.toml           the resolved config (every value, defaults included)
       manifest.json         imprint/torch/numpy/python versions, git revision, seeds, start time
+      data.json             the data as loaded: input shape (C, H, W), classes, set sizes
       init.safetensors      the state at step 0 (weights, biases, BN parameters and averages)
       rewind.safetensors    the dense state at the rewind step
       summary.csv           one row per completed round
@@ -144,6 +145,10 @@ class RunFolder:
         return self.root / "manifest.json"
 
     @property
+    def data_path(self) -> Path:
+        return self.root / "data.json"
+
+    @property
     def init_path(self) -> Path:
         return self.root / "init.safetensors"
 
@@ -217,6 +222,19 @@ class RunFolder:
             return tomllib.loads(self.config_path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
             raise RunFolderError(f"Cannot read {self.config_path}: {error}.") from error
+
+    def write_data_record(self, record: Mapping[str, Any]) -> None:
+        write_text(self.data_path, json.dumps(record, indent=2) + "\n")
+
+    def read_data_record(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.data_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise RunFolderError(
+                f"{self.data_path} is missing (written when a run starts)."
+            ) from None
+        except (OSError, ValueError) as error:
+            raise RunFolderError(f"{self.data_path} is not readable JSON: {error}.") from None
 
     def read_config(self) -> Config:
         return parse_config(self.read_config_document(), source=str(self.config_path))

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from imprint.config import ImageNetData, NLGPData
+from imprint.config import CIFARData, FileData, ImageNetData, MNISTData, NLGPData
 
 __all__ = ["DataError", "ImageData", "load_dataset", "pixel_permutation"]
 
@@ -30,7 +30,7 @@ class ImageData:
     shape: tuple[int, int, int]  # (C, H, W); D = C*H*W
     num_classes: int
     offset: torch.Tensor | None = None  # (D,) subtracted before scaling (the mean image)
-    scale: float = 1.0
+    scale: float | torch.Tensor = 1.0  # a number, or (D,) per input (channel standardisation)
     # Network input j holds image pixel permutation[j] (the geometry-hiding control).
     permutation: torch.Tensor | None = None  # (D,) int64
 
@@ -43,7 +43,9 @@ class ImageData:
         x = x.float()
         if self.offset is not None:
             x = x - self.offset
-        return x * self.scale if self.scale != 1.0 else x
+        if isinstance(self.scale, torch.Tensor) or self.scale != 1.0:
+            x = x * self.scale
+        return x
 
     def to(self, device: torch.device | str) -> ImageData:
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
@@ -54,20 +56,20 @@ class ImageData:
             x_val=move(self.x_val),
             y_val=move(self.y_val),
             offset=move(self.offset),
+            scale=move(self.scale) if isinstance(self.scale, torch.Tensor) else self.scale,
             permutation=move(self.permutation),
         )
 
     def permuted(self, permutation: torch.Tensor) -> ImageData:
         """The same data with pixel positions shuffled: input j <- pixel permutation[j]."""
-        if self.offset is not None:
-            offset = self.offset[permutation]
-        else:
-            offset = None
+        offset = None if self.offset is None else self.offset[permutation]
+        scale = self.scale[permutation] if isinstance(self.scale, torch.Tensor) else self.scale
         return replace(
             self,
             x_train=self.x_train[:, permutation],
             x_val=self.x_val[:, permutation],
             offset=offset,
+            scale=scale,
             permutation=permutation,
         )
 
@@ -78,16 +80,35 @@ def pixel_permutation(dim: int, seed: int) -> torch.Tensor:
     return torch.randperm(dim, generator=gen)
 
 
-def load_dataset(config: NLGPData | ImageNetData) -> ImageData:
+def load_dataset(config: NLGPData | FileData) -> ImageData:
     """Build or read the dataset a config names, on the CPU."""
     if isinstance(config, NLGPData):
         from imprint.data.synthetic import make_nlgp_dataset
 
         data = make_nlgp_dataset(config)
     else:
-        from imprint.data.imagenet import load_imagenet
+        from imprint.data.files import finish
 
-        data = load_imagenet(config)
+        data = finish(read_raw(config), config)
     if config.permute_pixels:
         data = data.permuted(pixel_permutation(data.input_dim, config.seed))
     return data
+
+
+def read_raw(config: FileData):
+    """The files of an on-disk dataset as they are (imprint.data.files.RawData)."""
+    if isinstance(config, ImageNetData):
+        from imprint.data.imagenet import read_imagenet
+
+        return read_imagenet(config)
+    if isinstance(config, CIFARData):
+        from imprint.data.cifar import read_cifar
+
+        return read_cifar(config)
+    if isinstance(config, MNISTData):
+        from imprint.data.mnist import read_mnist
+
+        return read_mnist(config)
+    from imprint.data.folder import read_folder
+
+    return read_folder(config)

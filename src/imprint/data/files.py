@@ -1,0 +1,200 @@
+"""What every on-disk dataset shares after its files are read: the task's labels, the
+class subset, the training fraction, the validation set and the normalisation."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from imprint.config import FileData
+from imprint.data import DataError, ImageData
+
+__all__ = ["RawData", "finish", "superclass_table", "check_images", "check_labels"]
+
+
+@dataclass(frozen=True)
+class RawData:
+    """A dataset as its files hold it: uint8 images, 0-based labels."""
+
+    x_train: np.ndarray  # (N, D) uint8, channel-major
+    y_train: np.ndarray  # (N,) int64 in [0, n_labels)
+    x_val: np.ndarray | None  # (M, D) uint8, or None when the format has no official split
+    y_val: np.ndarray | None
+    shape: tuple[int, int, int]  # (C, H, W)
+    n_labels: int
+    mean: np.ndarray | None = None  # (D,) float, the mean image shipped with the files
+
+
+def check_images(data: object, shape: tuple[int, int, int], source: Path) -> np.ndarray:
+    """``data`` as an (N, C*H*W) uint8 array, or a DataError naming ``source``."""
+    dim = shape[0] * shape[1] * shape[2]
+    array = np.asarray(data) if isinstance(data, np.ndarray) else None
+    if array is None or array.dtype != np.uint8 or array.ndim != 2 or array.shape[1] != dim:
+        got = f"{array.dtype} {array.shape}" if array is not None else type(data).__name__
+        raise DataError(f"{source}: 'data' must be a uint8 array of shape (N, {dim}). Got {got}.")
+    return array
+
+
+def check_labels(labels: object, n: int, low: int, high: int, source: Path) -> np.ndarray:
+    """Integer labels in [low, high] of length ``n``, shifted to start at 0."""
+    try:
+        array = np.asarray(labels)
+        if array.dtype.kind not in "iu":
+            raise TypeError(f"dtype {array.dtype}")
+        array = array.astype(np.int64)
+    except (TypeError, ValueError, OverflowError) as error:
+        raise DataError(f"{source}: labels must be integers ({error}).") from None
+    if array.shape != (n,):
+        raise DataError(f"{source}: labels must have shape ({n},). Got {array.shape}.")
+    if n and (array.min() < low or array.max() > high):
+        raise DataError(
+            f"{source}: labels must be in {low}..{high}. Got {array.min()}..{array.max()}."
+        )
+    return array - low
+
+
+def superclass_table() -> np.ndarray:
+    """The paper's 10 meaningful superclasses: (1000,) superclass of each 0-based label."""
+    table = np.full(1000, -1, dtype=np.int64)
+    text = resources.files("imprint.data").joinpath("imagenet_10_superclasses.csv").read_text()
+    for row in csv.DictReader(io.StringIO(text)):
+        table[int(row["label"])] = int(row["superclass"])
+    if (table < 0).any():  # pragma: no cover - the shipped table covers every class
+        raise DataError("imagenet_10_superclasses.csv does not cover all 1000 classes.")
+    return table
+
+
+def _read_mapping(path: Path, n_labels: int) -> np.ndarray:
+    """A CSV with columns label,target (0-based) -> (n_labels,) targets, -1 = unmapped."""
+    table = np.full(n_labels, -1, dtype=np.int64)
+    try:
+        with path.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except FileNotFoundError:
+        raise DataError(f"data.mapping_file: {path} does not exist.") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise DataError(f"data.mapping_file: {path} is not a readable CSV ({error}).") from None
+    for line, row in enumerate(rows, start=2):
+        try:
+            label, target = int(row["label"]), int(row["target"])
+        except (KeyError, TypeError, ValueError):
+            raise DataError(
+                f"data.mapping_file: {path} line {line} must have integer 'label' and "
+                f"'target' columns. Got {row}."
+            ) from None
+        if not 0 <= label < n_labels or target < 0:
+            raise DataError(
+                f"data.mapping_file: {path} line {line}: label must be in 0..{n_labels - 1} "
+                f"and target >= 0. Got {label},{target}."
+            )
+        table[label] = target
+    return table
+
+
+def _task(labels: np.ndarray, config: FileData, n_labels: int) -> tuple[np.ndarray, int]:
+    """Map original labels to the task's classes; -1 drops an example."""
+    if config.classes is not None and config.task == "classes":
+        lookup = np.full(n_labels, -1, dtype=np.int64)
+        lookup[np.asarray(config.classes)] = np.arange(len(config.classes))
+        return lookup[labels], len(config.classes)
+    if config.task == "classes":
+        return labels, n_labels
+    if config.task == "superclasses":
+        return superclass_table()[labels], 10
+    if config.task == "modulo":
+        return labels % config.modulo, config.modulo
+    table = _read_mapping(Path(config.mapping_file or ""), n_labels)
+    return table[labels], int(table.max()) + 1
+
+
+def finish(raw: RawData, config: FileData) -> ImageData:
+    """Apply the config's task, class subset, validation split, fraction, normalisation."""
+    for label in config.classes or []:
+        if label >= raw.n_labels:
+            raise DataError(
+                f"data.classes names label {label}; {config.name} has labels 0..{raw.n_labels - 1}."
+            )
+    x_train, y_train = raw.x_train, raw.y_train
+    if config.val_source == "train" or raw.x_val is None:
+        if config.val_source != "train":
+            raise DataError(
+                f"{config.name} at {config.root} has no official validation set: set "
+                "data.val_source = 'train' to hold out training images."
+            )
+        if config.n_val >= x_train.shape[0]:
+            raise DataError(
+                f"data.n_val ({config.n_val}) must be smaller than the {x_train.shape[0]} "
+                "training images when data.val_source = 'train'."
+            )
+        x_val, y_val = x_train[-config.n_val :], y_train[-config.n_val :]
+        x_train, y_train = x_train[: -config.n_val], y_train[: -config.n_val]
+    else:
+        x_val, y_val = raw.x_val[: config.n_val], raw.y_val[: config.n_val]
+
+    def relabel(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        if config.classes is not None:
+            keep = np.isin(y, np.asarray(config.classes))
+            x, y = x[keep], y[keep]
+        mapped, n_classes = _task(y, config, raw.n_labels)
+        keep = mapped >= 0  # a mapping file may leave labels out
+        return x[keep], mapped[keep], n_classes
+
+    x_train, y_train, n_classes = relabel(x_train, y_train)
+    x_val, y_val, _ = relabel(x_val, y_val)
+    n_keep = max(1, round(config.train_fraction * x_train.shape[0]))
+    if config.fraction_mode == "random" and n_keep < x_train.shape[0]:
+        rng = np.random.default_rng(config.seed)
+        chosen = np.sort(rng.choice(x_train.shape[0], size=n_keep, replace=False))
+        x_train, y_train = x_train[chosen], y_train[chosen]
+    else:
+        x_train, y_train = x_train[:n_keep], y_train[:n_keep]
+    for split, x in (("training", x_train), ("validation", x_val)):
+        if x.shape[0] == 0:
+            raise DataError(
+                f"{config.name} at {config.root}: no {split} image is left after the class "
+                "subset and mapping."
+            )
+
+    offset, scale = _normalization(x_train, raw, config)
+    return ImageData(
+        x_train=torch.from_numpy(np.ascontiguousarray(x_train)),
+        y_train=torch.from_numpy(np.ascontiguousarray(y_train)),
+        x_val=torch.from_numpy(np.ascontiguousarray(x_val)),
+        y_val=torch.from_numpy(np.ascontiguousarray(y_val)),
+        shape=raw.shape,
+        num_classes=n_classes,
+        offset=offset,
+        scale=scale,
+    )
+
+
+def _normalization(
+    x_train: np.ndarray, raw: RawData, config: FileData
+) -> tuple[torch.Tensor, float | torch.Tensor]:
+    """The per-batch affine map: (x - offset) * scale, offset (D,), scale scalar or (D,)."""
+    channels, height, width = raw.shape
+    if config.normalization == "paper":
+        # The paper: (x - mean image) / 255, with the mean the files ship when they do.
+        mean = raw.mean if raw.mean is not None else _mean_image(x_train)
+        return torch.from_numpy(np.asarray(mean, dtype=np.float32).reshape(-1)), 1.0 / 255.0
+    per_channel = x_train.reshape(x_train.shape[0], channels, height * width)
+    mean = per_channel.mean(axis=(0, 2), dtype=np.float64)  # (C,)
+    std = per_channel.std(axis=(0, 2), dtype=np.float64)
+    std = np.where(std > 0, std, 1.0)
+    offset = np.repeat(mean, height * width).astype(np.float32)
+    scale = np.repeat(1.0 / std, height * width).astype(np.float32)
+    return torch.from_numpy(offset), torch.from_numpy(scale)
+
+
+def _mean_image(x: np.ndarray, chunk: int = 65_536) -> np.ndarray:
+    """Mean over images in float64, in chunks (no float copy of the whole set)."""
+    total = np.zeros(x.shape[1], dtype=np.float64)
+    for start in range(0, x.shape[0], chunk):
+        total += x[start : start + chunk].sum(axis=0, dtype=np.float64)
+    return total / max(1, x.shape[0])

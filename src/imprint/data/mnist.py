@@ -1,0 +1,89 @@
+"""MNIST and Fashion-MNIST IDX files, plain or gzipped.
+
+``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``,
+``t10k-labels-idx1-ubyte`` (each possibly with ``.gz``). An IDX file is a big-endian
+header (two zero bytes, a type code, the number of dimensions, one uint32 per
+dimension) followed by the values.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from imprint.config import MNISTData
+from imprint.data import DataError
+from imprint.data.files import RawData, check_labels
+
+__all__ = ["read_mnist", "read_idx", "MNIST_FILES"]
+
+MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+_UBYTE = 0x08
+_MAX_VALUES = 1 << 31  # far above any real IDX file: a header asking for more is corrupt
+
+
+def _find(root: Path, stem: str) -> Path:
+    for name in (stem, f"{stem}.gz"):
+        if (root / name).is_file():
+            return root / name
+    raise DataError(f"{root / stem} does not exist (nor {stem}.gz).")
+
+
+def read_idx(path: Path, ndim: int) -> np.ndarray:
+    """An unsigned-byte IDX array with ``ndim`` dimensions."""
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, zlib.error) as error:
+        raise DataError(f"{path} is not a readable (gzipped) IDX file ({error}).") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise DataError(f"{path}: not an IDX file (bad magic number).")
+    if raw[2] != _UBYTE or raw[3] != ndim:
+        raise DataError(
+            f"{path}: expected unsigned bytes in {ndim} dimensions (type 0x08, {ndim}). "
+            f"Got type 0x{raw[2]:02x} in {raw[3]} dimensions."
+        )
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path}: truncated header.")
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    count = int(np.prod(dims, dtype=np.int64))
+    if count > _MAX_VALUES or len(raw) - header != count:
+        raise DataError(
+            f"{path}: header says {dims} ({count} values) but the file holds "
+            f"{len(raw) - header}; the file is truncated or corrupt."
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _split(root: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]:
+    images_path = _find(root, f"{prefix}-images-idx3-ubyte")
+    labels_path = _find(root, f"{prefix}-labels-idx1-ubyte")
+    images = read_idx(images_path, 3)
+    if images.shape[1:] != (28, 28):
+        raise DataError(f"{images_path}: images must be 28x28. Got {images.shape[1:]}.")
+    labels = read_idx(labels_path, 1)
+    if labels.shape[0] != images.shape[0]:
+        raise DataError(
+            f"{labels_path}: {labels.shape[0]} labels for {images.shape[0]} images in "
+            f"{images_path.name}."
+        )
+    return images.reshape(images.shape[0], -1), check_labels(
+        labels, labels.shape[0], 0, 9, labels_path
+    )
+
+
+def read_mnist(config: MNISTData) -> RawData:
+    root = Path(config.root)
+    if not root.is_dir():
+        raise DataError(f"data.root: {root} is not a folder (expected the {config.name} files).")
+    x_train, y_train = _split(root, "train")
+    x_val, y_val = _split(root, "t10k")
+    return RawData(x_train, y_train, x_val, y_val, (1, 28, 28), 10)

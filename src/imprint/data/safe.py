@@ -1,0 +1,98 @@
+"""Reading data files that must never run code: a restricted unpickler, npz without
+pickles, and one error type for every way a file can be wrong."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from imprint.data import DataError
+
+__all__ = ["safe_unpickle", "read_npz", "plain_keys"]
+
+# (module, name) pairs that numpy arrays need to be rebuilt, and nothing else.
+_ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    # Protocol-2 pickles (Python 2's, the formats' original) spell raw bytes as
+    # _codecs.encode(text, 'latin1'): a pure string-to-bytes conversion.
+    ("_codecs", "encode"),
+}
+
+_READ_ERRORS = (
+    pickle.UnpicklingError,
+    EOFError,
+    ValueError,
+    TypeError,
+    AttributeError,
+    IndexError,
+    KeyError,
+    OverflowError,
+    MemoryError,
+    UnicodeDecodeError,
+    RecursionError,
+    ModuleNotFoundError,
+)
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, handle: io.BufferedIOBase, source: Path) -> None:
+        super().__init__(handle, encoding="latin1")  # the files were written by Python 2
+        self.source = source
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ALLOWED_GLOBALS:
+            return super().find_class(module, name)
+        raise DataError(
+            f"{self.source}: refused to load '{module}.{name}'. Image data files hold only "
+            "numpy arrays, lists, dicts, numbers and strings; this file may be hostile."
+        )
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise DataError(f"{self.source}: refused a persistent reference; not a data file.")
+
+
+def safe_unpickle(path: Path) -> Any:
+    """Unpickle ``path`` admitting only numpy arrays and plain containers."""
+    try:
+        with path.open("rb") as handle:
+            return _RestrictedUnpickler(handle, path).load()
+    except DataError:
+        raise
+    except FileNotFoundError:
+        raise DataError(f"{path} does not exist.") from None
+    except IsADirectoryError:
+        raise DataError(f"{path} is a folder, expected a pickle file.") from None
+    except _READ_ERRORS as error:
+        raise DataError(
+            f"{path} is not a readable pickle ({type(error).__name__}: {error}); "
+            "the file may be truncated or corrupt."
+        ) from None
+
+
+def read_npz(path: Path) -> dict[str, Any]:
+    """The arrays of an npz file; object arrays (pickles) are refused."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as error:
+        raise DataError(f"{path} is not a readable npz file ({error}).") from None
+
+
+def plain_keys(batch: Any, source: Path) -> dict[str, Any]:
+    """A batch dict with str keys (Python 2 pickles read as bytes give b'data')."""
+    if not isinstance(batch, dict):
+        raise DataError(f"{source}: expected a dict of arrays. Got {type(batch).__name__}.")
+    return {
+        (key.decode("latin1") if isinstance(key, bytes) else str(key)): value
+        for key, value in batch.items()
+    }
