@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# The README's demo: set up, then run the default experiment on built-in NLGP data.
-# Extra arguments go to `imprint run` (e.g. --device cuda, --set train.steps=500).
+# The README's demo: set up, run the default experiment on built-in NLGP data, then
+# analyse it and write its report. Extra arguments go to `imprint run`
+# (e.g. --device cuda, --set train.steps=500).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/imprint run configs/default.toml --out runs/default "$@"
+# The last round: the sparsest, where local connectivity is clearest; the report's
+# over-round figures show every round, the best one marked.
+.venv/bin/imprint report runs/default --round last

@@ -93,6 +93,22 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from imprint.report import build_report
+
+    path = build_report(args.run, args.round)
+    print(f"Report: {path}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from imprint.report import build_comparison
+
+    path = build_comparison(args.runs, args.out, density=args.density)
+    print(f"Comparison: {path}")
+    return 0
+
+
 def _default_out(config_path: str) -> str:
     from pathlib import Path
 
@@ -157,6 +173,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="where to evaluate the network (default cpu)",
     )
     analyze.set_defaults(handler=_cmd_analyze)
+
+    report = commands.add_parser(
+        "report",
+        help="write RUN/report.html: the whole story of a run on one page",
+        description="Write a self-contained HTML report of a run (figures embedded), "
+        "analysing the chosen round first if needed.",
+    )
+    report.add_argument("run", help="a run folder")
+    report.add_argument("--round", default="best", help="best (default), last, or a number")
+    report.set_defaults(handler=_cmd_report)
+
+    compare = commands.add_parser(
+        "compare",
+        help="compare runs on one HTML page",
+        description="Overlay accuracy and locality against remaining weights across runs "
+        "(seeds of one config grouped), S_sc maps and galleries at equal density, and a "
+        "table of scalar results.",
+    )
+    compare.add_argument("runs", nargs="+", help="run folders")
+    compare.add_argument("--out", default="compare.html", help="output page (compare.html)")
+    compare.add_argument(
+        "--density",
+        type=float,
+        default=None,
+        help="common density in (0, 1] (default: the first run's best round)",
+    )
+    compare.set_defaults(handler=_cmd_compare)
 
     datasets = commands.add_parser(
         "datasets",

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from imprint.config import CIFARData, FileData, FolderData, ImageNetData, MNISTData, NLGPData
+from imprint.config import FileData, NLGPData
 from imprint.data import ImageData, load_dataset
 
 __all__ = ["DatasetInfo", "DATASETS", "DataReport", "check_data", "format_datasets"]

@@ -1,0 +1,106 @@
+"""The HTML report and comparison pages, checked in headless Chromium."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from imprint.analyze import AnalysisOptions
+from imprint.cli import main
+from imprint.imp import run_imp
+from imprint.report import COMPARE_SECTIONS, REPORT_SECTIONS, build_comparison, build_report
+from imprint.runs import RunFolderError
+from tests.browser import inspect_page, needs_browser, open_browser
+from tests.conftest import smoke_config
+
+OPTIONS = AnalysisOptions(
+    gallery_size=16, evolution_units=16, invariance_units=24, formats=("png",)
+)
+
+
+def _quiet(_):
+    return None
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two seeds of the smoke config and one one-shot run."""
+    paths = []
+    for name, overrides in (
+        ("imp-s0", []),
+        ("imp-s1", ["seeds.init=1", "seeds.data=1"]),
+        ("oneshot", ["prune.procedure=oneshot"]),
+    ):
+        path = tmp_path_factory.mktemp(name)
+        run_imp(
+            smoke_config("data.channels=3", *overrides),
+            path,
+            device="cpu",
+            progress=False,
+            log=_quiet,
+        )
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def report(runs):
+    return build_report(runs[0], "last", OPTIONS, log=_quiet)
+
+
+def test_report_is_self_contained_with_every_section(report):
+    page = report.read_text()
+    assert report.name == "report.html"
+    for sid, _, _ in REPORT_SECTIONS:
+        assert f'<section id="{sid}">' in page, sid
+    assert not re.search(r'(src|href)="(https?:)?//', page)  # nothing from the network
+    assert page.count('src="data:image/') >= 20
+    assert "data:image/gif;base64," in page  # the evolution animation
+
+
+def test_comparison_groups_seeds(runs, tmp_path):
+    path = build_comparison(runs, tmp_path / "compare.html", gallery_size=9)
+    page = path.read_text()
+    for sid in COMPARE_SECTIONS:
+        assert f'<section id="{sid}">' in page
+    # two groups: the seeds of the IMP config, and the one-shot run
+    assert page.count("<td>prune.procedure=&quot;imp&quot;</td>") == 2  # group column
+    assert page.count("<td>prune.procedure=&quot;oneshot&quot;</td>") == 1
+    with pytest.raises(ValueError, match="'density' parameter must be in"):
+        build_comparison(runs, tmp_path / "x.html", density=2.0)
+    with pytest.raises(RunFolderError, match="not an imprint run folder"):
+        build_comparison([tmp_path], tmp_path / "y.html")
+
+
+def test_cli_report_and_compare(runs, tmp_path, capsys):
+    assert main(["report", str(runs[1]), "--round", "2"]) == 0
+    assert "Report:" in capsys.readouterr().out
+    assert (runs[1] / "report.html").is_file()
+    assert (
+        main(["compare", *map(str, runs), "--out", str(tmp_path / "c.html"), "--density", "0.5"])
+        == 0
+    )
+    assert (tmp_path / "c.html").is_file()
+
+
+@needs_browser
+def test_pages_render_in_chromium(report, runs, tmp_path):
+    comparison = build_comparison(runs, tmp_path / "compare.html", gallery_size=9)
+    driver = open_browser(tmp_path)
+    try:
+        for path, sections, shot in (
+            (report, [s for s, _, _ in REPORT_SECTIONS], "report.png"),
+            (comparison, list(COMPARE_SECTIONS), "compare.png"),
+        ):
+            state = inspect_page(driver, path, shot)
+            assert state["ready"] == "complete"
+            assert state["errors"] == [], state["errors"]
+            assert state["images"], "no image on the page"
+            undecoded = [
+                alt for alt, complete, width in state["images"] if not complete or width == 0
+            ]
+            assert undecoded == [], undecoded
+            assert set(sections) <= set(state["sections"])
+    finally:
+        driver.quit()
