@@ -103,9 +103,42 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     from imprint.report import build_comparison
+    from imprint.sweep import expand_run_dirs
 
-    path = build_comparison(args.runs, args.out, density=args.density)
+    path = build_comparison(expand_run_dirs(args.runs), args.out, density=args.density)
     print(f"Comparison: {path}")
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from imprint.sweep import load_sweep, run_sweep
+
+    sweep = load_sweep(args.sweep)
+    out = args.out or str(Path("runs") / "sweeps" / sweep.name)
+    run_sweep(
+        sweep,
+        out,
+        backend=args.backend,
+        workers=args.workers,
+        device=args.device,
+        address=args.address,
+        cpus_per_run=args.cpus_per_run,
+        gpus_per_run=args.gpus_per_run,
+    )
+    print(f"Sweep folder: {out}  (next: imprint collect {out})")
+    return 0
+
+
+def _cmd_collect(args: argparse.Namespace) -> int:
+    from imprint.sweep import collect
+
+    rows = collect(args.sweep_dir)
+    print(
+        f"{len(rows)} rows ({len({r['run'] for r in rows})} runs) written to "
+        f"{args.sweep_dir}/results.csv and results.parquet"
+    )
     return 0
 
 
@@ -191,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(seeds of one config grouped), S_sc maps and galleries at equal density, and a "
         "table of scalar results.",
     )
-    compare.add_argument("runs", nargs="+", help="run folders")
+    compare.add_argument("runs", nargs="+", help="run folders, or sweep folders (all their runs)")
     compare.add_argument("--out", default="compare.html", help="output page (compare.html)")
     compare.add_argument(
         "--density",
@@ -200,6 +233,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="common density in (0, 1] (default: the first run's best round)",
     )
     compare.set_defaults(handler=_cmd_compare)
+
+    sweep = commands.add_parser(
+        "sweep",
+        help="run every run of a sweep file (resumable), locally or on Ray",
+        description="Expand SWEEP (a base config, a grid and variants of overrides) and run "
+        "what is not finished yet; re-running continues an interrupted sweep.",
+    )
+    sweep.add_argument("sweep", help="a sweep TOML file, e.g. sweeps/synthetic.toml")
+    sweep.add_argument("--out", help="sweep folder (default: runs/sweeps/<name>)")
+    sweep.add_argument("--backend", default="local", choices=["local", "ray"])
+    sweep.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="local: runs in parallel processes (torch threads divided)",
+    )
+    sweep.add_argument("--address", default=None, help="ray: cluster address (default: local)")
+    sweep.add_argument("--cpus-per-run", type=float, default=1.0, help="ray: CPUs per run")
+    sweep.add_argument(
+        "--gpus-per-run", type=float, default=0.0, help="ray: GPUs per run (fractions share a GPU)"
+    )
+    sweep.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    sweep.set_defaults(handler=_cmd_sweep)
+
+    collect = commands.add_parser(
+        "collect",
+        help="one table of a sweep's runs and rounds (CSV and Parquet)",
+        description="Write SWEEP_DIR/results.csv and results.parquet: a row per run and "
+        "round with the overrides, remaining weights, accuracies and scalar locality.",
+    )
+    collect.add_argument("sweep_dir", help="a folder written by `imprint sweep`")
+    collect.set_defaults(handler=_cmd_collect)
 
     datasets = commands.add_parser(
         "datasets",

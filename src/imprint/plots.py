@@ -293,8 +293,9 @@ def plot_gallery(
         shown = np.where(np.isnan(shown), 1.0, np.clip(shown, 0, 1))  # white gaps
         ax.imshow(shown, interpolation="nearest")
     else:
-        cmap = matplotlib.colormaps[SIGNED_CMAP if signed else COUNT_CMAP].copy()
-        cmap.set_bad("white")
+        cmap = matplotlib.colormaps[SIGNED_CMAP if signed else COUNT_CMAP].with_extremes(
+            bad="white"
+        )
         lo = -peak if signed else 0.0
         im = ax.imshow(
             np.ma.masked_invalid(canvas[..., 0]),

@@ -1,0 +1,387 @@
+"""Sweeps: many runs from one file, on this machine or a Ray cluster, and one table.
+
+A sweep file (TOML) names a base config and the overrides to vary::
+
+    base = "../configs/default.toml"      # relative to the sweep file
+    seeds = [0, 1, 2]                     # sets seeds.init, .data and .prune together
+    [set]                                 # applied to every run
+    "train.steps" = 1000
+    [grid]                                # cartesian product
+    "prune.procedure" = ["imp", "oneshot", "random"]
+    [[variants]]                          # explicit override sets, crossed with the grid
+    name = "nlgp"
+    "data.process" = "nlgp"
+
+Each run gets a folder under SWEEP_DIR/runs/ named from its overrides and a hash of
+its resolved config, so the same sweep file always maps a run to the same folder.
+Finished runs are skipped and interrupted ones resume (each run folder resumes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from imprint.config import Config, ConfigError, config_to_dict, parse_config
+from imprint.runs import RunFolder, RunFolderError, write_csv, write_text
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = [
+    "SweepRun",
+    "Sweep",
+    "load_sweep",
+    "run_sweep",
+    "collect",
+    "sweep_run_folders",
+    "expand_run_dirs",
+]
+
+_SWEEP_KEYS = {"base", "name", "seeds", "set", "grid", "variants"}
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    name: str  # folder name under SWEEP_DIR/runs
+    overrides: dict[str, Any]  # what this run varies (variant, grid values, seed)
+    config: Config
+
+
+@dataclass(frozen=True)
+class Sweep:
+    name: str
+    source: Path
+    runs: tuple[SweepRun, ...]
+
+
+def _flat_table(table: Any, where: str, source: Path) -> dict[str, Any]:
+    """A TOML table of dotted keys ("train.steps" = 1) or nested tables -> flat dict."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: '{where}' must be a table. Got {type(table).__name__}.")
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            for sub, v in _flat_table(value, f"{where}.{key}", source).items():
+                flat[f"{key}.{sub}"] = v
+        else:
+            flat[key] = value
+    return flat
+
+
+def _slug(overrides: dict[str, Any]) -> str:
+    parts = []
+    for key, value in overrides.items():
+        short = key.split(".")[-1]
+        text = json.dumps(value) if not isinstance(value, str) else value
+        parts.append(f"{short}={text}")
+    slug = re.sub(r"[^A-Za-z0-9=.,_-]+", "", ",".join(parts))
+    return slug[:80] or "base"
+
+
+def _config_hash(config: Config) -> str:
+    text = json.dumps(config_to_dict(config), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def _set_nested(document: dict[str, Any], flat: dict[str, Any]) -> dict[str, Any]:
+    result = json.loads(json.dumps(document))  # a deep copy of plain data
+    for key, value in flat.items():
+        node = result
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{key}': '{part}' is a value, not a section.")
+        node[parts[-1]] = value
+    return result
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Read and expand a sweep file; every run's config is validated before any work."""
+    source = Path(path)
+    if not source.is_file():
+        raise ConfigError(f"Sweep file {source} does not exist (expected a TOML file).")
+    try:
+        document = tomllib.loads(source.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"Sweep file {source} is not valid TOML: {error}") from None
+    unknown = set(document) - _SWEEP_KEYS
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key(s) {sorted(unknown)}. Allowed: {sorted(_SWEEP_KEYS)}."
+        )
+    if "base" not in document:
+        raise ConfigError(f"{source}: 'base' must name the base config file.")
+    base_path = (source.parent / str(document["base"])).resolve()
+    if not base_path.is_file():
+        raise ConfigError(f"{source}: base config {base_path} does not exist.")
+    base = tomllib.loads(base_path.read_text(encoding="utf-8"))
+    common = _flat_table(document.get("set", {}), "set", source)
+    grid = _flat_table(document.get("grid", {}), "grid", source)
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{source}: grid '{key}' must be a non-empty list of values.")
+    seeds = document.get("seeds", [None])
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(s is None or (isinstance(s, int) and s >= 0) for s in seeds)
+    ):
+        raise ConfigError(f"{source}: 'seeds' must be a list of integers >= 0. Got {seeds!r}.")
+    variants = document.get("variants", [{}])
+    if not isinstance(variants, list):
+        raise ConfigError(f"{source}: 'variants' must be an array of tables ([[variants]]).")
+
+    runs: list[SweepRun] = []
+    names: set[str] = set()
+    keys = list(grid)
+    for variant in variants:
+        variant = _flat_table(variant, "variants", source)
+        label = variant.pop("name", None)
+        for combo in itertools.product(*(grid[k] for k in keys)):
+            for seed in seeds:
+                shown = {**variant, **dict(zip(keys, combo))}  # names, plan and table columns
+                applied = dict(shown)
+                if seed is not None:
+                    shown["seed"] = seed
+                    applied.update({"seeds.init": seed, "seeds.data": seed, "seeds.prune": seed})
+                where = f"{source} run {_slug(shown)}"
+                config = parse_config(_set_nested(base, {**common, **applied}), source=where)
+                name = f"{label + ',' if label else ''}{_slug(shown)}-{_config_hash(config)}"
+                if name in names:
+                    raise ConfigError(f"{source}: two runs resolve to the same config ({name}).")
+                names.add(name)
+                runs.append(
+                    SweepRun(name, {**({"variant": label} if label else {}), **shown}, config)
+                )
+    return Sweep(str(document.get("name", source.stem)), source, tuple(runs))
+
+
+def _plan_path(out: Path) -> Path:
+    return out / "sweep.json"
+
+
+def _finished(folder: Path) -> bool:
+    return (folder / "run.json").exists()
+
+
+def _run_one(config_document: dict[str, Any], folder: str, threads: int, device: str) -> str:
+    """One run in a worker process (local pool or Ray task)."""
+    import torch
+
+    from imprint.imp import run_imp
+
+    torch.set_num_threads(max(1, threads))
+    config = parse_config(config_document, source=folder)
+    result = run_imp(config, folder, device=device, progress=False, log=lambda _: None)
+    return result.stop_reason
+
+
+def run_sweep(
+    sweep: Sweep,
+    out: str | Path,
+    backend: str = "local",
+    workers: int = 1,
+    device: str = "cpu",
+    address: str | None = None,
+    cpus_per_run: float = 1.0,
+    gpus_per_run: float = 0.0,
+    log: Callable[[str], None] = print,
+) -> list[Path]:
+    """Run every run of ``sweep`` not yet finished under OUT/runs/; returns the folders."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    plan = {
+        "name": sweep.name,
+        "source": str(sweep.source),
+        "runs": [{"name": r.name, "overrides": r.overrides} for r in sweep.runs],
+    }
+    plan_path = _plan_path(out)
+    if plan_path.exists():
+        previous = json.loads(plan_path.read_text())
+        if previous.get("name") != sweep.name:
+            raise RunFolderError(
+                f"{out} holds sweep '{previous.get('name')}', not '{sweep.name}'. "
+                "Use another output folder."
+            )
+    write_text(plan_path, json.dumps(plan, indent=2) + "\n")
+    folders = [out / "runs" / r.name for r in sweep.runs]
+    todo = [(r, f) for r, f in zip(sweep.runs, folders) if not _finished(f)]
+    log(
+        f"Sweep {sweep.name}: {len(sweep.runs)} runs, {len(sweep.runs) - len(todo)} finished, "
+        f"{len(todo)} to run ({backend})."
+    )
+    if not todo:
+        return folders
+    if backend == "local":
+        _run_local(todo, workers, device, log)
+    elif backend == "ray":
+        _run_ray(todo, address, cpus_per_run, gpus_per_run, device, log)
+    else:
+        raise ConfigError(f"The 'backend' option must be 'local' or 'ray'. Got {backend!r}.")
+    return folders
+
+
+def _run_local(todo, workers: int, device: str, log) -> None:
+    if workers < 1:
+        raise ConfigError(f"The 'workers' option must be >= 1. Got {workers}.")
+    cores = os.cpu_count() or 1
+    threads = max(1, cores // workers)  # torch threads divided among the runs
+    if workers == 1:
+        for i, (run, folder) in enumerate(todo, 1):
+            reason = _run_one(config_to_dict(run.config), str(folder), threads, device)
+            log(f"[{i}/{len(todo)}] {run.name}: {reason}")
+        return
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch state
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        pending = {
+            pool.submit(_run_one, config_to_dict(run.config), str(folder), threads, device): run
+            for run, folder in todo
+        }
+        done_count = 0
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                run = pending.pop(future)
+                done_count += 1
+                log(f"[{done_count}/{len(todo)}] {run.name}: {future.result()}")
+
+
+def _run_ray(todo, address: str | None, cpus: float, gpus: float, device: str, log) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(
+            "The 'ray' backend needs Ray: pip install 'imprint[ray]' (or ray>=2.9)."
+        ) from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    try:
+        task = ray.remote(num_cpus=cpus, num_gpus=gpus)(_run_one)
+        threads = max(1, int(cpus))
+        pending = {
+            task.remote(config_to_dict(run.config), str(folder.resolve()), threads, device): run
+            for run, folder in todo
+        }
+        done_count = 0
+        while pending:
+            finished, _ = ray.wait(list(pending), num_returns=1)
+            for ref in finished:
+                run = pending.pop(ref)
+                done_count += 1
+                log(f"[{done_count}/{len(todo)}] {run.name}: {ray.get(ref)}")
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def sweep_run_folders(sweep_dir: str | Path) -> list[tuple[Path, dict[str, Any]]]:
+    """(folder, overrides) of every run of a sweep folder that has completed rounds."""
+    sweep_dir = Path(sweep_dir)
+    plan_path = _plan_path(sweep_dir)
+    if not plan_path.exists():
+        raise RunFolderError(f"{sweep_dir} is not a sweep folder (no sweep.json).")
+    try:
+        plan = json.loads(plan_path.read_text())
+    except (OSError, ValueError) as error:
+        raise RunFolderError(f"{plan_path} is not readable JSON: {error}.") from None
+    out = []
+    for entry in plan["runs"]:
+        folder = sweep_dir / "runs" / entry["name"]
+        if RunFolder(folder).completed_rounds():
+            out.append((folder, entry["overrides"]))
+    return out
+
+
+def expand_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
+    """Run folders, each sweep folder among ``paths`` standing for its runs."""
+    out: list[Path] = []
+    for path in map(Path, paths):
+        if _plan_path(path).exists():
+            out += [folder for folder, _ in sweep_run_folders(path)]
+        else:
+            out.append(path)
+    return out
+
+
+def collect(sweep_dir: str | Path, out_stem: str | Path | None = None) -> list[dict[str, Any]]:
+    """One row per run and round: the overrides, remaining weights, accuracies and the
+    scalar locality figures. Writes SWEEP_DIR/results.csv and results.parquet."""
+    from imprint.analysis.locality import pair_distance_locality, to_image_space
+    from imprint.analysis.maps import locality_maps, mass_within_radius, mass_within_radius_null
+    from imprint.analyze import RADIUS
+    from imprint.data import pixel_permutation
+
+    sweep_dir = Path(sweep_dir)
+    rows: list[dict[str, Any]] = []
+    for folder_path, overrides in sweep_run_folders(sweep_dir):
+        folder = RunFolder(folder_path)
+        config = folder.read_config()
+        shape = tuple(int(v) for v in folder.read_data_record()["shape"])
+        record = json.loads(folder.run_path.read_text()) if folder.run_path.exists() else {}
+        for index in folder.completed_rounds():
+            metrics = folder.round_metrics(index)
+            first = folder.round_masks(index)["layers.0.weight"]
+            if config.data.permute_pixels:
+                first = to_image_space(first, pixel_permutation(first.shape[1], config.data.seed))
+            scalar = pair_distance_locality(first, shape)  # type: ignore[arg-type]
+            maps = locality_maps(first, shape)  # type: ignore[arg-type]
+            row = {
+                "run": folder_path.name,
+                **{k: _cell(v) for k, v in overrides.items()},
+                "round": index,
+                "density": metrics["density"],
+                "density_l0": metrics["layer_density"][0],
+                "best_val_top1": metrics["best_val_top1"],
+                "val_top5_at_best": metrics["val_top5_at_best"],
+                "final_val_top1": metrics["final_val_top1"],
+                "connected_l0": metrics["connected_units"][0],
+                "locality_ratio": scalar.ratio,
+                "locality_null": 1.0,
+                "mass_within_r": mass_within_radius(maps.s_sc, RADIUS),
+                "mass_within_r_null": mass_within_radius_null(shape, RADIUS),  # type: ignore[arg-type]
+                "finished": bool(record),
+            }
+            rows.append(row)
+    if not rows:
+        raise RunFolderError(f"{sweep_dir} has no run with a completed round yet.")
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(k for k in row if k not in columns)
+    stem = Path(out_stem) if out_stem else sweep_dir / "results"
+    write_csv(stem.with_suffix(".csv"), rows, columns)
+    _write_parquet(rows, columns, stem.with_suffix(".parquet"))
+    return rows
+
+
+def _cell(value: Any) -> Any:
+    return json.dumps(value) if isinstance(value, (list, dict)) else value
+
+
+def _write_parquet(rows: Sequence[dict[str, Any]], columns: Sequence[str], path: Path) -> None:
+    try:
+        import pandas as pd
+    except ImportError:
+        return  # CSV only; pandas (and pyarrow) come with imprint[sweep]
+    frame = pd.DataFrame(rows, columns=list(columns))
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        frame.to_parquet(tmp, index=False)
+    except ImportError:
+        return
+    tmp.replace(path)

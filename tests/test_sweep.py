@@ -1,0 +1,128 @@
+"""Sweeps: expansion, local and Ray execution, resuming, collection, comparison."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from imprint.cli import main
+from imprint.config import ConfigError
+from imprint.runs import RunFolder
+from imprint.sweep import collect, load_sweep, run_sweep, sweep_run_folders
+from tests.conftest import CONFIGS, ROOT
+
+
+def _sweep_file(tmp_path: Path, body: str = "") -> Path:
+    path = tmp_path / "s.toml"
+    path.write_text(
+        f'name = "tiny"\nbase = "{CONFIGS / "smoke.toml"}"\nseeds = [0, 1]\n'
+        '[set]\n"prune.max_rounds" = 1\n"train.steps" = 20\n"prune.rewind_step" = 2\n'
+        '[grid]\n"prune.procedure" = ["imp", "oneshot"]\n' + body
+    )
+    return path
+
+
+def test_expansion_is_stable_and_validated(tmp_path):
+    path = _sweep_file(tmp_path)
+    sweep = load_sweep(path)
+    assert len(sweep.runs) == 4
+    assert [r.overrides for r in sweep.runs][:2] == [
+        {"prune.procedure": "imp", "seed": 0},
+        {"prune.procedure": "imp", "seed": 1},
+    ]
+    assert sweep.runs[1].config.seeds.init == 1 and sweep.runs[1].config.seeds.prune == 1
+    assert [r.name for r in load_sweep(path).runs] == [r.name for r in sweep.runs]
+    bad = _sweep_file(tmp_path, '[[variants]]\n"train.lrr" = 1\n')
+    with pytest.raises(ConfigError, match="unknown key 'train.lrr'"):
+        load_sweep(bad)
+    (tmp_path / "u.toml").write_text('base = "x.toml"\nfoo = 1\n')
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['foo'\]"):
+        load_sweep(tmp_path / "u.toml")
+
+
+def test_shipped_sweeps_expand():
+    synthetic = load_sweep(ROOT / "sweeps" / "synthetic.toml")
+    assert len(synthetic.runs) == 27
+    paper = load_sweep(ROOT / "sweeps" / "paper.toml")
+    assert len(paper.runs) == 36
+    assert {r.config.data.task for r in paper.runs} == {"classes", "superclasses", "modulo"}
+
+
+def test_local_parallel_collect_and_compare(tmp_path, capsys):
+    sweep = load_sweep(_sweep_file(tmp_path))
+    out = tmp_path / "out"
+    folders = run_sweep(sweep, out, backend="local", workers=2, log=lambda _: None)
+    assert all((f / "run.json").exists() for f in folders)
+    stamps = {f: (f / "run.json").stat().st_mtime_ns for f in folders}
+    messages = []
+    run_sweep(sweep, out, backend="local", workers=2, log=messages.append)
+    assert "4 finished, 0 to run" in messages[0]
+    assert stamps == {f: (f / "run.json").stat().st_mtime_ns for f in folders}
+
+    rows = collect(out)
+    assert len(rows) == 8  # 4 runs x rounds 0..1
+    import pandas as pd
+
+    frame = pd.read_parquet(out / "results.parquet")
+    assert len(frame) == 8 and {"prune.procedure", "seed", "locality_ratio"} <= set(frame)
+    assert (pd.read_csv(out / "results.csv")["density"].round(6) == frame["density"].round(6)).all()
+    assert main(["compare", str(out), "--out", str(tmp_path / "c.html")]) == 0
+    page = (tmp_path / "c.html").read_text()
+    assert page.count("<td>prune.procedure=&quot;oneshot&quot;</td>") == 2
+
+
+def test_killed_sweep_finishes_only_missing_work(tmp_path):
+    path = _sweep_file(tmp_path)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "imprint", "sweep", str(path), "--out", str(out)]
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill once the first run has finished
+        done = [f for f, _ in sweep_run_folders(out)] if (out / "sweep.json").exists() else []
+        if any((f / "run.json").exists() for f in done):
+            break
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    finished = {f for f in (out / "runs").iterdir() if (f / "run.json").exists()}
+    assert 1 <= len(finished) < 4
+    stamps = {f: (f / "run.json").stat().st_mtime_ns for f in finished}
+    messages = []
+    run_sweep(load_sweep(path), out, log=messages.append)
+    assert f"{len(finished)} finished, {4 - len(finished)} to run" in messages[0]
+    assert stamps == {f: (f / "run.json").stat().st_mtime_ns for f in finished}
+    assert all(RunFolder(f).completed_rounds() == [0, 1] for f in (out / "runs").iterdir())
+
+
+def test_ray_backend_on_a_local_instance(tmp_path):
+    ray = pytest.importorskip("ray")
+    path = tmp_path / "r.toml"
+    path.write_text(
+        f'name = "ray2"\nbase = "{CONFIGS / "smoke.toml"}"\nseeds = [0, 1]\n'
+        '[set]\n"prune.max_rounds" = 1\n"train.steps" = 20\n"prune.rewind_step" = 2\n'
+    )
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
+    )
+    try:
+        folders = run_sweep(
+            load_sweep(path), tmp_path / "out", backend="ray", cpus_per_run=1, log=lambda _: None
+        )
+    finally:
+        ray.shutdown()
+    assert len(folders) == 2
+    for folder in folders:
+        record = json.loads((folder / "run.json").read_text())
+        assert record["rounds"] == 2
