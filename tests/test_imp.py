@@ -240,3 +240,14 @@ def test_config_document_is_stored_resolved(momentum_run):
     config, folder, _ = momentum_run
     assert folder.read_config_document() == config_to_dict(config)
     assert parse_config(folder.read_config_document()) == config
+
+
+def test_written_files_follow_the_umask(momentum_run):
+    import os
+    import stat
+
+    _, folder, _ = momentum_run
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in (folder.config_path, folder.round_file(1, "mask"), folder.summary_path):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
