@@ -284,12 +284,13 @@ def build_report(
     sections: list[tuple[str, str, str]] = []
     for sid, title, figures in REPORT_SECTIONS:
         if sid == "config":
-            env = {k: v for k, v in manifest.items() if k != "seeds"}
+            env = [{"key": k, "value": v} for k, v in manifest.items() if k != "seeds"]
+            run = [{"key": k, "value": v} for k, v in record.items()]
             content = (
                 f'<div class="grid"><div><h3>config.toml</h3><pre>'
                 f"{html.escape(folder.config_path.read_text())}</pre></div><div>"
-                f"<h3>environment</h3>{_table([env])}<h3>run</h3>"
-                f"{_table([record]) if record else ''}</div></div>"
+                f"<h3>environment</h3>{_table(env)}<h3>run</h3>"
+                f"{_table(run) if run else ''}</div></div>"
             )
         elif sid == "rounds":
             rows = _read_csv(folder.summary_path)
