@@ -45,7 +45,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.set)
     out = args.out or _default_out(args.config)
-    result = run_imp(config, out, device=args.device, progress=not args.quiet)
+    result = run_imp(
+        config, out, device=args.device, progress=not args.quiet, allow_changes=args.allow_change
+    )
     print()
     print(format_round_table(result.rounds, prunable_layers(config)))
     best = result.rounds[result.best_round]
@@ -178,6 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="where to train (default: auto = cuda when available)",
     )
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument(
+        "--allow-change",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="on resume, accept a changed value of KEY (e.g. train.lr after a divergence); "
+        "the change is logged in the run folder (repeatable)",
+    )
     run.set_defaults(handler=_cmd_run)
 
     analyze = commands.add_parser(

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -186,12 +186,30 @@ def run_imp(
     device: str = "auto",
     progress: bool = True,
     log: Callable[[str], None] = print,
+    allow_changes: Sequence[str] = (),
 ) -> RunResult:
-    """Run (or resume) the procedure of ``config`` into ``out_dir``; returns its summary."""
+    """Run (or resume) the procedure of ``config`` into ``out_dir``; returns its summary.
+
+    The folder is locked for the duration: a second process is refused at once. A
+    resume may change the keys under ``allow_changes`` (e.g. "train.lr" after a
+    divergence); any other difference from the folder's config is refused."""
     torch_device = resolve_device(device)
     folder = RunFolder(out_dir)
     reference = _Reference(config.prune.reference_run) if config.prune.reference_run else None
-    resumed = folder.prepare(config)
+    with folder.lock():
+        resumed = folder.prepare(config, allow_changes=allow_changes)
+        return _run_locked(config, folder, torch_device, reference, resumed, progress, log)
+
+
+def _run_locked(
+    config: Config,
+    folder: RunFolder,
+    torch_device: torch.device,
+    reference: _Reference | None,
+    resumed: bool,
+    progress: bool,
+    log: Callable[[str], None],
+) -> RunResult:
     done = folder.completed_rounds()
     pruned = prunable_layers(config)
     metrics_done = [folder.round_metrics(i) for i in done]

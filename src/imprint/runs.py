@@ -10,6 +10,8 @@ This module owns every file name of a run folder (see ARCHITECTURE.md)::
       rewind.safetensors    the dense state at the rewind step
       summary.csv           one row per completed round
       run.json              written when the run stops: why, and the best round
+      config_changes.json   deliberate changes on resume (--allow-change), with the round
+      .lock                 held (flock) by the process running in the folder
       rounds/NNN/
         mask.safetensors    bool masks per linear layer ("layers.{l}.weight" / ".bias")
         start.safetensors   the state the round trained from (rewind state x mask)
@@ -24,6 +26,7 @@ name that is read later.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -156,6 +159,55 @@ class RunFolder:
         return self.root / "manifest.json"
 
     @property
+    def lock_path(self) -> Path:
+        return self.root / ".lock"
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Hold the folder for one process: a second one is refused at once.
+
+        The lock is an flock on RUN/.lock, which the kernel releases when its holder
+        dies, so a lock left by a killed process is simply taken over.
+        """
+        import fcntl
+
+        self._refuse_foreign()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            handle = open(self.lock_path, "a+")  # noqa: SIM115 - held for the context
+        except OSError as error:
+            raise RunFolderError(f"Cannot create {self.lock_path}: {error.strerror}.") from error
+        try:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise RunFolderError(
+                    f"{self.root} is in use by {holder}. Wait for it to finish, or stop it; "
+                    "a lock left by a killed process is taken over automatically."
+                ) from None
+            handle.seek(0)
+            handle.truncate()
+            stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            handle.write(f"process {os.getpid()} on {platform.node()} since {stamp}\n")
+            handle.flush()
+            yield
+        finally:
+            handle.close()  # releases the flock
+
+    def _refuse_foreign(self) -> None:
+        if self.config_path.exists() or not self.root.exists():
+            return
+        if not self.root.is_dir():
+            raise RunFolderError(f"{self.root} exists and is not a folder.")
+        if any(p.name != ".lock" for p in self.root.iterdir()):
+            raise RunFolderError(
+                f"{self.root} is not empty and has no config.toml: not an imprint run folder. "
+                "Choose an empty or new --out folder."
+            )
+
+    @property
     def data_path(self) -> Path:
         return self.root / "data.json"
 
@@ -186,28 +238,37 @@ class RunFolder:
         return self.round_dir(index) / f"{name}{suffix}"
 
     # ---------------------------------------------------------------- config
-    def prepare(self, config: Config, extra_manifest: Mapping[str, Any] | None = None) -> bool:
+    def prepare(
+        self,
+        config: Config,
+        extra_manifest: Mapping[str, Any] | None = None,
+        allow_changes: Sequence[str] = (),
+    ) -> bool:
         """Create the folder for ``config``, or check that it already holds ``config``.
 
         Returns True when the folder already existed (a resume). Refuses a folder made
-        with a different config, naming the keys that differ.
+        with a different config, naming the keys that differ, unless every difference
+        is under ``allow_changes`` (dotted keys or sections, e.g. "train.lr"): then the
+        stored config is updated and the change logged in config_changes.json, so the
+        rest of the run follows the new values (completed rounds stay as they are).
         """
         document = config_to_dict(config)
         if self.config_path.exists():
             stored = self.read_config_document()
-            differences = _differences(stored, document)
-            if differences:
-                listing = "\n  ".join(differences)
+            changed = _changed_keys(stored, document)
+            refused = [key for key in changed if not _allowed(key, allow_changes)]
+            if refused:
+                listing = "\n  ".join(_differences(stored, document))
                 raise RunFolderError(
                     f"{self.root} holds a run with a different config ({self.config_path}):\n  "
-                    f"{listing}\nUse another --out folder, or the folder's own config to resume."
+                    f"{listing}\nUse another --out folder, the folder's own config to resume, "
+                    "or --allow-change KEY for a deliberate change (e.g. train.lr)."
                 )
+            if changed:
+                self._log_changes(stored, document, changed)
+                write_text(self.config_path, tomli_w.dumps(document))
             return True
-        if self.root.exists() and any(self.root.iterdir()):
-            raise RunFolderError(
-                f"{self.root} is not empty and has no config.toml: not an imprint run folder. "
-                "Choose an empty or new --out folder."
-            )
+        self._refuse_foreign()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -227,6 +288,24 @@ class RunFolder:
         # config.toml last: its presence means the folder is an imprint run.
         write_text(self.config_path, tomli_w.dumps(document))
         return False
+
+    @property
+    def changes_path(self) -> Path:
+        return self.root / "config_changes.json"
+
+    def _log_changes(
+        self, stored: Mapping[str, Any], current: Mapping[str, Any], keys: Sequence[str]
+    ) -> None:
+        a, b = _flatten(stored), _flatten(current)
+        log = json.loads(self.changes_path.read_text()) if self.changes_path.exists() else []
+        log.append(
+            {
+                "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "from_round": len(self.completed_rounds()),
+                "changes": {key: [a.get(key), b.get(key)] for key in keys},
+            }
+        )
+        write_text(self.changes_path, json.dumps(log, indent=2) + "\n")
 
     def read_config_document(self) -> dict[str, Any]:
         try:
@@ -310,6 +389,15 @@ class RunFolder:
 
     def write_run_record(self, record: Mapping[str, Any]) -> None:
         write_text(self.run_path, json.dumps(record, indent=2) + "\n")
+
+
+def _changed_keys(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    a, b = _flatten(stored), _flatten(current)
+    return sorted(key for key in set(a) | set(b) if a.get(key) != b.get(key))
+
+
+def _allowed(key: str, allow: Sequence[str]) -> bool:
+    return any(key == prefix or key.startswith(prefix + ".") for prefix in allow)
 
 
 def _differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:

@@ -176,8 +176,10 @@ def _validation_row(
     train_loss = loss_sum.item() / n_steps  # the only host synchronisation of the interval
     if not math.isfinite(train_loss):
         raise TrainingDiverged(
-            f"The training loss became {train_loss} before step {step} "
-            f"(train.lr = {config.lr}). Completed rounds are kept in the run folder."
+            f"The training loss became {train_loss} between steps {step - n_steps} and {step} "
+            f"(train.lr = {config.lr}). Completed rounds are kept in the run folder; to "
+            "resume with a lower rate: imprint run CONFIG --out RUN --set train.lr=... "
+            "--allow-change train.lr"
         )
     val = evaluate(model, data, config.eval_batch_size)
     return {
