@@ -126,3 +126,69 @@ def test_ray_backend_on_a_local_instance(tmp_path):
     for folder in folders:
         record = json.loads((folder / "run.json").read_text())
         assert record["rounds"] == 2
+
+
+def test_summarize_means_over_seeds():
+    from imprint.sweep import summarize
+
+    rows = [
+        {
+            "run": "a",
+            "variant": "imp",
+            "round": 1,
+            "density": 0.7,
+            "best_val_top1": 0.5,
+            "locality_ratio": 1.0,
+            "mass_within_r": 0.1,
+        },
+        {
+            "run": "b",
+            "variant": "imp",
+            "round": 1,
+            "density": 0.7,
+            "best_val_top1": 0.7,
+            "locality_ratio": 3.0,
+            "mass_within_r": 0.3,
+        },
+        {
+            "run": "c",
+            "variant": "oneshot",
+            "round": 1,
+            "density": 0.7,
+            "best_val_top1": 0.4,
+            "locality_ratio": float("nan"),
+            "mass_within_r": 0.2,
+        },
+    ]
+    table = {r["variant"]: r for r in summarize(rows, rounds=[1])}
+    assert table["imp"]["runs"] == 2 and table["imp"]["best_val_top1"] == pytest.approx(0.6)
+    assert table["imp"]["locality_ratio_sd"] == pytest.approx(1.0)
+    assert table["oneshot"]["locality_ratio"] != table["oneshot"]["locality_ratio"]  # NaN
+    assert summarize(rows, rounds=[2]) == []
+
+
+def test_collect_summary_cli(tmp_path, capsys):
+    sweep = load_sweep(_sweep_file(tmp_path))
+    out = tmp_path / "out"
+    run_sweep(sweep, out, log=lambda _: None)
+    figures = tmp_path / "figs"
+    assert (
+        main(
+            [
+                "collect",
+                str(out),
+                "--summary",
+                "--by",
+                "prune.procedure",
+                "--rounds",
+                "1",
+                "--figures",
+                str(figures),
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "| prune.procedure | round |" in printed
+    assert "| imp | 1 | 70.0" in printed and "| oneshot | 1 | 70.0" in printed
+    assert (figures / "locality_ratio.png").is_file()

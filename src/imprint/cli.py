@@ -134,13 +134,19 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_collect(args: argparse.Namespace) -> int:
-    from imprint.sweep import collect
+    from imprint.sweep import collect, format_summary, summarize, summary_figures
 
     rows = collect(args.sweep_dir)
     print(
         f"{len(rows)} rows ({len({r['run'] for r in rows})} runs) written to "
         f"{args.sweep_dir}/results.csv and results.parquet"
     )
+    if args.summary:
+        rounds = [int(r) for r in args.rounds.split(",")] if args.rounds else []
+        print(format_summary(summarize(rows, by=args.by, rounds=rounds), args.by))
+        if args.figures:
+            for path in summary_figures(summarize(rows, by=args.by), args.by, args.figures):
+                print(f"figure: {path}")
     return 0
 
 
@@ -274,6 +280,16 @@ def build_parser() -> argparse.ArgumentParser:
         "round with the overrides, remaining weights, accuracies and scalar locality.",
     )
     collect.add_argument("sweep_dir", help="a folder written by `imprint sweep`")
+    collect.add_argument(
+        "--summary",
+        action="store_true",
+        help="print mean +- sd over seeds per group and round (Markdown)",
+    )
+    collect.add_argument("--by", default="variant", help="group column (default variant)")
+    collect.add_argument("--rounds", default="", help="rounds to summarise, e.g. 12,13,14")
+    collect.add_argument(
+        "--figures", default="", help="with --summary: folder for figures over density per group"
+    )
     collect.set_defaults(handler=_cmd_collect)
 
     datasets = commands.add_parser(

@@ -36,6 +36,7 @@ __all__ = [
     "plot_ablation",
     "plot_class_response",
     "write_evolution_gif",
+    "plot_groups_over_density",
 ]
 
 STYLE = {
@@ -373,6 +374,41 @@ def plot_class_response(
     ax.set_title(
         "class response of the most connected units\n(class-independence 1 - eta^2 in brackets)"
     )
+    return fig
+
+
+def plot_groups_over_density(
+    table: Sequence[Mapping[str, Any]],
+    by: str,
+    metric: str,
+    label: str,
+    null: float | None = None,
+    log_y: bool = False,
+    ax: Any | None = None,
+) -> Figure:
+    """Mean (and +-1 sd band over seeds) of ``metric`` per group against % weights left,
+    from rows of :func:`imprint.sweep.summarize`."""
+    fig, ax = _axes(ax, (6.4, 4.2))
+    groups: dict[Any, list[Mapping[str, Any]]] = {}
+    for row in table:
+        groups.setdefault(row[by], []).append(row)
+    for i, (group, rows) in enumerate(sorted(groups.items(), key=lambda g: str(g[0]))):
+        rows = sorted(rows, key=lambda r: r["round"])
+        x = _percent([r["density"] for r in rows])
+        y = np.array([r[metric] for r in rows], dtype=float)
+        sd = np.array([r.get(f"{metric}_sd", 0.0) for r in rows], dtype=float)
+        color = f"C{i % 10}"
+        ax.plot(x, y, "o-", ms=3, color=color, label=f"{group} ({rows[0]['runs']} seeds)")
+        ax.fill_between(x, y - sd, y + sd, color=color, alpha=0.15)
+    if null is not None:
+        ax.axhline(null, color="0.5", ls="--", lw=0.8, label="null")
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_xlabel("prunable weights left (%)")
+    ax.set_ylabel(label)
+    ax.legend(fontsize=7, loc="best", ncol=2)
     return fig
 
 

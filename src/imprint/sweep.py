@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import os
 import re
 import sys
@@ -30,6 +31,8 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from imprint.config import Config, ConfigError, config_to_dict, parse_config
 from imprint.runs import RunFolder, RunFolderError, write_csv, write_text
@@ -367,6 +370,61 @@ def collect(sweep_dir: str | Path, out_stem: str | Path | None = None) -> list[d
     write_csv(stem.with_suffix(".csv"), rows, columns)
     _write_parquet(rows, columns, stem.with_suffix(".parquet"))
     return rows
+
+
+def summarize(
+    rows: Sequence[dict[str, Any]],
+    by: str = "variant",
+    rounds: Sequence[int] = (),
+    metrics: Sequence[str] = ("density", "best_val_top1", "locality_ratio", "mass_within_r"),
+) -> list[dict[str, Any]]:
+    """Mean and standard deviation over seeds of ``metrics`` per group ``by`` and round
+    (all rounds when ``rounds`` is empty): the numbers behind docs/findings.md."""
+    groups: dict[tuple[Any, int], list[dict[str, Any]]] = {}
+    for row in rows:
+        if rounds and row["round"] not in rounds:
+            continue
+        groups.setdefault((row.get(by, row["run"]), row["round"]), []).append(row)
+    table = []
+    for (group, index), members in groups.items():
+        entry: dict[str, Any] = {by: group, "round": index, "runs": len(members)}
+        for name in metrics:
+            values = np.array([float(m[name]) for m in members], dtype=float)
+            entry[name] = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
+            entry[f"{name}_sd"] = float(np.nanstd(values)) if len(values) > 1 else 0.0
+        table.append(entry)
+    return table
+
+
+def format_summary(table: Sequence[dict[str, Any]], by: str) -> str:
+    """A Markdown table of :func:`summarize`: mean +- sd over seeds per group and round."""
+    lines = [
+        f"| {by} | round | weights left | best top-1 | locality ratio | S_sc mass < 2 px |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in sorted(table, key=lambda r: (r["round"], str(r[by]))):
+        lines.append(
+            f"| {row[by]} | {row['round']} | {row['density']:.2%} | "
+            f"{row['best_val_top1']:.3f} +- {row['best_val_top1_sd']:.3f} | "
+            f"{row['locality_ratio']:.2f} +- {row['locality_ratio_sd']:.2f} | "
+            f"{row['mass_within_r']:.3f} +- {row['mass_within_r_sd']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def summary_figures(table: Sequence[dict[str, Any]], by: str, out: str | Path) -> list[Path]:
+    """Locality, accuracy and S_sc mass against weights left, one curve per group."""
+    from imprint.plots import plot_groups_over_density, save_figure
+
+    paths: list[Path] = []
+    for metric, label, null, log_y in (
+        ("locality_ratio", "pair-distance locality ratio (null = 1)", 1.0, True),
+        ("best_val_top1", "best validation top-1", None, False),
+        ("mass_within_r", "fraction of S_sc mass within 2 px", None, False),
+    ):
+        fig = plot_groups_over_density(table, by, metric, label, null=null, log_y=log_y)
+        paths += save_figure(fig, Path(out) / metric, ("png",))
+    return paths
 
 
 def _cell(value: Any) -> Any:
