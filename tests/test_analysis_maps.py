@@ -282,6 +282,21 @@ def test_pair_method_in_small_batches_and_pair_slices(seed, monkeypatch):
             _assert_same(result, reference.s_sc, reference.s_dc)
 
 
+@pytest.mark.parametrize("chunk_size", [None, 1, 4])
+@pytest.mark.parametrize(("batch", "min_units"), [(2**20, 16), (30, 4), (5, 16), (1, 1)])
+def test_batches_cover_each_unit_and_pair_once(batch, min_units, chunk_size, monkeypatch):
+    monkeypatch.setattr(maps, "_BATCH_NUMBERS", batch)
+    monkeypatch.setattr(maps, "_MIN_BATCH_UNITS", min_units)
+    for first, last, n_pairs in ((0, 1, 1), (3, 40, 6), (5, 9, 45), (0, 20, 1000)):
+        seen = torch.zeros((last, n_pairs), dtype=torch.int64)
+        for lo, hi, a, b in maps._batches(first, last, n_pairs, chunk_size):
+            assert first <= lo < hi <= last and 0 <= a < b <= n_pairs
+            assert (b - a) * (hi - lo) <= max(batch, min_units)
+            assert chunk_size is None or hi - lo <= chunk_size
+            seen[lo:hi, a:b] += 1
+        assert bool((seen[first:] == 1).all()) and not seen[:first].any()
+
+
 def test_pair_method_on_a_sparse_cifar_layer(seed):
     # the benchmark's case, fewer units: 1% of 3072 inputs, int16 codes
     shape = (3, 32, 32)

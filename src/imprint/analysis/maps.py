@@ -62,10 +62,12 @@ METHODS = ("auto", "fft", "pairs")
 _BATCH_NUMBERS = 2**20
 
 # "auto" sends unit k to the pair method when C_in(k)^2 <= _PAIR_PER_FFT * C * ny * nx
-# (ny x nx the padded grid): measured on 2 cores, a pair costs ~1/16 of one padded
-# pixel's share of the FFT, so the crossover sits near C_in ~ 4 sqrt(C ny nx) (~440
-# inputs for (3, 32, 32)). Either side is exact; this only sets the speed.
-_PAIR_PER_FFT = 16.0
+# (ny x nx the padded grid). Measured on 2 busy cores, 256 units of equal C_in cost
+# the same both ways at C_in^2 / (C ny nx) ~ 40 for (3, 32, 32) and ~ 65 for (1, 28, 28);
+# 32 (C_in ~ 630 for (3, 32, 32)) leaves room for an idle machine, where the FFT's two
+# threads gain more than the single-threaded pairs. Either side is exact; this only
+# sets the speed.
+_PAIR_PER_FFT = 32.0
 
 # The pair method pads units to the largest C_in of their group, groups growing by
 # 2**(1/4): < 19% padding (~17% more pairs on random 1% masks), in ~10 groups. Finer
