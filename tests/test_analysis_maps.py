@@ -3,6 +3,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -228,6 +229,99 @@ def test_auto_splits_units_between_methods(seed, monkeypatch):
     monkeypatch.setattr(maps, "_PAIR_PER_FFT", 0.1)
     reference = locality_maps_pairloop(mask, shape)
     _assert_same(locality_maps(mask, shape, "auto", chunk_size=3), reference.s_sc, reference.s_dc)
+
+
+def _every_c_in_mask(shape, seed: int) -> torch.Tensor:
+    """One unit for each C_in from 0 to D (a full unit), inputs at random."""
+    d = math.prod(shape)
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand((d + 1, d), generator=gen).argsort(dim=1) < torch.arange(d + 1)[:, None]
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 6), (1, 5, 7), (2, 6, 1)])
+def test_pair_method_at_every_c_in(shape, seed):
+    # C_in 0, 1 (no pair), 2 (one pair), ..., D: many groups and padded units
+    mask = _every_c_in_mask(shape, seed)
+    reference = locality_maps_pairloop(mask, shape)
+    for chunk_size in (None, 1, 5):
+        for method in ("pairs", "auto"):
+            result = locality_maps(mask, shape, method, chunk_size=chunk_size)
+            _assert_same(result, reference.s_sc, reference.s_dc)
+
+
+@pytest.mark.parametrize("types", [(np.int64,), (np.int32, np.int64), (np.int16,)])
+def test_pair_method_in_each_integer_type(types, seed, monkeypatch):
+    # (3, 4, 6): pad = 5 * 7 * 11 = 385 fits every type; forcing each one in turn
+    shape = (3, 4, 6)
+    monkeypatch.setattr(maps, "_PAIR_DTYPES", types)
+    mask = _random_mask(9, shape, 0.4, seed)
+    reference = locality_maps_pairloop(mask, shape)
+    _assert_same(locality_maps(mask, shape, "pairs"), reference.s_sc, reference.s_dc)
+
+
+def test_pair_method_picks_int32_past_int16(seed):
+    # (1, 100, 100): pad = 199**2 = 39601 > 32767, so codes go to int32
+    shape = (1, 100, 100)
+    mask = _random_mask(4, shape, 0.01, seed)
+    reference = locality_maps_pairloop(mask, shape)
+    _assert_same(locality_maps(mask, shape, "pairs"), reference.s_sc, reference.s_dc)
+
+
+def test_pair_method_in_small_batches_and_pair_slices(seed, monkeypatch):
+    # buffers of a few numbers: pairs sliced within a unit, many bincounts, uncached
+    # pair indices
+    shape = (2, 3, 5)
+    mask = _every_c_in_mask(shape, seed)
+    reference = locality_maps_pairloop(mask, shape)
+    monkeypatch.setattr(maps, "_CACHED_SLOTS", 4)
+    for batch, min_units in ((7, 1), (5, 16), (50, 3), (400, 16)):
+        monkeypatch.setattr(maps, "_BATCH_NUMBERS", batch)
+        monkeypatch.setattr(maps, "_MIN_BATCH_UNITS", min_units)
+        for chunk_size in (None, 2):
+            result = locality_maps(mask, shape, "pairs", chunk_size=chunk_size)
+            _assert_same(result, reference.s_sc, reference.s_dc)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 1, 4])
+@pytest.mark.parametrize(("batch", "min_units"), [(2**20, 16), (30, 4), (5, 16), (1, 1)])
+def test_batches_cover_each_unit_and_pair_once(batch, min_units, chunk_size, monkeypatch):
+    monkeypatch.setattr(maps, "_BATCH_NUMBERS", batch)
+    monkeypatch.setattr(maps, "_MIN_BATCH_UNITS", min_units)
+    for first, last, n_pairs in ((0, 1, 1), (3, 40, 6), (5, 9, 45), (0, 20, 1000)):
+        seen = torch.zeros((last, n_pairs), dtype=torch.int64)
+        for lo, hi, a, b in maps._batches(first, last, n_pairs, chunk_size):
+            assert first <= lo < hi <= last and 0 <= a < b <= n_pairs
+            assert (b - a) * (hi - lo) <= max(batch, min_units)
+            assert chunk_size is None or hi - lo <= chunk_size
+            seen[lo:hi, a:b] += 1
+        assert bool((seen[first:] == 1).all()) and not seen[:first].any()
+
+
+def test_pair_method_on_a_sparse_cifar_layer(seed):
+    # the benchmark's case, fewer units: 1% of 3072 inputs, int16 codes
+    shape = (3, 32, 32)
+    mask = _random_mask(48, shape, 0.01, seed)
+    reference = locality_maps_pairloop(mask, shape)
+    for method in METHODS:
+        _assert_same(locality_maps(mask, shape, method), reference.s_sc, reference.s_dc)
+
+
+@pytest.mark.parametrize("size", [0, 1, 15, 16, 17, 40, 1000, 4099])
+@pytest.mark.parametrize("density", [0.0, 0.003, 0.02, 0.2, 1.0])
+def test_flat_nonzero_matches_numpy(size, density, seed):
+    # sparse arrays take the three-step scan, dense ones numpy's, and a tail of < 16
+    # bytes is scanned on its own
+    gen = torch.Generator().manual_seed(seed)
+    bits = (torch.rand(size, generator=gen) < density).numpy()
+    expected = np.flatnonzero(bits)
+    for shaped in (bits, bits.reshape(1, size), bits.reshape(size, 1)):
+        found = maps._flat_nonzero(shaped)
+        assert found.dtype == np.int64 and np.array_equal(found, expected)
+    single = np.zeros(size, dtype=bool)
+    for p in {0, size // 2, size - 1} if size else ():
+        single[p] = True  # one entry at the start, middle or end of a block or the tail
+        assert maps._flat_nonzero(single).tolist() == [p]
+        single[p] = False
 
 
 @pytest.mark.parametrize("method", [*METHODS, "loop"])

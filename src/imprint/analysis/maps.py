@@ -19,11 +19,14 @@ Two exact methods give identical integers:
   to at least (2H-1, 2W-1) so no displacement wraps around, the transforms run in
   float64 and the result is rounded to integers (errors are ~1e-16 of the largest
   sum, far below 1/2 for any first layer). Cost per unit ~ C (2H)(2W) log(4HW).
-* ``"pairs"``: every ordered pair of a unit's inputs, vectorised: an input's code
-  c L + y (2W-1) + x (L = (2H-1)(2W-1)) makes code_p - code_q encode (c_p - c_q, d)
-  uniquely, and bincounts of the differences fill the maps. Units of similar C_in
-  are padded into rectangular batches. Cost per unit ~ (3/4) C_in^2, far below the
-  FFT's for sparse units (the 1%-dense first layers of late IMP rounds).
+* ``"pairs"``: every unordered pair of a unit's inputs, vectorised: an input's code
+  c L + y (2W-1) + x (L = (2H-1)(2W-1)) increases with p and makes code_q - code_p
+  encode (c_q - c_p, d) uniquely. One bincount of the differences code_j - code_i > 0
+  of the pairs i < j (later input minus earlier) counts every unordered pair once;
+  mirrored, S(d) = S(-d), it gives the ordered pairs. Units of similar C_in are padded
+  into rectangular batches, their codes held in the smallest integer type that fits
+  (int16 for CIFAR). Cost per unit ~ C_in^2 / 2, far below the FFT's for sparse units
+  (the 1%-dense first layers of late IMP rounds).
 
 ``"auto"`` (the default) sends each unit to the cheaper one. The pure-Python pair
 loop of the paper's notebook is kept as :func:`locality_maps_pairloop`, the reference
@@ -32,7 +35,8 @@ that tests and the benchmark compare with.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,15 +56,32 @@ __all__ = [
 
 METHODS = ("auto", "fft", "pairs")
 
-# Numbers held by one batch of either method (8 MB of float64 or int64): measured on
-# 2 cores, larger batches fall out of cache and run slower, smaller ones pay Python.
+# Numbers held by one batch of either method (8 MB of float64; 2 MB of int16 codes):
+# measured on 2 cores, larger FFT batches fall out of cache and run slower, smaller
+# ones pay Python; the pair method ran ~10% slower with 2**18 (more bincounts).
 _BATCH_NUMBERS = 2**20
 
 # "auto" sends unit k to the pair method when C_in(k)^2 <= _PAIR_PER_FFT * C * ny * nx
-# (ny x nx the padded grid): measured on 2 cores, a pair costs ~1/16 of one padded
-# pixel's share of the FFT, so the crossover sits near C_in ~ 4 sqrt(C ny nx) (~440
-# inputs for (3, 32, 32)). Either side is exact; this only sets the speed.
-_PAIR_PER_FFT = 16.0
+# (ny x nx the padded grid). Measured on 2 busy cores, 256 units of equal C_in cost
+# the same both ways at C_in^2 / (C ny nx) ~ 40 for (3, 32, 32) and ~ 65 for (1, 28, 28);
+# 32 (C_in ~ 630 for (3, 32, 32)) leaves room for an idle machine, where the FFT's two
+# threads gain more than the single-threaded pairs. Either side is exact; this only
+# sets the speed.
+_PAIR_PER_FFT = 32.0
+
+# The pair method pads units to the largest C_in of their group, groups growing by
+# 2**(1/4): < 19% padding (~17% more pairs on random 1% masks), in ~10 groups. Finer
+# groups list fewer pairs but pay more Python; 4 to 8 per octave measured the same.
+_GROUPS_PER_OCTAVE = 4
+
+# Candidate types of the pair method's codes, smallest first (see _pair_counts).
+_PAIR_DTYPES = (np.int16, np.int32, np.int64)
+
+# Units per batch of the pair method, at least, however wide they are (see _batches).
+_MIN_BATCH_UNITS = 16
+
+# Padded sizes up to this keep their pair indices cached (see _upper_pairs).
+_CACHED_SLOTS = 128
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: tensor fields have no single truth value
@@ -145,76 +166,149 @@ def _fft_counts(
     return s_sc, s_dc
 
 
-def _codes(shape: tuple[int, int, int]) -> torch.Tensor:
-    """Code c L + y (2W-1) + x of every input p, (D,) int64: code_p - code_q determines
-    (c_p - c_q, y_p - y_q, x_p - x_q) as |x_p - x_q| < 2W - 1 and |dy (2W-1) + dx| < L/2."""
+def _flat_nonzero(bits: np.ndarray) -> np.ndarray:
+    """np.flatnonzero of a C-contiguous bool array: (nnz,) int64, increasing.
+
+    numpy's nonzero walks every entry without branches when more than 1/10 of them are
+    nonzero, but below that it skips runs of zeros, with a mispredicted branch per
+    nonzero entry: ~25 ns each, ~0.8 ms for a 1%-dense 1024 x 3072 mask. Here the bytes
+    are scanned in three steps that each stay above 1/10 on sparse masks: the 16-byte
+    blocks holding a nonzero (15% of them at 1% density), then the 8-byte words of those
+    blocks (>= 1/2 are nonzero), then the bytes of those words (>= 1/8): ~0.6 ms at 1%.
+    Masks whose blocks look > 1/10 dense go to np.flatnonzero directly.
+    """
+    flat = bits.reshape(-1)
+    n_blocks = flat.size // 16
+    cut = 16 * n_blocks  # the tail of < 16 bytes is scanned on its own
+    words = flat[:cut].view(np.uint64).reshape(n_blocks, 2)  # (blocks, 2)
+    block = np.flatnonzero(np.logical_or(words[:, 0], words[:, 1]))  # (b,)
+    if block.size > (1 - 0.9**16) * n_blocks:  # as if > 1/10 of the bytes were nonzero
+        return np.flatnonzero(flat)  # then numpy's own scan is branch-free
+    block_words = words.take(block, axis=0).reshape(-1)  # (2b,)
+    word = np.flatnonzero(block_words != 0)  # (w,) into block_words
+    byte = np.flatnonzero(block_words.take(word).view(np.bool_))  # (nnz,) into their bytes
+    first = 16 * block[word >> 1] + 8 * (word & 1)  # (w,) first byte of each word in ``flat``
+    found = first[byte >> 3] + (byte & 7)  # (nnz,) byte index in ``flat``
+    if cut < flat.size:
+        found = np.concatenate([found, cut + np.flatnonzero(flat[cut:])])
+    return found
+
+
+def _codes(shape: tuple[int, int, int]) -> np.ndarray:
+    """Code c L + y (2W-1) + x of every input p, (D,) int64, increasing in p: code_p - code_q
+    determines (c_p - c_q, y_p - y_q, x_p - x_q) as |x_p - x_q| < 2W - 1 and
+    |dy (2W-1) + dx| < L/2. The largest code is (n_bins - 1) / 2, n_bins = (2C-1) L."""
     channels, height, width = shape
     span = (2 * height - 1) * (2 * width - 1)
-    c = torch.arange(channels).view(-1, 1, 1) * span
-    y = torch.arange(height).view(1, -1, 1) * (2 * width - 1)
-    x = torch.arange(width).view(1, 1, -1)
-    return (c + y + x).flatten()
+    c = np.arange(channels).reshape(-1, 1, 1) * span
+    y = np.arange(height).reshape(1, -1, 1) * (2 * width - 1)
+    x = np.arange(width).reshape(1, 1, -1)
+    return (c + y + x).reshape(-1)
+
+
+def _upper_pairs(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Slots i, j of the pairs i < j of ``size`` slots: (size (size-1) / 2,) int64 each.
+
+    Cached up to _CACHED_SLOTS slots (< 6 MB for all of them), where np.triu_indices
+    (~20 us) costs as much as the subtraction it indexes; larger sizes are rebuilt,
+    at a small fraction of the work of the batch that uses them.
+    """
+    if size <= _CACHED_SLOTS:
+        return _upper_pairs_cached(size)
+    return np.triu_indices(size, 1)
+
+
+@functools.cache
+def _upper_pairs_cached(size: int) -> tuple[np.ndarray, np.ndarray]:
+    i, j = np.triu_indices(size, 1)
+    return i, j
+
+
+def _batches(
+    first: int, last: int, n_pairs: int, chunk_size: int | None
+) -> Iterator[tuple[int, int, int, int]]:
+    """Batches (lo, hi, a, b) of a group's units first:last: units lo:hi, pairs a:b.
+
+    Each holds at most max(_BATCH_NUMBERS, _MIN_BATCH_UNITS) differences. Units with few
+    pairs go in batches of as many units as fit (at most ``chunk_size``), with all
+    their pairs; wide units go at least _MIN_BATCH_UNITS at a time, their pairs cut
+    into slices, as gathering rows of 2 units cost ~4x more per number than of >= 8.
+    """
+    step = max(_MIN_BATCH_UNITS, _BATCH_NUMBERS // n_pairs)
+    if chunk_size is not None:
+        step = min(step, chunk_size)
+    for lo in range(first, last, step):
+        hi = min(lo + step, last)
+        stride = max(1, _BATCH_NUMBERS // (hi - lo))  # pairs per slice
+        for a in range(0, n_pairs, stride):
+            yield lo, hi, a, min(a + stride, n_pairs)
 
 
 def _pair_counts(
-    code: torch.Tensor,
-    start: torch.Tensor,
-    c_in: torch.Tensor,
-    units: torch.Tensor,
+    inputs: np.ndarray,
+    start: np.ndarray,
+    c_in: np.ndarray,
+    units: np.ndarray,
     shape: tuple[int, int, int],
     chunk_size: int | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(S_sc, S_dc) of ``units`` by enumerating their ordered pairs of inputs.
+    """(S_sc, S_dc) of ``units`` by enumerating their unordered pairs of inputs.
 
-    ``code`` (nnz,) holds the codes of the connected inputs of every unit, unit by
-    unit; unit k's are code[start[k] : start[k] + c_in[k]].
+    ``inputs`` (nnz,) holds the connected inputs p of every unit, unit by unit and
+    increasing within a unit: unit k's are inputs[start[k] : start[k] + c_in[k]].
+    Units sorted by C_in fill the columns of a table of codes, each padded to the
+    largest C_in of its group (groups of C_in within a factor 2**(1/_GROUPS_PER_OCTAVE)).
+    Every pair of slots i < j of a group gives code_j - code_i, bincounted; ``units``
+    with C_in < 2 add nothing.
     """
     channels, height, width = shape
     span = (2 * height - 1) * (2 * width - 1)
-    n_bins = (2 * channels - 1) * span  # one (2H-1, 2W-1) block per c_p - c_q
-    centre = (n_bins - 1) // 2  # difference 0: d = 0 in block c_p - c_q = 0
-    # Units padded to a common length in a batch point at a sentinel past the end
-    # whose difference with anything is > n_bins; clamping sends those to bin n_bins.
-    far = 4 * n_bins
-    code_p = torch.cat([code + centre, code.new_tensor([far])])  # (nnz + 1,)
-    code_q = torch.cat([code, code.new_tensor([-far])])
-    sentinel = code.numel()
-    hist = torch.zeros(n_bins + 1, dtype=torch.int64)  # pairs within halves; last bin: padding
-    cross = torch.zeros_like(hist)  # pairs across halves, one order
-    # Units sorted by C_in and cut where C_in grows by 2**(1/4): within a batch padding
-    # wastes < 1.2**2 of the work, and random or IMP masks need few batches.
-    sizes, order = torch.sort(c_in[units])
-    order = units[order[sizes >= 2]]
-    sizes = sizes[sizes >= 2]
-    group = torch.floor(4 * torch.log2(sizes.to(torch.float64))).to(torch.int64)
-    first = 0
-    for count in torch.unique_consecutive(group, return_counts=True)[1].tolist():
-        half = (int(sizes[first + count - 1]) + 1) // 2
-        step = max(1, _BATCH_NUMBERS // (3 * half**2))
-        if chunk_size is not None:
-            step = min(step, chunk_size)
-        for batch in order[first : first + count].split(step):
-            slot = torch.arange(2 * half)  # (n,)
-            entries = torch.where(  # (g, n): an input of the unit, or the sentinel
-                slot < c_in[batch, None], start[batch, None] + slot, sentinel
-            )
-            # S(d) = S(-d) saves a quarter of the work: with the inputs of a unit split
-            # into halves a and b, the ordered pairs are a x a, b x b (both orders, one
-            # difference each) and a x b, whose histogram also gives b x a reversed.
-            p = code_p[entries].view(-1, 2, half)  # (g, 2, n/2)
-            q = code_q[entries].view(-1, 2, half)
-            within = p[:, :, :, None] - q[:, :, None, :]  # (g, 2, n/2, n/2)
-            across = p[:, 0, :, None] - q[:, 1, None, :]  # (g, n/2, n/2)
-            hist += torch.bincount(within.flatten().clamp_(max=n_bins), minlength=n_bins + 1)
-            cross += torch.bincount(across.flatten().clamp_(max=n_bins), minlength=n_bins + 1)
-        first += count
-    # Bin i holds difference i - centre; reversed, the same bin holds centre - i.
-    hist[:n_bins] += cross[:n_bins] + cross[:n_bins].flip(0)
-    blocks = hist[:n_bins].view(2 * channels - 1, 2 * height - 1, 2 * width - 1)
-    s_sc = blocks[channels - 1].clone()
-    s_sc[height - 1, width - 1] = 0  # only p = q sits there: distinct same-channel inputs differ
-    s_dc = blocks.sum(dim=0) - blocks[channels - 1]
-    return s_sc, s_dc
+    top = ((2 * channels - 1) * span - 1) // 2  # largest code; differences lie in -top..top
+    # Padding slots, after a unit's inputs, hold pad = 2 top + 1: later - earlier is then
+    # 1..top for two inputs (codes increase with p), top+1..2 top+1 for padding minus an
+    # input and 0 for two paddings, so no clamp is needed and the bins above top are
+    # dropped. The smallest integer type holding pad (int16 for (3, 32, 32): pad = 19845)
+    # quarters the memory the gathers and subtractions write, against int64, and
+    # torch's bincount reads int16 as it is.
+    pad = 2 * top + 1
+    dtype = next(t for t in _PAIR_DTYPES if pad <= np.iinfo(t).max)
+    sizes = c_in[units]
+    order = np.argsort(sizes, kind="stable")
+    order = order[sizes[order] >= 2]  # units with a pair, by increasing C_in
+    units, sizes = units[order], sizes[order]  # (u,) each
+    hist = torch.zeros(pad + 1, dtype=torch.int64)  # unordered pairs by code_j - code_i
+    if units.size:
+        code = np.append(_codes(shape).astype(dtype).take(inputs), dtype(pad))  # (nnz + 1,)
+        slot = np.arange(sizes[-1])[:, None]  # (n_max, 1)
+        entries = np.where(slot < sizes, start[units] + slot, inputs.size)  # (n_max, u)
+        # Units along the last axis: gathering the rows of pairs i (or j) of a batch
+        # copies g contiguous codes at a time, and the subtraction sweeps contiguous
+        # memory (slots last, with an index per number, gathered ~5x slower).
+        table = code.take(entries)  # (n_max, u): each unit's codes, then padding
+        key = np.floor(_GROUPS_PER_OCTAVE * np.log2(sizes)).astype(np.int64)  # (u,)
+        cuts = (np.flatnonzero(np.diff(key)) + 1).tolist()
+        buffer = np.empty(max(_BATCH_NUMBERS, _MIN_BATCH_UNITS), dtype=dtype)
+        filled = 0  # differences in the buffer, awaiting one bincount for all
+        for first, last in zip([0, *cuts], [*cuts, units.size]):
+            n = int(sizes[last - 1])  # the group's padded size
+            i, j = _upper_pairs(n)  # (T,) each, T = n (n-1) / 2
+            for lo, hi, a, b in _batches(first, last, i.size, chunk_size):
+                size = (b - a) * (hi - lo)
+                if filled + size > buffer.size:
+                    hist += torch.bincount(torch.from_numpy(buffer[:filled]), minlength=pad + 1)
+                    filled = 0
+                batch = table[:n, lo:hi]  # (n, g)
+                out = buffer[filled : filled + size].reshape(b - a, hi - lo)
+                np.subtract(batch.take(j[a:b], axis=0), batch.take(i[a:b], axis=0), out=out)
+                filled += size
+        hist += torch.bincount(torch.from_numpy(buffer[:filled]), minlength=pad + 1)
+    # Ordered pairs: each difference delta > 0 as counted, and reversed as -delta.
+    half = hist.numpy()[1 : top + 1]  # (top,): delta = 1..top
+    full = np.concatenate([half[::-1], [0], half])  # (n_bins,): delta = -top..top
+    blocks = full.reshape(2 * channels - 1, 2 * height - 1, 2 * width - 1)  # by c_p - c_q
+    s_sc = blocks[channels - 1]  # its centre, delta = 0, would be p = q: 0
+    s_dc = blocks.sum(axis=0) - s_sc
+    return torch.from_numpy(s_sc.copy()), torch.from_numpy(s_dc)
 
 
 def locality_maps(
@@ -238,26 +332,25 @@ def locality_maps(
     rows = rows.detach().cpu().contiguous()
     n_units, n_inputs = rows.shape
     channels, height, width = shape
-    # numpy's flatnonzero is the fastest scan of a bool mask (~3x torch.nonzero).
-    flat = torch.from_numpy(np.flatnonzero(rows.numpy()))  # (nnz,) unit * D + p, in order
-    unit = flat // n_inputs  # (nnz,)
-    c_in = torch.bincount(unit, minlength=n_units)  # (units,)
-    start = torch.cumsum(c_in, 0) - c_in  # (units,) first entry of each unit in ``flat``
+    flat = _flat_nonzero(rows.numpy())  # (nnz,) unit * D + p, in order
+    # Binary searches for the first entry of each unit: ~2.5x faster than dividing by D.
+    bounds = np.searchsorted(flat, np.arange(n_units + 1) * n_inputs)  # (units + 1,)
+    start, c_in = bounds[:-1], np.diff(bounds)  # (units,) each
+    inputs = flat - np.repeat(np.arange(n_units) * n_inputs, c_in)  # (nnz,) p
     if method == "auto":
         grid = channels * _fft_size(height) * _fft_size(width)
-        by_pairs = c_in.square() <= _PAIR_PER_FFT * grid  # (units,)
+        by_pairs = c_in.astype(np.float64) ** 2 <= _PAIR_PER_FFT * grid  # (units,)
     else:
-        by_pairs = torch.full((n_units,), method == "pairs")
+        by_pairs = np.full(n_units, method == "pairs")
     s_sc = torch.zeros((2 * height - 1, 2 * width - 1), dtype=torch.int64)
     s_dc = torch.zeros_like(s_sc)
     if by_pairs.any():
-        code = _codes(shape)[flat - unit * n_inputs]  # (nnz,)
-        units = by_pairs.nonzero().flatten()
-        sc, dc = _pair_counts(code, start, c_in, units, shape, chunk_size)
+        units = np.flatnonzero(by_pairs)
+        sc, dc = _pair_counts(inputs, start, c_in, units, shape, chunk_size)
         s_sc += sc
         s_dc += dc
     if not by_pairs.all():
-        sc, dc = _fft_counts(rows[~by_pairs], shape, chunk_size)
+        sc, dc = _fft_counts(rows[torch.from_numpy(~by_pairs)], shape, chunk_size)
         s_sc += sc
         s_dc += dc
     return LocalityMaps(s_sc, s_dc, shape, n_units)
