@@ -210,3 +210,16 @@ def test_full_or_read_only_disk_keeps_written_rounds(tmp_path, monkeypatch, code
     assert not list(out.rglob(".*.tmp"))  # failed writes leave no temporary behind
     result = run_imp(config, out, device="cpu", progress=False, log=_quiet)  # space again
     assert len(result.rounds) == 4
+
+
+def test_start_killed_before_config_is_not_foreign(tmp_path):
+    """A start killed between its first files and config.toml leaves the folder usable."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".lock").write_text("")
+    (out / "manifest.json").write_text("{")  # half of a start: overwritten
+    (out / ".config.toml.x1.tmp").write_text("partial")
+    result = run_imp(smoke_config("prune.max_rounds=0"), out, device="cpu", progress=False,
+                     log=_quiet)
+    assert len(result.rounds) == 1
+    assert json.loads((out / "manifest.json").read_text())["torch"] == torch.__version__

@@ -201,7 +201,14 @@ class RunFolder:
             return
         if not self.root.is_dir():
             raise RunFolderError(f"{self.root} exists and is not a folder.")
-        if any(p.name != ".lock" for p in self.root.iterdir()):
+        # What a start killed before config.toml leaves behind is ours, not foreign.
+        ours = {".lock", self.manifest_path.name}
+        leftovers = [
+            p
+            for p in self.root.iterdir()
+            if p.name not in ours and not (p.name.startswith(".") and p.name.endswith(".tmp"))
+        ]
+        if leftovers:
             raise RunFolderError(
                 f"{self.root} is not empty and has no config.toml: not an imprint run folder. "
                 "Choose an empty or new --out folder."
