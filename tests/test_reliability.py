@@ -223,3 +223,4 @@ def test_start_killed_before_config_is_not_foreign(tmp_path):
                      log=_quiet)
     assert len(result.rounds) == 1
     assert json.loads((out / "manifest.json").read_text())["torch"] == torch.__version__
+    assert not (out / ".config.toml.x1.tmp").exists()  # stale temporaries removed

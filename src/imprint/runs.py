@@ -192,9 +192,15 @@ class RunFolder:
             stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
             handle.write(f"process {os.getpid()} on {platform.node()} since {stamp}\n")
             handle.flush()
+            self._remove_temporaries()
             yield
         finally:
             handle.close()  # releases the flock
+
+    def _remove_temporaries(self) -> None:
+        """Half-written files of a killed process: never read, removed under the lock."""
+        for path in self.root.rglob(".*.tmp"):
+            path.unlink(missing_ok=True)
 
     def _refuse_foreign(self) -> None:
         if self.config_path.exists() or not self.root.exists():
