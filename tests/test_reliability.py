@@ -219,8 +219,9 @@ def test_start_killed_before_config_is_not_foreign(tmp_path):
     (out / ".lock").write_text("")
     (out / "manifest.json").write_text("{")  # half of a start: overwritten
     (out / ".config.toml.x1.tmp").write_text("partial")
-    result = run_imp(smoke_config("prune.max_rounds=0"), out, device="cpu", progress=False,
-                     log=_quiet)
+    result = run_imp(
+        smoke_config("prune.max_rounds=0"), out, device="cpu", progress=False, log=_quiet
+    )
     assert len(result.rounds) == 1
     assert json.loads((out / "manifest.json").read_text())["torch"] == torch.__version__
     assert not (out / ".config.toml.x1.tmp").exists()  # stale temporaries removed

@@ -39,6 +39,8 @@ __all__ = [
     "load_config",
     "parse_config",
     "apply_overrides",
+    "set_values",
+    "read_toml",
     "config_to_dict",
 ]
 
@@ -385,11 +387,26 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def apply_overrides(document: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Return a copy of ``document`` with ``key.path=value`` overrides applied."""
+def set_values(document: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``document`` with dotted keys ({"train.steps": 2000}) set to values."""
     import copy
 
     result = copy.deepcopy(document)
+    for key, value in values.items():
+        parts = key.split(".")
+        node = result
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override '{key}': '{part}' is a value, not a section.")
+            node = child
+        node[parts[-1]] = value
+    return result
+
+
+def apply_overrides(document: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``document`` with ``key.path=value`` overrides applied."""
+    values: dict[str, Any] = {}
     for item in overrides:
         key, sep, value = item.partition("=")
         key = key.strip()
@@ -397,27 +414,24 @@ def apply_overrides(document: dict[str, Any], overrides: list[str]) -> dict[str,
             raise ConfigError(
                 f"--set expects key=value (for example train.steps=2000). Got {item!r}."
             )
-        parts = key.split(".")
-        node = result
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {key}: '{part}' is a value, not a section.")
-            node = child
-        node[parts[-1]] = _parse_value(value.strip())
-    return result
+        values[key] = _parse_value(value.strip())
+    return set_values(document, values)
+
+
+def read_toml(path: str | Path, what: str = "Config file") -> dict[str, Any]:
+    """A TOML document, or a ConfigError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} does not exist (expected a TOML file).")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{what} {path} is not valid TOML: {error}") from None
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Read a TOML config, apply ``--set`` overrides, validate. Fails before any work."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"Config file {path} does not exist (expected a TOML file).")
-    try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise ConfigError(f"Config file {path} is not valid TOML: {error}") from None
-    document = apply_overrides(document, overrides or [])
+    document = apply_overrides(read_toml(path), overrides or [])
     return parse_config(document, source=str(path))
 
 

@@ -79,6 +79,17 @@ def _percent(density: Sequence[float]) -> np.ndarray:
     return 100.0 * np.asarray(density, dtype=float)
 
 
+def density_axis(ax: Any, ylabel: str, log_y: bool = False) -> None:
+    """The x axis every over-rounds figure shares: % of prunable weights left, log scale,
+    reversed so that pruning proceeds to the right."""
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_xlabel("prunable weights left (%)")
+    ax.set_ylabel(ylabel)
+
+
 def plot_accuracy_vs_remaining(
     rounds: Sequence[Mapping[str, Any]], ax: Any | None = None
 ) -> Figure:
@@ -98,10 +109,7 @@ def plot_accuracy_vs_remaining(
         label=f"best: round {rounds[best]['round']} ({y[best]:.2f}%)",
     )
     ax.axhline(y[0], color="0.6", lw=0.8, ls="--", label="dense")
-    ax.set_xscale("log")
-    ax.invert_xaxis()
-    ax.set_xlabel("prunable weights left (%)")
-    ax.set_ylabel("validation top-1 (%)")
+    density_axis(ax, "validation top-1 (%)")
     ax.legend(loc="best")
     return fig
 
@@ -122,12 +130,7 @@ def plot_scalar_over_rounds(
     if null is not None:
         nulls = np.broadcast_to(np.asarray(null, dtype=float), x.shape)
         ax.plot(x, nulls, "--", color="0.5", label=null_label)
-    ax.set_xscale("log")
-    ax.invert_xaxis()
-    if log_y:
-        ax.set_yscale("log")
-    ax.set_xlabel("prunable weights left (%)")
-    ax.set_ylabel(label)
+    density_axis(ax, label, log_y)
     ax.legend(loc="best")
     return fig
 
@@ -402,12 +405,7 @@ def plot_groups_over_density(
         ax.fill_between(x, y - sd, y + sd, color=color, alpha=0.15)
     if null is not None:
         ax.axhline(null, color="0.5", ls="--", lw=0.8, label="null")
-    ax.set_xscale("log")
-    ax.invert_xaxis()
-    if log_y:
-        ax.set_yscale("log")
-    ax.set_xlabel("prunable weights left (%)")
-    ax.set_ylabel(label)
+    density_axis(ax, label, log_y)
     ax.legend(fontsize=7, loc="best", ncol=2)
     return fig
 

@@ -25,7 +25,7 @@ from imprint.analysis.units import select_units, unit_images
 from imprint.analyze import AnalysisOptions, analyze_run, resolve_rounds
 from imprint.config import config_to_dict
 from imprint.data import pixel_permutation
-from imprint.plots import STYLE, plot_displacement_maps, plot_gallery
+from imprint.plots import STYLE, density_axis, plot_displacement_maps, plot_gallery
 from imprint.runs import RunFolder, RunFolderError, write_text
 
 __all__ = ["REPORT_SECTIONS", "build_report", "build_comparison", "COMPARE_SECTIONS"]
@@ -408,12 +408,7 @@ def _overlay(runs: list[_Run], value: str, ylabel: str, log_y: bool = False) -> 
             ax.fill_between(
                 x, np.nanmin(ys, axis=0), np.nanmax(ys, axis=0), color=f"C{i}", alpha=0.2
             )
-    ax.set_xscale("log")
-    ax.invert_xaxis()
-    if log_y:
-        ax.set_yscale("log")
-    ax.set_xlabel("prunable weights left (%)")
-    ax.set_ylabel(ylabel)
+    density_axis(ax, ylabel, log_y)
     ax.legend(fontsize=7, loc="best")
     return _png(fig)
 

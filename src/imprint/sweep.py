@@ -25,7 +25,6 @@ import json
 import math
 import os
 import re
-import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -34,13 +33,15 @@ from typing import Any
 
 import numpy as np
 
-from imprint.config import Config, ConfigError, config_to_dict, parse_config
+from imprint.config import (
+    Config,
+    ConfigError,
+    config_to_dict,
+    parse_config,
+    read_toml,
+    set_values,
+)
 from imprint.runs import RunFolder, RunFolderError, write_csv, write_text
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 __all__ = [
     "SweepRun",
@@ -98,28 +99,10 @@ def _config_hash(config: Config) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
-def _set_nested(document: dict[str, Any], flat: dict[str, Any]) -> dict[str, Any]:
-    result = json.loads(json.dumps(document))  # a deep copy of plain data
-    for key, value in flat.items():
-        node = result
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override '{key}': '{part}' is a value, not a section.")
-        node[parts[-1]] = value
-    return result
-
-
 def load_sweep(path: str | Path) -> Sweep:
     """Read and expand a sweep file; every run's config is validated before any work."""
     source = Path(path)
-    if not source.is_file():
-        raise ConfigError(f"Sweep file {source} does not exist (expected a TOML file).")
-    try:
-        document = tomllib.loads(source.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise ConfigError(f"Sweep file {source} is not valid TOML: {error}") from None
+    document = read_toml(source, "Sweep file")
     unknown = set(document) - _SWEEP_KEYS
     if unknown:
         raise ConfigError(
@@ -130,7 +113,7 @@ def load_sweep(path: str | Path) -> Sweep:
     base_path = (source.parent / str(document["base"])).resolve()
     if not base_path.is_file():
         raise ConfigError(f"{source}: base config {base_path} does not exist.")
-    base = tomllib.loads(base_path.read_text(encoding="utf-8"))
+    base = read_toml(base_path)
     common = _flat_table(document.get("set", {}), "set", source)
     grid = _flat_table(document.get("grid", {}), "grid", source)
     for key, values in grid.items():
@@ -161,7 +144,7 @@ def load_sweep(path: str | Path) -> Sweep:
                     shown["seed"] = seed
                     applied.update({"seeds.init": seed, "seeds.data": seed, "seeds.prune": seed})
                 where = f"{source} run {_slug(shown)}"
-                config = parse_config(_set_nested(base, {**common, **applied}), source=where)
+                config = parse_config(set_values(base, {**common, **applied}), source=where)
                 name = f"{label + ',' if label else ''}{_slug(shown)}-{_config_hash(config)}"
                 if name in names:
                     raise ConfigError(f"{source}: two runs resolve to the same config ({name}).")
