@@ -220,6 +220,14 @@ class TrainConfig(_Section):
     weight_decay: Annotated[float, Field(ge=0.0)] = 0.0  # off in the paper
     eval_every: PositiveInt = 100
     eval_batch_size: PositiveInt = 10_000
+    # Matmul precision on a CUDA device: "tf32" (TF32 tensor cores) or "bf16" (bfloat16
+    # autocast, float32 master weights) trade exactness for speed; both are refused on a
+    # CPU, where float32 is the only fast choice.
+    precision: Literal["fp32", "tf32", "bf16"] = "fp32"
+    # torch.compile the training step (fuses its elementwise work). Off: it costs
+    # 10-30 s of compilation per process and gained nothing measurable on a CPU
+    # (docs/benchmarks.md); results agree with the eager step to float rounding.
+    compile: bool = False
 
 
 class PruneConfig(_Section):

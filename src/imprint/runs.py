@@ -45,7 +45,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from imprint.config import Config, config_to_dict, parse_config
+from imprint.config import Config, ConfigError, config_to_dict, parse_config
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -268,6 +268,11 @@ class RunFolder:
         document = config_to_dict(config)
         if self.config_path.exists():
             stored = self.read_config_document()
+            try:
+                # Options added to imprint after the folder was made take their defaults.
+                stored = config_to_dict(parse_config(stored, str(self.config_path)))
+            except ConfigError:
+                pass  # listed key by key below
             changed = _changed_keys(stored, document)
             refused = [key for key in changed if not _allowed(key, allow_changes)]
             if refused:

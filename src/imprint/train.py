@@ -1,27 +1,54 @@
 """One round of training: plain SGD on batches drawn with replacement, with masks held.
 
-The step loop touches the host only at validation points: batches are sampled on
-the data's device from a seeded generator, losses accumulate on the device, and
-masked weights are re-zeroed with one fused multiply after each optimizer step
-(so pruned entries stay exactly zero with momentum or weight decay on).
+The step itself is :func:`imprint.engine.train_step` (forward and backward by hand,
+no autograd) and :class:`imprint.engine.MaskedSGD` (``torch.optim.SGD``'s update,
+then pruned entries re-zeroed with one fused multiply, so they stay exactly zero with
+momentum or weight decay on). The data stay on their device in their stored dtype and
+batches are drawn there from seeded generators; losses accumulate on the device, so
+the step loop touches the host only at validation points.
+
+:func:`train_replicas` trains R replicas of one architecture (different initial
+weights, masks and batch streams) as one batched model; :func:`train_round` is the
+single-run case, R = 1, through the same code, so replica r gives what a separate
+run with replica r's seeds gives.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
-from imprint.config import TrainConfig
+from imprint.config import ConfigError, TrainConfig
 from imprint.data import ImageData
+from imprint.engine import (
+    MaskedSGD,
+    ReplicaFCN,
+    StepResult,
+    eval_logits,
+    retain_freed_memory,
+    train_step,
+)
 from imprint.model import FCN
 from imprint.prune import Masks
 
-__all__ = ["TrainingDiverged", "RoundResult", "Evaluation", "evaluate", "train_round", "state_copy"]
+__all__ = [
+    "TrainingDiverged",
+    "RoundResult",
+    "Evaluation",
+    "evaluate",
+    "train_round",
+    "train_replicas",
+    "sample_batch",
+    "compiled_train_step",
+    "precision_context",
+    "state_copy",
+]
 
 CURVE_COLUMNS = ("step", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5")
 
@@ -55,29 +82,106 @@ def state_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: value.detach().to("cpu", copy=True) for name, value in model.state_dict().items()}
 
 
+@contextlib.contextmanager
+def precision_context(precision: str, device: torch.device) -> Iterator[None]:
+    """Matmul precision for a training loop, restored on exit.
+
+    "fp32": float32 throughout. "tf32": CUDA float32 matmuls on TF32 tensor cores.
+    "bf16": CUDA matmuls under a bfloat16 autocast; weights, gradients, BN statistics
+    and the optimizer stay float32 (the engine casts every matmul output back). Both
+    need a CUDA device: on a CPU they would silently mean float32 (TF32) or a slow
+    emulation (bf16 on CPUs without bf16 units), so they are refused.
+    """
+    if precision == "fp32":
+        yield
+        return
+    if precision not in ("tf32", "bf16"):
+        raise ConfigError(f"train.precision must be one of fp32, tf32, bf16. Got {precision!r}.")
+    if device.type != "cuda":
+        raise ConfigError(
+            f"train.precision = {precision!r} needs a CUDA device; this run is on "
+            f"{device.type}. Use train.precision = 'fp32' there."
+        )
+    matmul = torch.backends.cuda.matmul
+    # torch >= 2.9 spells the switch fp32_precision and refuses mixing it with allow_tf32.
+    flag, tf32 = (
+        ("fp32_precision", "tf32")
+        if hasattr(matmul, "fp32_precision")
+        else (
+            "allow_tf32",
+            True,
+        )
+    )
+    saved = getattr(matmul, flag)
+    try:
+        setattr(matmul, flag, tf32)  # under bf16 autocast it only affects fp32 leftovers
+        if precision == "bf16":
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                yield
+        else:
+            yield
+    finally:
+        setattr(matmul, flag, saved)
+
+
 @torch.no_grad()
+def _evaluate_net(
+    net: ReplicaFCN, data: ImageData, batch_size: int, split: str = "val"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Summed loss, top-1 and top-k hits of every replica on a split: (R,) float each,
+    on the data's device (no host synchronisation), and the split's size."""
+    x_all, y_all = (data.x_val, data.y_val) if split == "val" else (data.x_train, data.y_train)
+    device = x_all.device
+    k = min(5, data.num_classes)
+    loss = torch.zeros(net.replicas, device=device)
+    top1 = torch.zeros(net.replicas, device=device)
+    topk = torch.zeros(net.replicas, device=device)
+    for start in range(0, x_all.shape[0], batch_size):
+        x = x_all[start : start + batch_size]  # (b, D) stored dtype
+        y = y_all[start : start + batch_size]  # (b,)
+        logits = eval_logits(net, x, data.offset, data.scale)  # (R, b, classes)
+        logp = torch.log_softmax(logits, dim=2)
+        target = y.expand(net.replicas, -1).unsqueeze(2)  # (R, b, 1)
+        loss -= logp.gather(2, target).sum(dim=(1, 2))
+        best = logits.topk(k, dim=2).indices  # (R, b, k)
+        top1 += (best[:, :, 0] == y).sum(dim=1)
+        topk += (best == target).any(dim=2).sum(dim=1)
+    return loss, top1, topk
+
+
 def evaluate(
     model: FCN, data: ImageData, batch_size: int = 10_000, split: str = "val"
 ) -> Evaluation:
     """Loss, top-1 and top-5 accuracy in evaluation mode (BN running averages)."""
-    x_all, y_all = (data.x_val, data.y_val) if split == "val" else (data.x_train, data.y_train)
-    was_training = model.training
-    model.eval()
-    k = min(5, data.num_classes)
-    loss = torch.zeros((), device=x_all.device)
-    top1 = torch.zeros((), device=x_all.device)
-    topk = torch.zeros((), device=x_all.device)
-    for start in range(0, x_all.shape[0], batch_size):
-        x = data.normalize(x_all[start : start + batch_size])  # (b, D)
-        y = y_all[start : start + batch_size]  # (b,)
-        logits = model(x)  # (b, classes)
-        loss += F.cross_entropy(logits, y, reduction="sum")
-        best = logits.topk(k, dim=1).indices  # (b, k)
-        top1 += (best[:, 0] == y).sum()
-        topk += (best == y[:, None]).any(dim=1).sum()
-    model.train(was_training)
-    n = x_all.shape[0]
+    loss, top1, topk = _evaluate_net(ReplicaFCN([model]), data, batch_size, split)
+    n = (data.x_val if split == "val" else data.x_train).shape[0]
     return Evaluation(loss.item() / n, top1.item() / n, topk.item() / n)
+
+
+@functools.cache
+def compiled_train_step() -> Callable[..., StepResult]:
+    """``engine.train_step`` through ``torch.compile`` (one wrapper per process; each
+    new set of shapes compiles once, the first call taking 10-30 s)."""
+    return torch.compile(train_step, dynamic=False)
+
+
+def sample_batch(
+    data: ImageData, gens: Sequence[torch.Generator], batch_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One training batch per generator, drawn with replacement on the data's device.
+
+    Returns the stored images (R, B, D) (uint8 or float, not normalised: the step
+    folds the normalisation into the first BN) and the labels (R, B).
+    """
+    n_train, device = data.x_train.shape[0], data.x_train.device
+    idx = torch.stack(  # (R, B): each replica's own stream
+        [torch.randint(n_train, (batch_size,), generator=g, device=device) for g in gens]
+    )
+    # index_select on the flat indices: a plain gather of rows, several times faster
+    # than advanced indexing with an (R, B) index.
+    flat = idx.view(-1)
+    x = data.x_train.index_select(0, flat).view(len(gens), batch_size, -1)
+    return x, data.y_train.index_select(0, flat).view(idx.shape)
 
 
 def train_round(
@@ -96,59 +200,86 @@ def train_round(
     on that device. The model's masked weights must already be zero. When
     ``rewind_step`` is given, the state after that many steps is returned too.
     """
+    forward = None if on_eval is None else (lambda step, rows: on_eval(step, rows[0]))
+    return train_replicas(
+        [model], [masks], data, config, [gen], rewind_step=rewind_step, on_eval=forward
+    )[0]
+
+
+def train_replicas(
+    models: Sequence[FCN],
+    masks: Sequence[Masks],
+    data: ImageData,
+    config: TrainConfig,
+    gens: Sequence[torch.Generator],
+    *,
+    rewind_step: int | None = None,
+    on_eval: Callable[[int, list[dict[str, float]]], None] | None = None,
+) -> list[RoundResult]:
+    """Train R models of one architecture in place, as one batched model.
+
+    Replica r trains ``models[r]`` under ``masks[r]`` on batches drawn from
+    ``gens[r]``, exactly as :func:`train_round` would train it alone (the same code
+    with R = 1), but every step of all replicas is one set of batched matmuls, so
+    small networks fill a large device. Everything must be on the data's device; the
+    models' masked weights must already be zero. Returns one result per replica;
+    ``on_eval(step, rows)`` gets one curve row per replica at each validation point.
+    """
+    if not len(models) == len(masks) == len(gens):
+        raise ValueError(
+            f"The 'models', 'masks' and 'gens' parameters must have one entry per replica. "
+            f"Got {len(models)}, {len(masks)} and {len(gens)}."
+        )
     device = data.x_train.device
-    params = dict(model.named_parameters())
-    # Only layers with pruned entries need re-zeroing after each step.
-    masked = [
-        (params[name], mask.to(device, params[name].dtype))
-        for name, mask in masks.items()
-        if not bool(mask.all())
-    ]
-    masked_params = [p for p, _ in masked]
-    masked_values = [m for _, m in masked]
-    optimizer = torch.optim.SGD(
-        model.parameters(),
-        lr=config.lr,
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
-    )
-    n_train = data.x_train.shape[0]
-    curves: list[dict[str, float]] = []
-    rewind_state = None
-    loss_sum = torch.zeros((), device=device)
-    correct_sum = torch.zeros((), device=device)
+    if device.type == "cpu":
+        retain_freed_memory()  # no page faults for the step's allocations
+    net = ReplicaFCN(models)
+    stacked = {name: torch.stack([m[name] for m in masks]).to(device) for name in masks[0]}
+    optimizer = MaskedSGD(net, stacked, config.lr, config.momentum, config.weight_decay)
+    step_fn = compiled_train_step() if config.compile else train_step
+    replicas = len(models)
+    curves: list[list[dict[str, float]]] = [[] for _ in models]
+    rewind_states = None
+    loss_sum = torch.zeros(replicas, device=device)
+    correct_sum = torch.zeros(replicas, device=device)
     since_eval = 0
     started = time.perf_counter()
-    model.train()
-    for step in range(config.steps + 1):
-        if step == rewind_step:
-            rewind_state = state_copy(model)
-        if since_eval and (step % config.eval_every == 0 or step == config.steps):
-            row = _validation_row(model, data, config, step, loss_sum, correct_sum, since_eval)
-            curves.append(row)
-            if on_eval is not None:
-                on_eval(step, row)
-            loss_sum.zero_()
-            correct_sum.zero_()
-            since_eval = 0
-            model.train()
-        if step == config.steps:
-            break
-        idx = torch.randint(n_train, (config.batch_size,), generator=gen, device=device)
-        x = data.normalize(data.x_train[idx])  # (batch, D)
-        y = data.y_train[idx]  # (batch,)
-        logits = model(x)  # (batch, classes)
-        loss = F.cross_entropy(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if masked_params:
-            with torch.no_grad():
-                torch._foreach_mul_(masked_params, masked_values)
-        loss_sum += loss.detach()
-        correct_sum += (logits.detach().argmax(dim=1) == y).sum()
-        since_eval += 1
+    with precision_context(config.precision, device):
+        for step in range(config.steps + 1):
+            if step == rewind_step:
+                net.write_to(models)
+                rewind_states = [state_copy(m) for m in models]
+            if since_eval and (step % config.eval_every == 0 or step == config.steps):
+                rows = _validation_rows(net, data, config, step, loss_sum, correct_sum, since_eval)
+                for curve, row in zip(curves, rows):
+                    curve.append(row)
+                if on_eval is not None:
+                    on_eval(step, rows)
+                loss_sum.zero_()
+                correct_sum.zero_()
+                since_eval = 0
+            if step == config.steps:
+                break
+            x, y = sample_batch(data, gens, config.batch_size)  # (R, B, D), (R, B)
+            result = step_fn(net, x, y, data.offset, data.scale)
+            optimizer.step(result.grads)
+            loss_sum += result.loss
+            correct_sum += result.correct
+            since_eval += 1
+    net.write_to(models)
+    seconds = time.perf_counter() - started
+    return [
+        _round_result(curve, model, seconds, None if rewind_states is None else rewind_states[r])
+        for r, (curve, model) in enumerate(zip(curves, models))
+    ]
 
+
+def _round_result(
+    curves: list[dict[str, float]],
+    model: FCN,
+    seconds: float,
+    rewind_state: dict[str, torch.Tensor] | None,
+) -> RoundResult:
     best = max(curves, key=lambda row: row["val_top1"])
     last = curves[-1]
     return RoundResult(
@@ -158,35 +289,43 @@ def train_round(
         top5_at_best=best["val_top5"],
         best_top5=max(row["val_top5"] for row in curves),
         final=Evaluation(last["val_loss"], last["val_top1"], last["val_top5"]),
-        seconds=time.perf_counter() - started,
+        seconds=seconds,
         final_state=state_copy(model),
         rewind_state=rewind_state,
     )
 
 
-def _validation_row(
-    model: FCN,
+def _validation_rows(
+    net: ReplicaFCN,
     data: ImageData,
     config: TrainConfig,
     step: int,
     loss_sum: torch.Tensor,
     correct_sum: torch.Tensor,
     n_steps: int,
-) -> dict[str, float]:
-    train_loss = loss_sum.item() / n_steps  # the only host synchronisation of the interval
-    if not math.isfinite(train_loss):
-        raise TrainingDiverged(
-            f"The training loss became {train_loss} between steps {step - n_steps} and {step} "
-            f"(train.lr = {config.lr}). Completed rounds are kept in the run folder; to "
-            "resume with a lower rate: imprint run CONFIG --out RUN --set train.lr=... "
-            "--allow-change train.lr"
-        )
-    val = evaluate(model, data, config.eval_batch_size)
-    return {
-        "step": step,
-        "train_loss": train_loss,
-        "train_top1": correct_sum.item() / (n_steps * config.batch_size),
-        "val_loss": val.loss,
-        "val_top1": val.top1,
-        "val_top5": val.top5,
-    }
+) -> list[dict[str, float]]:
+    # The host synchronisations of the interval: the training loss, then the rest.
+    train_loss = [value / n_steps for value in loss_sum.tolist()]
+    for r, value in enumerate(train_loss):
+        if not math.isfinite(value):
+            which = f" of replica {r}" if net.replicas > 1 else ""
+            raise TrainingDiverged(
+                f"The training loss{which} became {value} between steps {step - n_steps} and "
+                f"{step} (train.lr = {config.lr}). Completed rounds are kept in the run folder; "
+                "to resume with a lower rate: imprint run CONFIG --out RUN --set train.lr=... "
+                "--allow-change train.lr"
+            )
+    loss, top1, topk = _evaluate_net(net, data, config.eval_batch_size)
+    sums = torch.stack([correct_sum, loss, top1, topk]).tolist()  # (4, R)
+    n, seen = data.x_val.shape[0], n_steps * config.batch_size
+    return [
+        {
+            "step": step,
+            "train_loss": train_loss[r],
+            "train_top1": sums[0][r] / seen,
+            "val_loss": sums[1][r] / n,
+            "val_top1": sums[2][r] / n,
+            "val_top5": sums[3][r] / n,
+        }
+        for r in range(net.replicas)
+    ]
