@@ -17,6 +17,7 @@ from imprint.train import (
     evaluate,
     precision_context,
     sample_batch,
+    step_threads,
     train_replicas,
     train_round,
 )
@@ -199,3 +200,19 @@ def test_compiled_step_agrees_with_the_eager_step(smoke):
     for name, value in eager.final_state.items():
         torch.testing.assert_close(fused.final_state[name], value, rtol=1e-4, atol=1e-5)
     assert fused.best_top1 == pytest.approx(eager.best_top1, abs=0.02)
+
+
+def test_small_cpu_steps_run_on_one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        cpu = torch.device("cpu")
+        with step_threads([144, 128, 4], 1, 256, cpu) as threads:  # the default config
+            assert threads == torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2  # restored
+        with step_threads([144, 128, 4], 16, 256, cpu) as threads:  # 16 replicas: 78M MACs
+            assert threads == torch.get_num_threads() == 2
+        with step_threads([3072, 1024, 1000], 1, 1000, cpu) as threads:
+            assert threads == 2
+    finally:
+        torch.set_num_threads(before)

@@ -224,9 +224,11 @@ class TrainConfig(_Section):
     # autocast, float32 master weights) trade exactness for speed; both are refused on a
     # CPU, where float32 is the only fast choice.
     precision: Literal["fp32", "tf32", "bf16"] = "fp32"
-    # torch.compile the training step (fuses its elementwise work). Off: it costs
-    # 10-30 s of compilation per process and gained nothing measurable on a CPU
-    # (docs/benchmarks.md); results agree with the eager step to float rounding.
+    # torch.compile the training step (fuses its ~100 small kernels). Off by default:
+    # on the CPU of docs/benchmarks.md it makes the default 144-128-4 net's steps 1.5x
+    # faster but the matmul-bound paper FCN's no faster, and the first compile costs
+    # ~10 s (cached on disk after), about what a 16-round demo saves. Results agree
+    # with the eager step to float rounding.
     compile: bool = False
 
 

@@ -20,15 +20,16 @@ over ``nn.Module`` does not:
   instead: with u = gain * xhat + shift the BN output and G = dZ^T xhat,
   dW = G * gain + db (x) shift, dgain_j = sum_i W_ij G_ij, dshift = W^T db.
 * The input normalisation (x - offset) * scale is folded into the first BN: the batch
-  statistics of raw images (uint8 or float) give the same xhat, so the images are read
-  once and never materialised as a normalised float copy.
+  statistics of raw images (uint8 or float) give the same xhat, so the images are
+  converted once, straight into their batch-centred values, with no normalised copy.
 * Batch statistics come from a sum and a dot product along the batch axis; the CPU
-  BN kernel's Welford ``var_mean`` over that axis is ~20x slower than both together.
+  Welford ``var_mean`` that BN uses over that axis took ~10x longer than both together
+  for a (1000, 3072) batch on the machine of docs/benchmarks.md.
 * BN's affine map is one ``addcmul`` and the bias rides in ``baddbmm``; ReLU's mask is
   read from its output, so no pre-activation is kept.
 * For small nets the cost is the number of PyTorch calls (~5 us each), not the
-  arithmetic: per-feature vectors are stored broadcast-ready, (R, 1, n), statistics
-  are kept in that shape, and nothing is reshaped inside the step.
+  arithmetic: per-feature vectors are stored broadcast-ready, (R, 1, n), and
+  statistics are kept in that shape, so the step hardly ever reshapes.
 
 Every matmul output is cast back to the weights' dtype (a no-op without an autocast),
 so that under a bfloat16 autocast activations, gradients, BN statistics and master
@@ -416,7 +417,7 @@ def retain_freed_memory() -> bool:
     FCN at batch 1000. glibc returns freed memory at the top of its heap to the system
     once it exceeds about twice the largest recent allocation, and takes it back page
     by page on the next step: ~10,000 page faults per step, 6% of a one-thread step
-    on the machine of docs/benchmarks.md. Raising the trim threshold (never return) and
+    on the machine of docs/benchmarks.md. Raising the trim threshold (keep up to 2 GB) and
     the mmap threshold (blocks up to 256 MB come from the heap) keeps that memory, as
     PyTorch's caching allocator does on a GPU. The setting is process-wide and
     permanent: resident memory stays at its peak. Returns whether glibc took it

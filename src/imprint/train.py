@@ -1,16 +1,17 @@
 """One round of training: plain SGD on batches drawn with replacement, with masks held.
 
 The step itself is :func:`imprint.engine.train_step` (forward and backward by hand,
-no autograd) and :class:`imprint.engine.MaskedSGD` (``torch.optim.SGD``'s update,
-then pruned entries re-zeroed with one fused multiply, so they stay exactly zero with
-momentum or weight decay on). The data stay on their device in their stored dtype and
+no autograd) and :class:`imprint.engine.MaskedSGD` (``torch.optim.SGD``'s update with
+the pruned entries' gradient masked, so they stay exactly zero with momentum or
+weight decay on). The data stay on their device in their stored dtype and
 batches are drawn there from seeded generators; losses accumulate on the device, so
 the step loop touches the host only at validation points.
 
 :func:`train_replicas` trains R replicas of one architecture (different initial
 weights, masks and batch streams) as one batched model; :func:`train_round` is the
 single-run case, R = 1, through the same code, so replica r gives what a separate
-run with replica r's seeds gives.
+run with replica r's seeds gives (bitwise where the batched matmul kernels round as
+the single ones do, as on the shipped configs; otherwise to float rounding).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ __all__ = [
     "train_replicas",
     "sample_batch",
     "compiled_train_step",
+    "step_threads",
+    "SMALL_STEP_MACS",
     "precision_context",
     "state_copy",
 ]
@@ -122,6 +125,36 @@ def precision_context(precision: str, device: torch.device) -> Iterator[None]:
             yield
     finally:
         setattr(matmul, flag, saved)
+
+
+# Below this many multiply-adds per step (R x B x the sum of in x out over layers; the
+# default config's 144-128-4 net does 4.8M at batch 256), a CPU step runs on one thread.
+SMALL_STEP_MACS = 8_000_000
+
+
+@contextlib.contextmanager
+def step_threads(
+    dims: Sequence[int], replicas: int, batch_size: int, device: torch.device
+) -> Iterator[int]:
+    """Intra-op threads for a training loop, restored on exit; yields the count used.
+
+    Small CPU steps run on one thread. Their ~100 ops of ~10 us each gain little from
+    OpenMP's fork-join (one thread was 7% slower than two on an idle 2-core machine),
+    and on a shared machine a worker thread that the scheduler preempts stalls every
+    op for a time slice: with another job running, the default config's 16-round demo
+    took 7 minutes on two threads, rounds of 10-170 s instead of 2 s. Larger steps
+    keep torch's setting (the physical cores by default), where parallel matmuls pay.
+    """
+    before = torch.get_num_threads()
+    macs = replicas * batch_size * sum(a * b for a, b in zip(dims[:-1], dims[1:]))
+    if device.type != "cpu" or macs >= SMALL_STEP_MACS or before == 1:
+        yield before
+        return
+    torch.set_num_threads(1)
+    try:
+        yield 1
+    finally:
+        torch.set_num_threads(before)
 
 
 @torch.no_grad()
@@ -244,7 +277,8 @@ def train_replicas(
     correct_sum = torch.zeros(replicas, device=device)
     since_eval = 0
     started = time.perf_counter()
-    with precision_context(config.precision, device):
+    threads = step_threads(net.dims, replicas, config.batch_size, device)
+    with precision_context(config.precision, device), threads:
         for step in range(config.steps + 1):
             if step == rewind_step:
                 net.write_to(models)
