@@ -14,7 +14,8 @@
     closed form S(d) = units C (C or C - 1) (H - |dy|)(W - |dx|).
 
 Times are the best of ``--repeats`` (the loop: ``--loop-repeats``) wall-clock runs,
-with torch's default threads unless ``--threads`` is given, and OMP_WAIT_POLICY=PASSIVE
+on one torch thread unless ``--threads`` is given (the pair loop uses one core: the
+comparison is core for core), and OMP_WAIT_POLICY=PASSIVE
 unless the environment sets it. The header prints the load average: on a shared
 machine other processes slow every row, the pure-Python loop included.
 """
@@ -143,7 +144,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--loop-repeats", type=int, default=3)
     parser.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+        "--threads", type=int, default=1, help="torch threads (default 1, as the loop)"
     )
     args = parser.parse_args()
     if args.threads is not None:
