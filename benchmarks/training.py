@@ -1,6 +1,6 @@
 """Benchmark: imprint's training step against the straightforward PyTorch loop, side by side.
 
-    PYTHONPATH=src python benchmarks/training.py [--reps 8] [--seconds 0.6] [--threads N]
+    PYTHONPATH=src python benchmarks/training.py [--reps 12] [--seconds 0.4] [--threads N]
                                                  [--device auto] [--no-compile]
 
 On the machine it runs on, in one run (each measurement a few seconds):
@@ -407,7 +407,7 @@ def precision_report(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--reps", type=int, default=8, help="interleaved repeats (default 8)")
+    parser.add_argument("--reps", type=int, default=12, help="interleaved repeats (default 12)")
     parser.add_argument(
         "--seconds", type=float, default=0.6, help="seconds per sample (default 0.6)"
     )

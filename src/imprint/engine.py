@@ -22,9 +22,9 @@ over ``nn.Module`` does not:
 * The input normalisation (x - offset) * scale is folded into the first BN: the batch
   statistics of raw images (uint8 or float) give the same xhat, so the images are
   converted once, straight into their batch-centred values, with no normalised copy.
-* Batch statistics come from a sum and a dot product along the batch axis; the CPU
-  Welford ``var_mean`` that BN uses over that axis took ~10x longer than both together
-  for a (1000, 3072) batch on the machine of docs/benchmarks.md.
+* Batch statistics of all replicas come from a sum and a dot product along the batch
+  axis: ``torch.var_mean`` over that axis took several times longer on a CPU, and
+  torch's own BN kernel, ~2x faster for one replica, has no replica axis.
 * BN's affine map is one ``addcmul`` and the bias rides in ``baddbmm``; ReLU's mask is
   read from its output, so no pre-activation is kept.
 * For small nets the cost is the number of PyTorch calls (~5 us each), not the

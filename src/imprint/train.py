@@ -107,14 +107,10 @@ def precision_context(precision: str, device: torch.device) -> Iterator[None]:
         )
     matmul = torch.backends.cuda.matmul
     # torch >= 2.9 spells the switch fp32_precision and refuses mixing it with allow_tf32.
-    flag, tf32 = (
-        ("fp32_precision", "tf32")
-        if hasattr(matmul, "fp32_precision")
-        else (
-            "allow_tf32",
-            True,
-        )
-    )
+    if hasattr(matmul, "fp32_precision"):
+        flag, tf32 = "fp32_precision", "tf32"
+    else:
+        flag, tf32 = "allow_tf32", True
     saved = getattr(matmul, flag)
     try:
         setattr(matmul, flag, tf32)  # under bf16 autocast it only affects fp32 leftovers
@@ -141,9 +137,9 @@ def step_threads(
     Small CPU steps run on one thread. Their ~100 ops of ~10 us each gain little from
     OpenMP's fork-join (one thread was 7% slower than two on an idle 2-core machine),
     and on a shared machine a worker thread that the scheduler preempts stalls every
-    op for a time slice: with another job running, the default config's 16-round demo
-    took 7 minutes on two threads, rounds of 10-170 s instead of 2 s. Larger steps
-    keep torch's setting (the physical cores by default), where parallel matmuls pay.
+    op for a time slice: with a two-process job on the same two cores, three rounds of
+    the default config took 7-9 s on one thread and 88-276 s on two. Larger steps keep
+    torch's setting (the physical cores by default), where parallel matmuls pay.
     """
     before = torch.get_num_threads()
     macs = replicas * batch_size * sum(a * b for a, b in zip(dims[:-1], dims[1:]))
@@ -162,7 +158,7 @@ def _evaluate_net(
     net: ReplicaFCN, data: ImageData, batch_size: int, split: str = "val"
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Summed loss, top-1 and top-k hits of every replica on a split: (R,) float each,
-    on the data's device (no host synchronisation), and the split's size."""
+    left on the data's device (the caller synchronises once)."""
     x_all, y_all = (data.x_val, data.y_val) if split == "val" else (data.x_train, data.y_train)
     device = x_all.device
     k = min(5, data.num_classes)
@@ -230,8 +226,9 @@ def train_round(
     """Train ``model`` in place for ``config.steps`` steps under ``masks``.
 
     ``model``, ``masks`` and ``data`` must be on one device, and ``gen`` a generator
-    on that device. The model's masked weights must already be zero. When
-    ``rewind_step`` is given, the state after that many steps is returned too.
+    on that device. Masked weights are set to zero first (they normally are already)
+    and stay exactly zero. When ``rewind_step`` is given, the state after that many
+    steps is returned too.
     """
     forward = None if on_eval is None else (lambda step, rows: on_eval(step, rows[0]))
     return train_replicas(
@@ -254,9 +251,10 @@ def train_replicas(
     Replica r trains ``models[r]`` under ``masks[r]`` on batches drawn from
     ``gens[r]``, exactly as :func:`train_round` would train it alone (the same code
     with R = 1), but every step of all replicas is one set of batched matmuls, so
-    small networks fill a large device. Everything must be on the data's device; the
-    models' masked weights must already be zero. Returns one result per replica;
-    ``on_eval(step, rows)`` gets one curve row per replica at each validation point.
+    small networks fill a large device. Everything must be on the data's device;
+    masked weights are set to zero first. Returns one result per replica (their
+    ``seconds`` is the wall time of the whole batched round); ``on_eval(step, rows)``
+    gets one curve row per replica at each validation point.
     """
     if not len(models) == len(masks) == len(gens):
         raise ValueError(
