@@ -64,7 +64,7 @@ def _damage(data: bytes, how: int, cut: float, junk: bytes) -> bytes:
     return data[:middle] + junk + data[middle + len(junk) :]  # overwritten in place
 
 
-def _outcome(load) -> None:
+def _check_outcome(load) -> None:
     """Success or DataError; anything else fails the test."""
     try:
         load()
@@ -105,7 +105,7 @@ def test_damaged_files(pristine, tmp_path, name, victim, config, how, cut, junk)
     root = _copy(pristine, name, tmp_path)
     path = root / victim
     path.write_bytes(_damage(path.read_bytes(), how, cut, junk))
-    _outcome(lambda: load_dataset(config(root)))
+    _check_outcome(lambda: load_dataset(config(root)))
 
 
 @pytest.mark.parametrize(("name", "victim", "config"), CASES[:2], ids=["imagenet", "cifar"])
@@ -115,7 +115,7 @@ def test_wrong_typed_pickles(pristine, tmp_path, name, victim, config, batch):
     root = _copy(pristine, name, tmp_path)
     with open(root / victim, "wb") as handle:
         pickle.dump(batch, handle, protocol=2)
-    _outcome(lambda: load_dataset(config(root)))
+    _check_outcome(lambda: load_dataset(config(root)))
 
 
 @SETTINGS
@@ -124,7 +124,7 @@ def test_oversized_idx_headers(pristine, tmp_path, dims):
     root = _copy(pristine, "mnist", tmp_path)
     header = bytes([0, 0, 8, 3]) + b"".join(d.to_bytes(4, "big") for d in dims)
     (root / "train-images-idx3-ubyte").write_bytes(header + b"\0" * 64)
-    _outcome(lambda: load_dataset(MNISTData(root=str(root))))
+    _check_outcome(lambda: load_dataset(MNISTData(root=str(root))))
 
 
 toml_values = st.one_of(
