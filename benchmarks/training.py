@@ -81,13 +81,22 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+# A sample stops after this many seconds even if its calls are not done, so that a
+# busy machine (steps 50x slower for a while) cannot stretch the run without bound.
+SAMPLE_CAP_S = 3.0
+
+
 def _per_call(fn: Callable[[], object], calls: int, device: torch.device) -> float:
     _sync(device)
     start = time.perf_counter()
-    for _ in range(calls):
+    done = 0
+    while done < calls:
         fn()
+        done += 1
+        if time.perf_counter() - start > SAMPLE_CAP_S:
+            break
     _sync(device)
-    return (time.perf_counter() - start) / calls
+    return (time.perf_counter() - start) / done
 
 
 def interleaved(

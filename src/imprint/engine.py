@@ -172,7 +172,7 @@ class StepResult:
 
 
 def _batch_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """sum(a * b) over the batch axis 1 of (R, B, n) tensors: (R, 1, n) float32.
+    """sum(a * b) over axis 1 of (R, B, n) tensors: (R, 1, n), in their dtype.
 
     Not ``torch.linalg.vecdot``: a bfloat16 autocast would run it in bfloat16, and BN
     statistics and their gradients must stay float32.
@@ -253,7 +253,8 @@ def train_step(
         variances.append(var)
         # z = u W^T + b: (R, B, out)
         z = torch.baddbmm(net.biases[layer], u, net.weights[layer].transpose(1, 2)).to(dtype)
-        saved.append((h, c, r, s, u))
+        # The first layer's backward needs only c: its input and u are freed now.
+        saved.append((h, c, r, s, u) if layer else (None, c, r, s, None))
         h = z.relu_() if layer < last else z  # ReLU in place: its mask is read from h
 
     # Cross-entropy, mean over the batch; dz = (softmax - onehot) / B.
