@@ -16,6 +16,21 @@ def smoke_config(*overrides: str) -> Config:
     return load_config(CONFIGS / "smoke.toml", list(overrides))
 
 
+def smoke_run_args(out, *overrides: str, device: str = "cpu") -> list[str]:
+    """`imprint run` arguments for the smoke config, quiet, with ``--set`` overrides."""
+    sets = [arg for override in overrides for arg in ("--set", override)]
+    return [
+        "run",
+        str(CONFIGS / "smoke.toml"),
+        "--out",
+        str(out),
+        "--quiet",
+        "--device",
+        device,
+        *sets,
+    ]
+
+
 @pytest.fixture(params=[0, 1, 2], ids=lambda s: f"seed{s}")
 def seed(request) -> int:
     """Tests that take this fixture must pass for any seed."""

@@ -8,26 +8,12 @@ import torch
 
 from imprint.cli import main
 from imprint.runs import RunFolder
-from tests.conftest import CONFIGS
+from tests.conftest import CONFIGS, smoke_run_args
 
 
 def test_run_prints_table_and_writes_folder(tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(
-        [
-            "run",
-            str(CONFIGS / "smoke.toml"),
-            "--out",
-            str(out),
-            "--quiet",
-            "--device",
-            "cpu",
-            "--set",
-            "prune.max_rounds=2",
-            "--set",
-            "train.steps=20",
-        ]
-    )
+    code = main(smoke_run_args(out, "prune.max_rounds=2", "train.steps=20"))
     assert code == 0
     printed = capsys.readouterr().out
     assert "best top-1" in printed and "conn. L0" in printed
@@ -51,17 +37,7 @@ def test_bad_override_is_one_clear_line(tmp_path, capsys):
 
 
 def test_different_config_on_existing_folder_is_refused(tmp_path, capsys):
-    args = [
-        "run",
-        str(CONFIGS / "smoke.toml"),
-        "--out",
-        str(tmp_path),
-        "--quiet",
-        "--device",
-        "cpu",
-        "--set",
-        "prune.max_rounds=0",
-    ]
+    args = smoke_run_args(tmp_path, "prune.max_rounds=0")
     assert main(args) == 0
     before = (tmp_path / "rounds" / "000" / "final.safetensors").read_bytes()
     capsys.readouterr()
@@ -80,20 +56,7 @@ def test_cuda_without_gpu_is_a_clear_error(tmp_path, capsys):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_smoke_on_cuda(tmp_path):
-    assert (
-        main(
-            [
-                "run",
-                str(CONFIGS / "smoke.toml"),
-                "--out",
-                str(tmp_path),
-                "--quiet",
-                "--device",
-                "cuda",
-            ]
-        )
-        == 0
-    )
+    assert main(smoke_run_args(tmp_path, device="cuda")) == 0
 
 
 def test_help_of_every_command():

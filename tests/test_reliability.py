@@ -19,7 +19,7 @@ from imprint import runs as runs_module
 from imprint.imp import run_imp
 from imprint.runs import RunFolder, RunFolderError
 from imprint.train import TrainingDiverged
-from tests.conftest import CONFIGS, ROOT, smoke_config
+from tests.conftest import ROOT, smoke_config, smoke_run_args
 
 KILLS = int(os.environ.get("IMPRINT_KILLS", "20"))
 OVERRIDES = ["prune.max_rounds=3", "train.steps=60", "train.momentum=0.9"]
@@ -30,20 +30,7 @@ def _quiet(_):
 
 
 def _run_command(out: Path) -> list[str]:
-    sets = sum((["--set", o] for o in OVERRIDES), [])
-    return [
-        sys.executable,
-        "-m",
-        "imprint",
-        "run",
-        str(CONFIGS / "smoke.toml"),
-        "--out",
-        str(out),
-        "--quiet",
-        "--device",
-        "cpu",
-        *sets,
-    ]
+    return [sys.executable, "-m", "imprint", *smoke_run_args(out, *OVERRIDES)]
 
 
 def _env() -> dict[str, str]:
