@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,16 +22,18 @@ from imprint.runs import RunFolder, RunFolderError
 from imprint.train import TrainingDiverged
 from tests.conftest import ROOT, smoke_config, smoke_run_args
 
-KILLS = int(os.environ.get("IMPRINT_KILLS", "20"))
-OVERRIDES = ["prune.max_rounds=3", "train.steps=60", "train.momentum=0.9"]
+KILLS = int(os.environ.get("IMPRINT_KILLS", "21"))
+# Rounds of 400 steps with a checkpoint every 20: a kill usually lands inside a round.
+OVERRIDES = ["prune.max_rounds=3", "train.steps=600", "train.momentum=0.9"]
+CHECKPOINTS = "train.checkpoint_every=20"
 
 
 def _quiet(_):
     return None
 
 
-def _run_command(out: Path) -> list[str]:
-    return [sys.executable, "-m", "imprint", *smoke_run_args(out, *OVERRIDES)]
+def _run_command(out: Path, *overrides: str) -> list[str]:
+    return [sys.executable, "-m", "imprint", *smoke_run_args(out, *OVERRIDES, *overrides)]
 
 
 def _env() -> dict[str, str]:
@@ -48,58 +51,214 @@ def _final_state(folder: RunFolder) -> tuple[list, list]:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
+    """The uninterrupted run, without checkpoints."""
     out = tmp_path_factory.mktemp("reference") / "run"
-    subprocess.run(_run_command(out), env=_env(), check=True, capture_output=True)
+    command = _run_command(out, "train.checkpoint_every=0")
+    subprocess.run(command, env=_env(), check=True, capture_output=True)
     return _final_state(RunFolder(out))
 
 
+def _temporaries(out: Path, checkpoint_only: bool) -> list[Path]:
+    if checkpoint_only:  # only the top level: fast enough to catch a write of ~1 ms
+        names = os.listdir(out) if out.exists() else []
+        return [out / n for n in names if n.startswith(".checkpoint.") and n.endswith(".tmp")]
+    return list(out.rglob(".*.tmp")) if out.exists() else []
+
+
+def _wait_for_kill_point(process: subprocess.Popen, out: Path, mode: int, rng) -> None:
+    """Once the run is training (its "Data: ..." line printed) and a random time later,
+    return at once (mode 0), once a file write is in flight (1) or once a checkpoint
+    write is (2): a temporary file seen."""
+    for line in process.stdout:  # start-up: imports and data, 1-3 s
+        if line.startswith("Data:"):
+            break
+    time.sleep(rng.uniform(0.0, 1.5))  # the whole run trains for ~2 s
+    if mode == 0:
+        return
+    deadline = time.time() + 20
+    while process.poll() is None and time.time() < deadline:
+        if _temporaries(out, checkpoint_only=mode == 2):
+            return
+
+
+def _check_readable(folder: RunFolder) -> None:
+    """Nothing half-written under a final name."""
+    if not folder.config_path.exists():
+        return
+    folder.read_config()
+    for r in folder.completed_rounds():
+        folder.round_metrics(r)
+        folder.round_masks(r)
+        folder.round_state(r, "final")
+        folder.round_state(r, "start")
+    folder.load_checkpoint()  # None or complete
+
+
 def test_sigkill_at_random_moments_then_resume(tmp_path, reference):
-    """Kill the run KILLS times: half at random moments, half as soon as a file write
-    has begun (a temporary file exists); after each kill every file must be readable,
-    and resuming until done must give exactly the uninterrupted run's masks and
-    metrics."""
+    """Kill the run KILLS times: a third at random moments, a third as soon as any file
+    write has begun, a third during a checkpoint write. After each kill every file must
+    be readable; the runs resume inside the interrupted round from its checkpoint, and
+    the last one, run to the end, must give exactly the uninterrupted (checkpoint-free)
+    run's masks and metrics."""
     rng = random.Random(1234)
     out = tmp_path / "run"
-    kills = during_writes = 0
+    kills = during_writes = during_checkpoint_writes = inside_rounds = 0
+    resume_points = []  # (round, step) of each resume inside a round
     started = time.time()
     while kills < KILLS:
+        mode = kills % 3
         process = subprocess.Popen(
-            _run_command(out), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            _run_command(out, CHECKPOINTS),
+            env={**_env(), "PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
         )
-        if kills % 2:
-            time.sleep(rng.uniform(0.3, 3.0))  # start-up is ~1-2 s of it
-        else:  # wait for a write in flight
-            deadline = time.time() + 20
-            while process.poll() is None and time.time() < deadline:
-                if out.exists() and next(out.rglob(".*.tmp"), None) is not None:
-                    during_writes += 1
-                    break
+        _wait_for_kill_point(process, out, mode, rng)
         if process.poll() is not None:  # finished before the kill: start over
-            assert process.returncode == 0
-            for path in sorted(out.rglob("*"), reverse=True):
-                path.unlink() if path.is_file() else path.rmdir()
+            process.stdout.close()
+            assert process.wait() == 0
+            shutil.rmtree(out)
             continue
         process.send_signal(signal.SIGKILL)
         process.wait()
+        process.stdout.close()
         kills += 1
+        during_writes += bool(_temporaries(out, checkpoint_only=False))
+        during_checkpoint_writes += bool(_temporaries(out, checkpoint_only=True))
         folder = RunFolder(out)
-        if folder.config_path.exists():  # nothing half-written under a final name
-            folder.read_config()
-            for r in folder.completed_rounds():
-                folder.round_metrics(r)
-                folder.round_masks(r)
-                folder.round_state(r, "final")
-                folder.round_state(r, "start")
+        _check_readable(folder)
+        checkpoint = folder.load_checkpoint() if folder.config_path.exists() else None
+        if checkpoint is not None and checkpoint[1]["round"] == len(folder.completed_rounds()):
+            inside_rounds += 1  # the next start resumes inside this round
+            resume_points.append((checkpoint[1]["round"], checkpoint[1]["step"]))
         assert time.time() - started < 600, "the kill loop is too slow"
-    subprocess.run(_run_command(out), env=_env(), check=True, capture_output=True)
+    done = subprocess.run(
+        _run_command(out, CHECKPOINTS), env=_env(), check=True, capture_output=True, text=True
+    )
     masks, metrics = _final_state(RunFolder(out))
     ref_masks, ref_metrics = reference
     assert metrics == ref_metrics
     assert all(torch.equal(a[k], b[k]) for a, b in zip(masks, ref_masks) for k in a)
-    assert during_writes >= KILLS // 4
-    report = {"kills": kills, "during_writes": during_writes, "rounds": len(metrics)}
+    assert not (out / "checkpoint.safetensors").exists()  # removed with the last round
+    assert during_writes >= KILLS // 3
+    assert during_checkpoint_writes >= KILLS // 6
+    assert inside_rounds >= KILLS // 3
+    assert len({round_index for round_index, _ in resume_points}) >= 2  # not one round only
+    report = {
+        "kills": kills,
+        "during_writes": during_writes,
+        "during_checkpoint_writes": during_checkpoint_writes,
+        "resumed_inside_a_round": inside_rounds,
+        "resume_points": resume_points,
+        "rounds": len(metrics),
+        "last_start": [line for line in done.stdout.splitlines() if line.startswith("Resum")],
+    }
     (ROOT / "test-artifacts").mkdir(exist_ok=True)
-    (ROOT / "test-artifacts" / "kill-test.json").write_text(json.dumps(report))
+    (ROOT / "test-artifacts" / "kill-test.json").write_text(json.dumps(report, indent=2))
+
+
+def _interrupt_at(monkeypatch, round_index: int, step: int) -> None:
+    """Make run_imp stop (as a kill would) right after writing that checkpoint."""
+    save = RunFolder.save_checkpoint
+
+    def save_then_stop(self, tensors, metadata):
+        save(self, tensors, metadata)
+        if (metadata["round"], metadata["step"]) == (round_index, step):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(RunFolder, "save_checkpoint", save_then_stop)
+
+
+def test_resume_inside_a_round_matches_the_uninterrupted_run(tmp_path, monkeypatch):
+    config = smoke_config("train.checkpoint_every=15", "train.momentum=0.9")
+    plain = run_imp(
+        smoke_config("train.checkpoint_every=0", "train.momentum=0.9"),
+        tmp_path / "plain",
+        device="cpu",
+        progress=False,
+        log=_quiet,
+    )
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        _interrupt_at(patch, 2, 30)
+        with pytest.raises(KeyboardInterrupt):
+            run_imp(config, out, device="cpu", progress=False, log=_quiet)
+    assert RunFolder(out).completed_rounds() == [0, 1]
+    lines = []
+    resumed = run_imp(config, out, device="cpu", progress=False, log=lines.append)
+    assert f"Resuming round 2 at step 30 from {out / 'checkpoint.safetensors'}." in lines
+    assert _same(RunFolder(out), RunFolder(tmp_path / "plain"))
+    assert [m["best_val_top1"] for m in resumed.rounds] == [
+        m["best_val_top1"] for m in plain.rounds
+    ]
+    curves = RunFolder(out).round_file(2, "curves").read_text()
+    assert curves == RunFolder(tmp_path / "plain").round_file(2, "curves").read_text()
+    assert not RunFolder(out).checkpoint_path.exists()
+
+
+def _same(a: RunFolder, b: RunFolder) -> bool:
+    masks_a, metrics_a = _final_state(a)
+    masks_b, metrics_b = _final_state(b)
+    return metrics_a == metrics_b and all(
+        torch.equal(x[k], y[k]) for x, y in zip(masks_a, masks_b) for k in x
+    )
+
+
+@pytest.mark.parametrize("damage", ["truncated", "other-config", "stale-round"])
+def test_unusable_checkpoint_restarts_its_round(tmp_path, monkeypatch, damage):
+    """A checkpoint that cannot be resumed is reported (or, from a completed round,
+    ignored) and the round starts from step 0: same results, nothing lost."""
+    config = smoke_config("train.checkpoint_every=10", "prune.max_rounds=2")
+    reference = tmp_path / "reference"
+    run_imp(config, reference, device="cpu", progress=False, log=_quiet)
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        _interrupt_at(patch, 1, 20)
+        with pytest.raises(KeyboardInterrupt):
+            run_imp(config, out, device="cpu", progress=False, log=_quiet)
+    folder = RunFolder(out)
+    path = folder.checkpoint_path
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:100])
+    elif damage == "other-config":
+        tensors, metadata = folder.load_checkpoint()
+        folder.save_checkpoint(tensors, {**metadata, "key": "0" * 16})
+    else:
+        tensors, metadata = folder.load_checkpoint()
+        folder.save_checkpoint(tensors, {**metadata, "round": 0})
+    lines = []
+    run_imp(config, out, device="cpu", progress=False, log=lines.append)
+    assert not any(line.startswith("Resuming round 1 at step") for line in lines)
+    expected = {
+        "truncated": "is not a readable safetensors file",
+        "other-config": "was written under another config or device",
+        "stale-round": None,
+    }[damage]
+    if expected:
+        assert any(expected in line and "starts from step 0" in line for line in lines), lines
+    assert _same(folder, RunFolder(reference))
+    assert not path.exists()
+
+
+def test_checkpoint_interval_may_change_on_resume(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        _interrupt_at(patch, 1, 20)
+        with pytest.raises(KeyboardInterrupt):
+            run_imp(
+                smoke_config("train.checkpoint_every=10", "prune.max_rounds=1"),
+                out,
+                device="cpu",
+                progress=False,
+                log=_quiet,
+            )
+    lines = []
+    config = smoke_config("train.checkpoint_every=7", "prune.max_rounds=1")
+    run_imp(config, out, device="cpu", progress=False, log=lines.append)
+    assert any(line.startswith("Resuming round 1 at step 20") for line in lines)
+    changes = json.loads(RunFolder(out).changes_path.read_text())
+    assert changes[-1]["changes"] == {"train.checkpoint_every": [10, 7]}
 
 
 def test_second_process_is_refused_and_stale_lock_taken_over(tmp_path):

@@ -216,3 +216,78 @@ def test_small_cpu_steps_run_on_one_thread():
             assert threads == 2
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(
+    ("momentum", "seeds", "every"),
+    [(0.0, [0], 3), (0.9, [0], 7), (0.9, [1, 2], 4)],
+    ids=["plain", "momentum", "two-replicas"],
+)
+def test_resume_from_every_checkpoint_is_bitwise_identical(smoke, momentum, seeds, every):
+    """Checkpoints at steps that split validation intervals, before and after the
+    rewind step: resuming from each, with the round's starting models and fresh
+    generators, ends with the uninterrupted round's weights, BN averages, curves and
+    rewind state, bit for bit; taking checkpoints changes nothing either."""
+    config, data = smoke
+    train = config.train.model_copy(update={"momentum": momentum, "checkpoint_every": every})
+    rewind = config.prune.rewind_step  # 5: checkpoints before and after it
+
+    def round_from(resume=None, on_checkpoint=None):
+        models = _models(config, data, seeds)
+        masks = [
+            magnitude_prune(m.state_dict(), full_masks(m.state_dict()), {0: 0.5}) for m in models
+        ]
+        for model, mask in zip(models, masks):
+            model.load_state_dict(apply_masks(model.state_dict(), mask))
+        return train_replicas(
+            models,
+            masks,
+            data,
+            train,
+            _gens(config, seeds, 0),
+            rewind_step=rewind,
+            on_checkpoint=on_checkpoint,
+            resume=resume,
+        )
+
+    plain = round_from()
+    states = []
+    watched = round_from(on_checkpoint=states.append)
+    assert [s.step for s in states] == list(range(every, train.steps, every))
+    for state in states:
+        resumed = round_from(resume=state)
+        for a, b, c in zip(plain, watched, resumed):
+            assert a.curves == b.curves == c.curves, state.step
+            assert a.best_step == c.best_step and a.final == c.final
+            for name, value in a.final_state.items():
+                assert torch.equal(value, b.final_state[name])
+                assert torch.equal(value, c.final_state[name]), (state.step, name)
+            for name, value in a.rewind_state.items():
+                assert torch.equal(value, c.rewind_state[name]), (state.step, name)
+    assert any(s.since_eval for s in states)  # some resumed mid-interval
+    assert any(any(n.startswith("momentum.") for n in s.tensors) for s in states) == (momentum > 0)
+
+
+def test_resume_state_must_fit_the_round(smoke):
+    config, data = smoke
+    train = config.train.model_copy(update={"checkpoint_every": 10})
+    states = []
+    model = _models(config, data, [0])[0]
+    start = copy.deepcopy(model.state_dict())
+    train_round(
+        model, full_masks(start), data, train, _gens(config, [0], 0)[0], on_checkpoint=states.append
+    )
+    model.load_state_dict(start)
+    state = states[0]
+    broken = copy.copy(state)
+    broken.tensors = {k: v for k, v in state.tensors.items() if k != "generator.0"}
+    with pytest.raises(ValueError, match="generator"):
+        train_round(model, full_masks(start), data, train, _gens(config, [0], 0)[0], resume=broken)
+    wrong = copy.copy(state)
+    wrong.tensors = {**state.tensors, "net.weights.0": torch.zeros(1, 3, 3)}
+    with pytest.raises(ValueError, match="net.weights.0|weights.0"):
+        train_round(model, full_masks(start), data, train, _gens(config, [0], 0)[0], resume=wrong)
+    late = copy.copy(state)
+    late.step = train.steps
+    with pytest.raises(ValueError, match="inside this round"):
+        train_round(model, full_masks(start), data, train, _gens(config, [0], 0)[0], resume=late)

@@ -230,6 +230,11 @@ class TrainConfig(_Section):
     # ~10 s (cached on disk after), about what a 16-round demo saves. Results agree
     # with the eager step to float rounding.
     compile: bool = False
+    # Save the round in progress every this many steps (RUN/checkpoint.safetensors:
+    # weights, momentum, generator and loss sums), so that a killed run resumes inside
+    # the round, not from its start. 0: only completed rounds are kept. Results do not
+    # depend on it; it may change on resume.
+    checkpoint_every: Annotated[int, Field(ge=0)] = 5000
 
 
 class PruneConfig(_Section):

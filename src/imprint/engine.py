@@ -136,6 +136,32 @@ class ReplicaFCN:
             )
         ]
 
+    def state(self) -> dict[str, torch.Tensor]:
+        """Every stacked tensor by a flat name ("weights.0", ...), sharing storage."""
+        return {
+            f"{attribute}.{layer}": value
+            for _, attribute, _ in _FIELDS
+            for layer, value in enumerate(getattr(self, attribute))
+        }
+
+    @torch.no_grad()
+    def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Copy a :meth:`state` (from any device) into this net, in place."""
+        own = self.state()
+        if set(tensors) != set(own):
+            raise ValueError(
+                f"The state must name exactly the net's tensors {sorted(own)}. "
+                f"Got {sorted(tensors)}."
+            )
+        for name, target in own.items():
+            if tuple(tensors[name].shape) != tuple(target.shape):
+                raise ValueError(
+                    f"The state's '{name}' must have shape {tuple(target.shape)}. "
+                    f"Got {tuple(tensors[name].shape)}."
+                )
+        for name, target in own.items():
+            target.copy_(tensors[name])
+
     @torch.no_grad()
     def write_to(self, models: Sequence[FCN]) -> None:
         """Copy replica r's state into ``models[r]`` (same architecture)."""
@@ -352,6 +378,24 @@ class MaskedSGD:
         if self.masked:
             with torch.no_grad():
                 torch._foreach_mul_(self.masked_params, self.mask_values)
+
+    def state(self) -> list[torch.Tensor]:
+        """The momentum buffers (aligned with the parameters), or [] before the first
+        step and without momentum: with the parameters, all an exact resume needs."""
+        return list(self.buffers or [])
+
+    @torch.no_grad()
+    def load_state(self, buffers: Sequence[torch.Tensor]) -> None:
+        """Restore :meth:`state` (from any device): the next step continues exactly."""
+        if not buffers:
+            self.buffers = None
+            return
+        if [tuple(b.shape) for b in buffers] != [tuple(p.shape) for p in self.params]:
+            raise ValueError(
+                "The momentum buffers must match the parameters' shapes "
+                f"{[tuple(p.shape) for p in self.params]}. Got {[tuple(b.shape) for b in buffers]}."
+            )
+        self.buffers = [b.to(p.device, p.dtype, copy=True) for b, p in zip(buffers, self.params)]
 
     @torch.no_grad()
     def step(self, grads: list[torch.Tensor]) -> None:

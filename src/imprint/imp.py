@@ -18,12 +18,15 @@ reinit     the reference IMP run's round r mask        a fresh initialisation x 
 ``prune.reference_run`` is set, else IMP's layer-wise schedule. The loop stops at
 ``prune.max_rounds``, at ``prune.target_density``, or once some pruned layer has at
 most ``prune.min_connected_fraction`` of its units connected. Every completed round
-is on disk, so calling :func:`run_imp` again on the same folder resumes.
+is on disk, so calling :func:`run_imp` again on the same folder resumes; the round in
+progress resumes from its last checkpoint (every ``train.checkpoint_every`` steps),
+when that checkpoint was written by this round under the same config and device.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,7 +36,7 @@ from typing import Any
 import torch
 
 from imprint.analysis.locality import pair_distance_locality, to_image_space
-from imprint.config import Config, ConfigError
+from imprint.config import Config, ConfigError, config_to_dict
 from imprint.data import ImageData, load_dataset
 from imprint.model import build_model
 from imprint.prune import (
@@ -48,8 +51,8 @@ from imprint.prune import (
     random_prune,
     schedule_counts,
 )
-from imprint.runs import RunFolder, RunFolderError
-from imprint.train import CURVE_COLUMNS, RoundResult, train_round
+from imprint.runs import RESULT_NEUTRAL_KEYS, RunFolder, RunFolderError
+from imprint.train import CURVE_COLUMNS, RoundResult, TrainingState, train_round
 
 __all__ = ["RunResult", "run_imp", "resolve_device", "derive_seed", "prunable_layers"]
 
@@ -295,7 +298,15 @@ def _run_locked(
         gen = torch.Generator(device=torch_device).manual_seed(
             derive_seed("data", config.seeds.data, index)
         )
-        on_eval, close = _progress(config, index, masks, pruned, progress)
+        key = _checkpoint_key(config, torch_device, index)
+        resume = _checkpoint(folder, index, key, log)
+
+        def save_checkpoint(state: TrainingState, key: str = key, index: int = index) -> None:
+            folder.save_checkpoint(state.tensors, {"round": index, "key": key, **state.metadata()})
+
+        on_eval, close = _progress(
+            config, index, masks, pruned, progress, 0 if resume is None else resume.step
+        )
         try:
             result = train_round(
                 model,
@@ -305,6 +316,8 @@ def _run_locked(
                 gen,
                 rewind_step=config.prune.rewind_step if index == 0 else None,
                 on_eval=on_eval,
+                on_checkpoint=save_checkpoint,
+                resume=resume,
             )
         finally:
             close()
@@ -318,6 +331,7 @@ def _run_locked(
         folder.save_round(index, masks, start, final, result.curves, CURVE_COLUMNS, metrics)
         metrics_done.append(metrics)
         folder.write_summary([_summary_row(m, pruned) for m in metrics_done])
+        folder.remove_checkpoint()  # after metrics.json: the round is complete
         log(_round_line(metrics, pruned))
 
         reason = _stop_reason(config, metrics, pruned)
@@ -375,6 +389,49 @@ def _next_masks(
     return random_prune(previous_masks, fractions, gen)
 
 
+def _checkpoint_key(config: Config, device: torch.device, index: int) -> str:
+    """What a checkpoint must have been written under to be resumed: the round, the
+    device type and every config value that can change a result."""
+    document = config_to_dict(config)
+    for dotted in RESULT_NEUTRAL_KEYS:
+        section, _, name = dotted.partition(".")
+        document[section].pop(name, None)
+    text = json.dumps({"round": index, "device": device.type, "config": document}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _checkpoint(
+    folder: RunFolder, index: int, key: str, log: Callable[[str], None]
+) -> TrainingState | None:
+    """The checkpoint of round ``index`` to resume from, or None (the round starts at
+    step 0). A checkpoint that is unreadable, of another round, or written under
+    another config or device is reported and left to be overwritten."""
+    path = folder.checkpoint_path
+    try:
+        loaded = folder.load_checkpoint()
+    except RunFolderError as error:
+        log(f"{error} Round {index} starts from step 0.")
+        return None
+    if loaded is None:
+        return None
+    tensors, metadata = loaded
+    if metadata.get("round") != index:
+        return None  # left by a round that completed before its removal
+    if metadata.get("key") != key:
+        log(
+            f"{path} was written under another config or device (see config_changes.json); "
+            f"round {index} starts from step 0."
+        )
+        return None
+    try:
+        state = TrainingState.from_parts(tensors, metadata)
+    except ValueError as error:
+        log(f"{path}: {error}; round {index} starts from step 0.")
+        return None
+    log(f"Resuming round {index} at step {state.step} from {path}.")
+    return state
+
+
 def _round_line(metrics: dict[str, Any], pruned: list[int]) -> str:
     dens = " ".join(f"{metrics['layer_density'][layer]:.2%}" for layer in pruned)
     return (
@@ -384,7 +441,9 @@ def _round_line(metrics: dict[str, Any], pruned: list[int]) -> str:
     )
 
 
-def _progress(config: Config, index: int, masks: Masks, pruned: list[int], enabled: bool):
+def _progress(
+    config: Config, index: int, masks: Masks, pruned: list[int], enabled: bool, first_step: int
+):
     if not enabled:
         return None, lambda: None
     from tqdm.auto import tqdm
@@ -394,6 +453,7 @@ def _progress(config: Config, index: int, masks: Masks, pruned: list[int], enabl
     total = sum(density[layer][1] for layer in pruned) or 1
     bar = tqdm(
         total=config.train.steps,
+        initial=first_step,
         desc=f"round {index} ({alive / total:.2%} left)",
         unit="step",
         leave=False,
@@ -411,6 +471,7 @@ def _finish(
     folder: RunFolder, metrics: list[dict[str, Any]], reason: str, pruned: list[int]
 ) -> RunResult:
     best = max(metrics, key=lambda m: m["best_val_top1"])
+    folder.remove_checkpoint()  # one left by a kill just after the last round
     folder.write_summary([_summary_row(m, pruned) for m in metrics])
     folder.write_run_record(
         {

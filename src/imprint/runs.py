@@ -11,6 +11,9 @@ This module owns every file name of a run folder (see ARCHITECTURE.md)::
       summary.csv           one row per completed round
       run.json              written when the run stops: why, and the best round
       config_changes.json   deliberate changes on resume (--allow-change), with the round
+      checkpoint.safetensors  the round in progress, every train.checkpoint_every steps
+                            (state, momentum, generators, loss sums; round and step in
+                            its metadata); removed once the round is complete
       .lock                 held (flock) by the process running in the folder
       rounds/NNN/
         mask.safetensors    bool masks per linear layer ("layers.{l}.weight" / ".bias")
@@ -54,7 +57,11 @@ else:  # pragma: no cover
 
 import tomli_w
 
-__all__ = ["RunFolderError", "RunFolder"]
+__all__ = ["RunFolderError", "RunFolder", "RESULT_NEUTRAL_KEYS"]
+
+
+# Config keys that cannot change any result: a resume may change them freely (logged).
+RESULT_NEUTRAL_KEYS = ("train.checkpoint_every",)
 
 
 class RunFolderError(RuntimeError):
@@ -240,6 +247,44 @@ class RunFolder:
     def run_path(self) -> Path:
         return self.root / "run.json"
 
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.root / "checkpoint.safetensors"
+
+    def save_checkpoint(
+        self, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]
+    ) -> None:
+        """Replace the checkpoint (atomically: a kill leaves the old one or the new)."""
+        data = st_save(
+            {k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+            metadata={"imprint": json.dumps(metadata)},
+        )
+        write_bytes(self.checkpoint_path, data)
+
+    def load_checkpoint(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+        """The checkpoint's tensors and metadata; None when there is none."""
+        path = self.checkpoint_path
+        if not path.exists():
+            return None
+        tensors = self.load_tensors(path)
+        try:
+            raw = path.read_bytes()
+            header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
+            metadata = json.loads(header["__metadata__"]["imprint"])
+            if not isinstance(metadata, dict):
+                raise ValueError("the metadata is not a JSON object")
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise RunFolderError(f"{path} has no readable imprint metadata: {error}.") from None
+        return tensors, metadata
+
+    def remove_checkpoint(self) -> None:
+        try:
+            self.checkpoint_path.unlink(missing_ok=True)
+        except OSError as error:
+            raise RunFolderError(
+                f"Cannot remove {self.checkpoint_path}: {error.strerror}."
+            ) from error
+
     def round_dir(self, index: int) -> Path:
         return self.root / "rounds" / f"{index:03d}"
 
@@ -274,7 +319,8 @@ class RunFolder:
             except ConfigError:
                 pass  # listed key by key below
             changed = _changed_keys(stored, document)
-            refused = [key for key in changed if not _allowed(key, allow_changes)]
+            free = [*allow_changes, *RESULT_NEUTRAL_KEYS]
+            refused = [key for key in changed if not _allowed(key, free)]
             if refused:
                 listing = "\n  ".join(_differences(stored, document))
                 raise RunFolderError(

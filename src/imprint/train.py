@@ -22,6 +22,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -51,6 +52,7 @@ __all__ = [
     "SMALL_STEP_MACS",
     "precision_context",
     "state_copy",
+    "TrainingState",
 ]
 
 CURVE_COLUMNS = ("step", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5")
@@ -78,6 +80,55 @@ class RoundResult:
     seconds: float
     final_state: dict[str, torch.Tensor] = field(repr=False)  # on the CPU
     rewind_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+
+
+@dataclass
+class TrainingState:
+    """A round paused after ``step`` steps: everything needed to continue it exactly.
+
+    ``tensors`` (CPU copies, flat names) holds the stacked net ("net.weights.0", ...
+    as :meth:`ReplicaFCN.state`), the momentum buffers ("momentum.{i}", none before
+    the first step or without momentum), each replica's batch generator
+    ("generator.{r}"), the training loss and hits summed since the last validation
+    point ("loss_sum", "correct_sum") and, once taken, the rewind states
+    ("rewind.{r}.{state-dict name}"). The rest is plain data, :meth:`metadata`.
+    """
+
+    step: int
+    since_eval: int  # steps summed in loss_sum since the last validation point
+    seconds: float  # training time so far
+    curves: list[list[dict[str, float]]]  # per replica, the validation rows so far
+    tensors: dict[str, torch.Tensor] = field(repr=False)
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "since_eval": self.since_eval,
+            "seconds": self.seconds,
+            "curves": self.curves,
+        }
+
+    @classmethod
+    def from_parts(
+        cls, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]
+    ) -> TrainingState:
+        """The inverse of (``tensors``, :meth:`metadata`); ValueError if malformed."""
+        try:
+            return cls(
+                step=int(metadata["step"]),
+                since_eval=int(metadata["since_eval"]),
+                seconds=float(metadata["seconds"]),
+                curves=[[_curve_row(row) for row in curve] for curve in metadata["curves"]],
+                tensors=dict(tensors),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise ValueError(f"malformed training state metadata ({error!r})") from None
+
+
+def _curve_row(row: dict[str, Any]) -> dict[str, float]:
+    if set(row) != set(CURVE_COLUMNS) or not all(isinstance(v, (int, float)) for v in row.values()):
+        raise ValueError(f"a curve row must map {CURVE_COLUMNS} to numbers, got {row!r}")
+    return dict(row)
 
 
 def state_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -222,17 +273,27 @@ def train_round(
     *,
     rewind_step: int | None = None,
     on_eval: Callable[[int, dict[str, float]], None] | None = None,
+    on_checkpoint: Callable[[TrainingState], None] | None = None,
+    resume: TrainingState | None = None,
 ) -> RoundResult:
     """Train ``model`` in place for ``config.steps`` steps under ``masks``.
 
     ``model``, ``masks`` and ``data`` must be on one device, and ``gen`` a generator
     on that device. Masked weights are set to zero first (they normally are already)
     and stay exactly zero. When ``rewind_step`` is given, the state after that many
-    steps is returned too.
+    steps is returned too. Checkpoints and resuming: see :func:`train_replicas`.
     """
     forward = None if on_eval is None else (lambda step, rows: on_eval(step, rows[0]))
     return train_replicas(
-        [model], [masks], data, config, [gen], rewind_step=rewind_step, on_eval=forward
+        [model],
+        [masks],
+        data,
+        config,
+        [gen],
+        rewind_step=rewind_step,
+        on_eval=forward,
+        on_checkpoint=on_checkpoint,
+        resume=resume,
     )[0]
 
 
@@ -245,6 +306,8 @@ def train_replicas(
     *,
     rewind_step: int | None = None,
     on_eval: Callable[[int, list[dict[str, float]]], None] | None = None,
+    on_checkpoint: Callable[[TrainingState], None] | None = None,
+    resume: TrainingState | None = None,
 ) -> list[RoundResult]:
     """Train R models of one architecture in place, as one batched model.
 
@@ -255,6 +318,12 @@ def train_replicas(
     masked weights are set to zero first. Returns one result per replica (their
     ``seconds`` is the wall time of the whole batched round); ``on_eval(step, rows)``
     gets one curve row per replica at each validation point.
+
+    Every ``config.checkpoint_every`` steps (0: never) ``on_checkpoint`` gets a
+    :class:`TrainingState`; passing it back as ``resume``, with the round's starting
+    models, masks and fresh generators, continues the round from that step and ends
+    exactly where the uninterrupted round would (bitwise: the same arithmetic in the
+    same order).
     """
     if not len(models) == len(masks) == len(gens):
         raise ValueError(
@@ -273,12 +342,23 @@ def train_replicas(
     rewind_states = None
     loss_sum = torch.zeros(replicas, device=device)
     correct_sum = torch.zeros(replicas, device=device)
-    since_eval = 0
-    started = time.perf_counter()
+    since_eval = first_step = 0
+    earlier_seconds = 0.0
+    if resume is not None:
+        if not 0 < resume.step < config.steps or len(resume.curves) != replicas:
+            raise ValueError(
+                f"The 'resume' state must be inside this round (0 < step < {config.steps}, "
+                f"{replicas} replicas). Got step {resume.step}, {len(resume.curves)} replicas."
+            )
+        rewind_states = _restore(resume, net, optimizer, gens, loss_sum, correct_sum)
+        curves = [list(curve) for curve in resume.curves]
+        since_eval, first_step, earlier_seconds = resume.since_eval, resume.step, resume.seconds
+    every = config.checkpoint_every if on_checkpoint is not None else 0
+    started = time.perf_counter() - earlier_seconds
     threads = step_threads(net.dims, replicas, config.batch_size, device)
     with precision_context(config.precision, device), threads:
-        for step in range(config.steps + 1):
-            if step == rewind_step:
+        for step in range(first_step, config.steps + 1):
+            if step == rewind_step and rewind_states is None:
                 net.write_to(models)
                 rewind_states = [state_copy(m) for m in models]
             if since_eval and (step % config.eval_every == 0 or step == config.steps):
@@ -292,6 +372,16 @@ def train_replicas(
                 since_eval = 0
             if step == config.steps:
                 break
+            if every and step % every == 0 and step != first_step:
+                on_checkpoint(
+                    TrainingState(
+                        step,
+                        since_eval,
+                        time.perf_counter() - started,
+                        [list(curve) for curve in curves],
+                        _capture(net, optimizer, gens, loss_sum, correct_sum, rewind_states),
+                    )
+                )
             x, y = sample_batch(data, gens, config.batch_size)  # (R, B, D), (R, B)
             result = step_fn(net, x, y, data.offset, data.scale)
             optimizer.step(result.grads)
@@ -304,6 +394,72 @@ def train_replicas(
         _round_result(curve, model, seconds, None if rewind_states is None else rewind_states[r])
         for r, (curve, model) in enumerate(zip(curves, models))
     ]
+
+
+def _capture(
+    net: ReplicaFCN,
+    optimizer: MaskedSGD,
+    gens: Sequence[torch.Generator],
+    loss_sum: torch.Tensor,
+    correct_sum: torch.Tensor,
+    rewind_states: list[dict[str, torch.Tensor]] | None,
+) -> dict[str, torch.Tensor]:
+    """CPU copies of the loop's state, named as :class:`TrainingState` describes."""
+    tensors = {f"net.{name}": value.to("cpu", copy=True) for name, value in net.state().items()}
+    for index, buffer in enumerate(optimizer.state()):
+        tensors[f"momentum.{index}"] = buffer.to("cpu", copy=True)
+    for r, gen in enumerate(gens):
+        tensors[f"generator.{r}"] = gen.get_state().clone()
+    tensors["loss_sum"] = loss_sum.to("cpu", copy=True)
+    tensors["correct_sum"] = correct_sum.to("cpu", copy=True)
+    for r, state in enumerate(rewind_states or []):
+        tensors.update({f"rewind.{r}.{name}": value for name, value in state.items()})
+    return tensors
+
+
+def _restore(
+    resume: TrainingState,
+    net: ReplicaFCN,
+    optimizer: MaskedSGD,
+    gens: Sequence[torch.Generator],
+    loss_sum: torch.Tensor,
+    correct_sum: torch.Tensor,
+) -> list[dict[str, torch.Tensor]] | None:
+    """Load ``resume`` into the loop's objects; returns its rewind states, if taken.
+    ValueError names what does not fit."""
+    groups: dict[str, dict[str, torch.Tensor]] = {}
+    for name, value in resume.tensors.items():
+        head, _, rest = name.partition(".")
+        groups.setdefault(head, {})[rest] = value
+    unknown = set(groups) - {"net", "momentum", "generator", "loss_sum", "correct_sum", "rewind"}
+    if unknown:
+        raise ValueError(f"The training state has unknown entries {sorted(unknown)}.")
+    net.load_state(groups.get("net", {}))
+    momentum = groups.get("momentum", {})
+    optimizer.load_state([momentum[str(i)] for i in range(len(momentum))] if momentum else [])
+    generators = groups.get("generator", {})
+    if sorted(generators) != sorted(str(r) for r in range(len(gens))):
+        raise ValueError(
+            f"The training state must hold {len(gens)} generator state(s). Got {len(generators)}."
+        )
+    for r, gen in enumerate(gens):
+        gen.set_state(generators[str(r)])
+    for target, name in ((loss_sum, "loss_sum"), (correct_sum, "correct_sum")):
+        value = groups.get(name, {}).get("")
+        if value is None or value.shape != target.shape:
+            raise ValueError(
+                f"The training state's '{name}' must have shape {tuple(target.shape)}."
+            )
+        target.copy_(value)
+    if "rewind" not in groups:
+        return None
+    states: list[dict[str, torch.Tensor]] = [{} for _ in gens]
+    for name, value in groups["rewind"].items():
+        replica, _, key = name.partition(".")
+        if not replica.isdigit() or int(replica) >= len(gens):
+            raise ValueError(f"The training state has a rewind entry for replica {replica!r}.")
+        states[int(replica)][key] = value
+    return states
 
 
 def _round_result(
