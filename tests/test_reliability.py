@@ -296,7 +296,7 @@ def test_divergence_stops_with_a_clear_message_and_stays_resumable(tmp_path):
     out = tmp_path / "run"
     with pytest.raises(TrainingDiverged, match=r"became nan between steps 0 and 10"):
         run_imp(
-            smoke_config("train.lr=1000", "prune.max_rounds=1"),
+            smoke_config("train.lr=1000", "prune.max_rounds=1", "train.checkpoint_every=5"),
             out,
             device="cpu",
             progress=False,
@@ -306,20 +306,24 @@ def test_divergence_stops_with_a_clear_message_and_stays_resumable(tmp_path):
     assert folder.completed_rounds() == []
     with pytest.raises(RunFolderError, match="--allow-change"):
         run_imp(
-            smoke_config("train.lr=0.05", "prune.max_rounds=1"),
+            smoke_config("train.lr=0.05", "prune.max_rounds=1", "train.checkpoint_every=5"),
             out,
             device="cpu",
             progress=False,
             log=_quiet,
         )
+    assert folder.load_checkpoint()[1]["step"] == 5  # taken before the loss was checked
+    lines = []
     result = run_imp(
-        smoke_config("train.lr=0.05", "prune.max_rounds=1"),
+        smoke_config("train.lr=0.05", "prune.max_rounds=1", "train.checkpoint_every=5"),
         out,
         device="cpu",
         progress=False,
-        log=_quiet,
+        log=lines.append,
         allow_changes=["train.lr"],
     )
+    # The diverging round's checkpoint is not resumed under the new rate.
+    assert any("written under another config" in line for line in lines)
     assert len(result.rounds) == 2
     assert folder.read_config().train.lr == 0.05
     changes = json.loads(folder.changes_path.read_text())
