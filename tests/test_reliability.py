@@ -32,6 +32,11 @@ def _quiet(_):
     return None
 
 
+def _run(out: Path, *overrides: str, log=_quiet, **options):
+    """run_imp on the smoke config with ``--set`` style overrides, on the CPU, quietly."""
+    return run_imp(smoke_config(*overrides), out, device="cpu", progress=False, log=log, **options)
+
+
 def _run_command(out: Path, *overrides: str) -> list[str]:
     return [sys.executable, "-m", "imprint", *smoke_run_args(out, *OVERRIDES, *overrides)]
 
@@ -171,22 +176,16 @@ def _interrupt_at(monkeypatch, round_index: int, step: int) -> None:
 
 
 def test_resume_inside_a_round_matches_the_uninterrupted_run(tmp_path, monkeypatch):
-    config = smoke_config("train.checkpoint_every=15", "train.momentum=0.9")
-    plain = run_imp(
-        smoke_config("train.checkpoint_every=0", "train.momentum=0.9"),
-        tmp_path / "plain",
-        device="cpu",
-        progress=False,
-        log=_quiet,
-    )
+    sets = ("train.checkpoint_every=15", "train.momentum=0.9")
+    plain = _run(tmp_path / "plain", "train.checkpoint_every=0", "train.momentum=0.9")
     out = tmp_path / "run"
     with monkeypatch.context() as patch:
         _interrupt_at(patch, 2, 30)
         with pytest.raises(KeyboardInterrupt):
-            run_imp(config, out, device="cpu", progress=False, log=_quiet)
+            _run(out, *sets)
     assert RunFolder(out).completed_rounds() == [0, 1]
     lines = []
-    resumed = run_imp(config, out, device="cpu", progress=False, log=lines.append)
+    resumed = _run(out, *sets, log=lines.append)
     assert f"Resuming round 2 at step 30 from {out / 'checkpoint.safetensors'}." in lines
     assert _same(RunFolder(out), RunFolder(tmp_path / "plain"))
     assert [m["best_val_top1"] for m in resumed.rounds] == [
@@ -209,14 +208,14 @@ def _same(a: RunFolder, b: RunFolder) -> bool:
 def test_unusable_checkpoint_restarts_its_round(tmp_path, monkeypatch, damage):
     """A checkpoint that cannot be resumed is reported (or, from a completed round,
     ignored) and the round starts from step 0: same results, nothing lost."""
-    config = smoke_config("train.checkpoint_every=10", "prune.max_rounds=2")
+    sets = ("train.checkpoint_every=10", "prune.max_rounds=2")
     reference = tmp_path / "reference"
-    run_imp(config, reference, device="cpu", progress=False, log=_quiet)
+    _run(reference, *sets)
     out = tmp_path / "run"
     with monkeypatch.context() as patch:
         _interrupt_at(patch, 1, 20)
         with pytest.raises(KeyboardInterrupt):
-            run_imp(config, out, device="cpu", progress=False, log=_quiet)
+            _run(out, *sets)
     folder = RunFolder(out)
     path = folder.checkpoint_path
     if damage == "truncated":
@@ -228,7 +227,7 @@ def test_unusable_checkpoint_restarts_its_round(tmp_path, monkeypatch, damage):
         tensors, metadata = folder.load_checkpoint()
         folder.save_checkpoint(tensors, {**metadata, "round": 0})
     lines = []
-    run_imp(config, out, device="cpu", progress=False, log=lines.append)
+    _run(out, *sets, log=lines.append)
     assert not any(line.startswith("Resuming round 1 at step") for line in lines)
     expected = {
         "truncated": "is not a readable safetensors file",
@@ -246,16 +245,9 @@ def test_checkpoint_interval_may_change_on_resume(tmp_path, monkeypatch):
     with monkeypatch.context() as patch:
         _interrupt_at(patch, 1, 20)
         with pytest.raises(KeyboardInterrupt):
-            run_imp(
-                smoke_config("train.checkpoint_every=10", "prune.max_rounds=1"),
-                out,
-                device="cpu",
-                progress=False,
-                log=_quiet,
-            )
+            _run(out, "train.checkpoint_every=10", "prune.max_rounds=1")
     lines = []
-    config = smoke_config("train.checkpoint_every=7", "prune.max_rounds=1")
-    run_imp(config, out, device="cpu", progress=False, log=lines.append)
+    _run(out, "train.checkpoint_every=7", "prune.max_rounds=1", log=lines.append)
     assert any(line.startswith("Resuming round 1 at step 20") for line in lines)
     changes = json.loads(RunFolder(out).changes_path.read_text())
     assert changes[-1]["changes"] == {"train.checkpoint_every": [10, 7]}
@@ -279,46 +271,32 @@ def test_second_process_is_refused_and_stale_lock_taken_over(tmp_path):
         assert holder.stdout.readline().strip() == "locked"
         started = time.time()
         with pytest.raises(RunFolderError, match=rf"is in use by process {holder.pid} on"):
-            run_imp(smoke_config(), out, device="cpu", progress=False, log=_quiet)
+            _run(out)
         assert time.time() - started < 5  # refused at once, not after a wait
         assert not (out / "config.toml").exists()
     finally:
         holder.kill()  # SIGKILL: the lock file stays behind, stale
         holder.wait()
     assert (out / ".lock").exists()
-    result = run_imp(
-        smoke_config("prune.max_rounds=1"), out, device="cpu", progress=False, log=_quiet
-    )
+    result = _run(out, "prune.max_rounds=1")
     assert len(result.rounds) == 2
 
 
 def test_divergence_stops_with_a_clear_message_and_stays_resumable(tmp_path):
     out = tmp_path / "run"
     with pytest.raises(TrainingDiverged, match=r"became nan between steps 0 and 10"):
-        run_imp(
-            smoke_config("train.lr=1000", "prune.max_rounds=1", "train.checkpoint_every=5"),
-            out,
-            device="cpu",
-            progress=False,
-            log=_quiet,
-        )
+        _run(out, "train.lr=1000", "prune.max_rounds=1", "train.checkpoint_every=5")
     folder = RunFolder(out)
     assert folder.completed_rounds() == []
     with pytest.raises(RunFolderError, match="--allow-change"):
-        run_imp(
-            smoke_config("train.lr=0.05", "prune.max_rounds=1", "train.checkpoint_every=5"),
-            out,
-            device="cpu",
-            progress=False,
-            log=_quiet,
-        )
+        _run(out, "train.lr=0.05", "prune.max_rounds=1", "train.checkpoint_every=5")
     assert folder.load_checkpoint()[1]["step"] == 5  # taken before the loss was checked
     lines = []
-    result = run_imp(
-        smoke_config("train.lr=0.05", "prune.max_rounds=1", "train.checkpoint_every=5"),
+    result = _run(
         out,
-        device="cpu",
-        progress=False,
+        "train.lr=0.05",
+        "prune.max_rounds=1",
+        "train.checkpoint_every=5",
         log=lines.append,
         allow_changes=["train.lr"],
     )
@@ -336,7 +314,6 @@ def test_divergence_stops_with_a_clear_message_and_stays_resumable(tmp_path):
 )
 def test_full_or_read_only_disk_keeps_written_rounds(tmp_path, monkeypatch, code, words):
     out = tmp_path / "run"
-    config = smoke_config("prune.max_rounds=3")
     real_fsync = os.fsync
     calls = {"n": 0}
 
@@ -348,7 +325,7 @@ def test_full_or_read_only_disk_keeps_written_rounds(tmp_path, monkeypatch, code
 
     monkeypatch.setattr(runs_module.os, "fsync", failing_fsync)
     with pytest.raises(RunFolderError, match=words) as info:
-        run_imp(config, out, device="cpu", progress=False, log=_quiet)
+        _run(out, "prune.max_rounds=3")
     assert "Cannot write" in str(info.value)
     monkeypatch.setattr(runs_module.os, "fsync", real_fsync)
     folder = RunFolder(out)
@@ -358,7 +335,7 @@ def test_full_or_read_only_disk_keeps_written_rounds(tmp_path, monkeypatch, code
         folder.round_masks(r)
         folder.round_state(r)
     assert not list(out.rglob(".*.tmp"))  # failed writes leave no temporary behind
-    result = run_imp(config, out, device="cpu", progress=False, log=_quiet)  # space again
+    result = _run(out, "prune.max_rounds=3")  # space again
     assert len(result.rounds) == 4
 
 
@@ -369,9 +346,7 @@ def test_start_killed_before_config_is_not_foreign(tmp_path):
     (out / ".lock").write_text("")
     (out / "manifest.json").write_text("{")  # half of a start: overwritten
     (out / ".config.toml.x1.tmp").write_text("partial")
-    result = run_imp(
-        smoke_config("prune.max_rounds=0"), out, device="cpu", progress=False, log=_quiet
-    )
+    result = _run(out, "prune.max_rounds=0")
     assert len(result.rounds) == 1
     assert json.loads((out / "manifest.json").read_text())["torch"] == torch.__version__
     assert not (out / ".config.toml.x1.tmp").exists()  # stale temporaries removed
