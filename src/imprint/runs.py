@@ -266,14 +266,14 @@ class RunFolder:
         path = self.checkpoint_path
         if not path.exists():
             return None
-        tensors = self.load_tensors(path)
+        raw = _read(path)
+        tensors = _parse_tensors(path, raw)
         try:
-            raw = path.read_bytes()
             header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
             metadata = json.loads(header["__metadata__"]["imprint"])
             if not isinstance(metadata, dict):
                 raise ValueError("the metadata is not a JSON object")
-        except (OSError, ValueError, KeyError, TypeError) as error:
+        except (ValueError, KeyError, TypeError) as error:
             raise RunFolderError(f"{path} has no readable imprint metadata: {error}.") from None
         return tensors, metadata
 
@@ -399,12 +399,7 @@ class RunFolder:
         write_bytes(path, data)
 
     def load_tensors(self, path: Path) -> dict[str, torch.Tensor]:
-        try:
-            return st_load(path.read_bytes())
-        except FileNotFoundError:
-            raise RunFolderError(f"{path} is missing.") from None
-        except (OSError, SafetensorError, ValueError) as error:
-            raise RunFolderError(f"{path} is not a readable safetensors file: {error}.") from None
+        return _parse_tensors(path, _read(path))
 
     # ---------------------------------------------------------------- rounds
     def completed_rounds(self) -> list[int]:
@@ -453,6 +448,22 @@ class RunFolder:
 
     def write_run_record(self, record: Mapping[str, Any]) -> None:
         write_text(self.run_path, json.dumps(record, indent=2) + "\n")
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise RunFolderError(f"{path} is missing.") from None
+    except OSError as error:
+        raise RunFolderError(f"Cannot read {path}: {error.strerror or error}.") from None
+
+
+def _parse_tensors(path: Path, raw: bytes) -> dict[str, torch.Tensor]:
+    try:
+        return st_load(raw)
+    except (SafetensorError, ValueError) as error:
+        raise RunFolderError(f"{path} is not a readable safetensors file: {error}.") from None
 
 
 def _changed_keys(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
