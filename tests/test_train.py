@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -269,25 +270,39 @@ def test_resume_from_every_checkpoint_is_bitwise_identical(smoke, momentum, seed
 
 
 def test_resume_state_must_fit_the_round(smoke):
+    """A state that does not fit is refused by a ValueError naming the part."""
     config, data = smoke
-    train = config.train.model_copy(update={"checkpoint_every": 10})
+    train = config.train.model_copy(update={"checkpoint_every": 10, "momentum": 0.9})
+    rewind = config.prune.rewind_step  # 5: the state at step 10 holds the rewind state
     states = []
     model = _models(config, data, [0])[0]
     start = copy.deepcopy(model.state_dict())
-    train_round(
-        model, full_masks(start), data, train, _gens(config, [0], 0)[0], on_checkpoint=states.append
-    )
-    model.load_state_dict(start)
+
+    def run(**options):
+        model.load_state_dict(start)
+        gen = _gens(config, [0], 0)[0]
+        return train_round(
+            model, full_masks(start), data, train, gen, rewind_step=rewind, **options
+        )
+
+    run(on_checkpoint=states.append)
     state = states[0]
-    broken = copy.copy(state)
-    broken.tensors = {k: v for k, v in state.tensors.items() if k != "generator.0"}
-    with pytest.raises(ValueError, match="generator"):
-        train_round(model, full_masks(start), data, train, _gens(config, [0], 0)[0], resume=broken)
-    wrong = copy.copy(state)
-    wrong.tensors = {**state.tensors, "net.weights.0": torch.zeros(1, 3, 3)}
-    with pytest.raises(ValueError, match="net.weights.0|weights.0"):
-        train_round(model, full_masks(start), data, train, _gens(config, [0], 0)[0], resume=wrong)
-    late = copy.copy(state)
-    late.step = train.steps
-    with pytest.raises(ValueError, match="inside this round"):
-        train_round(model, full_masks(start), data, train, _gens(config, [0], 0)[0], resume=late)
+    run(resume=state)  # as it is, it fits
+
+    def altered(step=None, **changes):
+        tensors = {k: v for k, v in state.tensors.items() if k not in changes}
+        tensors.update({k: v for k, v in changes.items() if v is not None})
+        return dataclasses.replace(state, step=step or state.step, tensors=tensors)
+
+    cases = [
+        (altered(**{"generator.0": None}), "generator"),
+        (altered(**{"net.weights.0": torch.zeros(1, 3, 3)}), "weights.0"),
+        (altered(**{"momentum.0": None}), "momentum"),
+        (altered(**{"loss_sum": torch.zeros(3)}), "loss_sum"),
+        (altered(**{"bogus.0": torch.zeros(1)}), "unknown entries"),
+        (altered(**{k: None for k in state.tensors if k.startswith("rewind.")}), "rewind"),
+        (altered(step=train.steps), "inside this round"),
+    ]
+    for bad, words in cases:
+        with pytest.raises(ValueError, match=words):
+            run(resume=bad)

@@ -351,6 +351,11 @@ def train_replicas(
                 f"{replicas} replicas). Got step {resume.step}, {len(resume.curves)} replicas."
             )
         rewind_states = _restore(resume, net, optimizer, gens, loss_sum, correct_sum)
+        if rewind_step is not None and resume.step > rewind_step and rewind_states is None:
+            raise ValueError(
+                f"The 'resume' state is past the rewind step {rewind_step} but holds no "
+                "rewind state."
+            )
         curves = [list(curve) for curve in resume.curves]
         since_eval, first_step, earlier_seconds = resume.since_eval, resume.step, resume.seconds
     every = config.checkpoint_every if on_checkpoint is not None else 0
@@ -436,7 +441,11 @@ def _restore(
         raise ValueError(f"The training state has unknown entries {sorted(unknown)}.")
     net.load_state(groups.get("net", {}))
     momentum = groups.get("momentum", {})
-    optimizer.load_state([momentum[str(i)] for i in range(len(momentum))] if momentum else [])
+    if sorted(momentum) != sorted(str(i) for i in range(len(momentum))):
+        raise ValueError(
+            f"The training state's momentum entries {sorted(momentum)} are not 0..n-1."
+        )
+    optimizer.load_state([momentum[str(i)] for i in range(len(momentum))])
     generators = groups.get("generator", {})
     if sorted(generators) != sorted(str(r) for r in range(len(gens))):
         raise ValueError(
