@@ -137,7 +137,7 @@ def test_sigkill_at_random_moments_then_resume(tmp_path, reference):
         if checkpoint is not None and checkpoint[1]["round"] == len(folder.completed_rounds()):
             inside_rounds += 1  # the next start resumes inside this round
             resume_points.append((checkpoint[1]["round"], checkpoint[1]["step"]))
-        assert time.time() - started < 600, "the kill loop is too slow"
+        assert time.time() - started < 30 * KILLS, "the kill loop is too slow"
     done = subprocess.run(
         _run_command(out, CHECKPOINTS), env=_env(), check=True, capture_output=True, text=True
     )
