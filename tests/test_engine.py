@@ -123,14 +123,8 @@ def test_steps_match_module_and_torch_sgd(seed, momentum, weight_decay):
     gen = torch.Generator().manual_seed(seed)
     for _ in range(20):
         idx = torch.randint(200, (32,), generator=gen)
-        logits = reference(_normalise(x_all[idx], offset, scale, dtype))
-        loss = F.cross_entropy(logits, y_all[idx])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        with torch.no_grad():
-            for name, mask in masks.items():
-                params[name].mul_(mask)
+        inputs = _normalise(x_all[idx], offset, scale, dtype)
+        loss = _autograd_step(reference, optimizer, params, masks, inputs, y_all[idx])
         result = train_step(net, x_all[idx][None], y_all[idx][None], offset, scale)
         sgd.step(result.grads)
         torch.testing.assert_close(result.loss[0], loss.detach(), rtol=1e-9, atol=0.0)
@@ -139,6 +133,18 @@ def test_steps_match_module_and_torch_sgd(seed, momentum, weight_decay):
         torch.testing.assert_close(model.state_dict()[name], value, rtol=1e-9, atol=1e-12)
     for name, mask in masks.items():  # pruned entries exactly zero, momentum or not
         assert (model.state_dict()[name][~mask] == 0).all(), name
+
+
+def _autograd_step(reference, optimizer, params, masks, inputs, labels) -> torch.Tensor:
+    """One step of the module with torch.optim and autograd, masks reapplied after."""
+    loss = F.cross_entropy(reference(inputs), labels)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    with torch.no_grad():
+        for name, mask in masks.items():
+            params[name].mul_(mask)
+    return loss
 
 
 def test_float32_steps_stay_close_to_the_module(seed):
@@ -155,13 +161,8 @@ def test_float32_steps_stay_close_to_the_module(seed):
     gen = torch.Generator().manual_seed(seed)
     for _ in range(5):
         idx = torch.randint(200, (32,), generator=gen)
-        loss = F.cross_entropy(reference(_normalise(x_all[idx], offset, scale)), y_all[idx])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        with torch.no_grad():
-            for name, mask in masks.items():
-                params[name].mul_(mask)
+        inputs = _normalise(x_all[idx], offset, scale)
+        _autograd_step(reference, optimizer, params, masks, inputs, y_all[idx])
         sgd.step(train_step(net, x_all[idx][None], y_all[idx][None], offset, scale).grads)
     net.write_to([model])
     for name, value in reference.state_dict().items():
