@@ -156,6 +156,17 @@ def _default_out(config_path: str) -> str:
     return str(Path("runs") / Path(config_path).stem)
 
 
+def _add_overrides(parser: argparse.ArgumentParser) -> None:
+    """The --set option of every command that loads a config."""
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.steps=2000 (repeatable)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="imprint",
@@ -172,13 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("config", help="a TOML config, e.g. configs/default.toml")
     run.add_argument("--out", help="run folder (default: runs/<config name>)")
-    run.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set train.steps=2000 (repeatable)",
-    )
+    _add_overrides(run)
     run.add_argument(
         "--device",
         default="auto",
@@ -308,13 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
         "balance; any problem is one clear error naming the file.",
     )
     check.add_argument("config", help="a TOML config")
-    check.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value (repeatable)",
-    )
+    _add_overrides(check)
     check.set_defaults(handler=_cmd_data_check)
     return parser
 
