@@ -12,25 +12,40 @@ __all__ = ["main", "format_round_table"]
 
 
 def format_round_table(rounds: Sequence[dict], pruned: Sequence[int]) -> str:
-    """The end-of-run console table: one line per round."""
+    """The end-of-run console table: one line per round. ``rounds`` are one run's
+    metrics (the locality index with its within-run bootstrap sd) or a group's rows of
+    :func:`imprint.imp.summarize_seeds` (mean ± sd over seeds)."""
+    from imprint.analysis.uncertainty import format_spread, reading_from_columns
+
+    group = bool(rounds) and "seeds" in rounds[0]
     header = [
         "round",
         *[f"left L{layer}" for layer in pruned],
         "best top-1",
-        "top-5",
+        *([] if group else ["top-5"]),
         *[f"conn. L{layer}" for layer in pruned],
-        "locality",
+        "locality index",
+        *(["seeds"] if group else []),
     ]
     rows = []
     for m in rounds:
+        if group:
+            top1 = format_spread(m["best_val_top1"], m["best_val_top1_sd"], digits=4)
+            locality = format_spread(m["locality_index"], m["locality_index_sd"])
+            conn = [f"{m['connected_units'][layer]:.0f}/{m['units'][layer]}" for layer in pruned]
+        else:
+            top1 = f"{m['best_val_top1']:.4f}"
+            locality = reading_from_columns(m, "locality_index").format()
+            conn = [f"{m['connected_units'][layer]}/{m['units'][layer]}" for layer in pruned]
         rows.append(
             [
                 str(m["round"]),
                 *[f"{m['layer_density'][layer]:.2%}" for layer in pruned],
-                f"{m['best_val_top1']:.4f}",
-                f"{m['val_top5_at_best']:.4f}",
-                *[f"{m['connected_units'][layer]}/{m['units'][layer]}" for layer in pruned],
-                f"{m['locality_ratio']:.2f}",
+                top1,
+                *([] if group else [f"{m['val_top5_at_best']:.4f}"]),
+                *conn,
+                locality,
+                *([str(m["seeds"])] if group else []),
             ]
         )
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
@@ -41,22 +56,50 @@ def format_round_table(rounds: Sequence[dict], pruned: Sequence[int]) -> str:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from imprint.imp import prunable_layers, run_imp
+    from imprint.imp import GroupResult, prunable_layers, run_experiment, study_round
 
-    config = load_config(args.config, args.set)
+    overrides = list(args.set)
+    if args.seeds is not None:
+        overrides.append(f"seeds.group=[{_seed_list(args.seeds)}]")
+    config = load_config(args.config, overrides)
     out = args.out or _default_out(args.config)
-    result = run_imp(
+    result = run_experiment(
         config, out, device=args.device, progress=not args.quiet, allow_changes=args.allow_change
     )
     print()
     print(format_round_table(result.rounds, prunable_layers(config)))
-    best = result.rounds[result.best_round]
+    study = study_round(result.rounds)
+    row = result.rounds[study]
+    if isinstance(result, GroupResult):
+        reasons = sorted({run.stop_reason for run in result.runs})
+        print(f"\nStopped: {'; '.join(reasons)}. {len(result.seeds)} seeds, mean ± sd over seeds.")
+    else:
+        print(f"\nStopped: {result.stop_reason}. Locality index: ± within-run bootstrap sd.")
     print(
-        f"\nStopped: {result.stop_reason}. Best round {result.best_round}: top-1 "
-        f"{best['best_val_top1']:.4f} at {best['density']:.2%} of the prunable weights."
+        f"Study round {study} (the sparsest keeping >= 97% of the dense top-1): "
+        f"{row['density']:.2%} of the prunable weights left."
     )
-    print(f"Run folder: {result.folder}")
+    print(f"{'Group' if isinstance(result, GroupResult) else 'Run'} folder: {result.folder}")
     return 0
+
+
+def _seed_list(text: str) -> str:
+    """'0,1,2' or '0-4' -> '0, 1, 2' (validated by the config's seeds.group)."""
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            low, dash, high = part.strip().partition("-")
+            if dash:
+                seeds.extend(range(int(low), int(high) + 1))
+            else:
+                seeds.append(int(low))
+    except ValueError:
+        raise ConfigError(
+            f"The '--seeds' option must list seeds as 0,1,2 or 0-4. Got {text!r}."
+        ) from None
+    if not seeds:
+        raise ConfigError(f"The '--seeds' option lists no seed. Got {text!r}.")
+    return ", ".join(str(seed) for seed in seeds)
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
@@ -190,6 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "cpu", "cuda"],
         help="where to train (default: auto = cuda when available)",
     )
+    run.add_argument(
+        "--seeds",
+        metavar="LIST",
+        help="train these seeds together as replicas of one batched model, e.g. 0,1,2 or "
+        "0-4: one run folder per seed under --out, tables with mean ± sd "
+        "(sets seeds.group)",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument(
         "--allow-change",
@@ -209,7 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     analyze.add_argument("run", help="a run folder written by `imprint run`")
     analyze.add_argument(
-        "--round", default="best", help="best (default), last, all, or a round number"
+        "--round",
+        default="study",
+        help="study (default: the sparsest round keeping >= 97%% of the dense top-1), "
+        "best (highest top-1), last, all, or a round number",
     )
     analyze.add_argument(
         "--gallery-size",
@@ -235,7 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
         "analysing the chosen round first if needed.",
     )
     report.add_argument("run", help="a run folder")
-    report.add_argument("--round", default="best", help="best (default), last, or a number")
+    report.add_argument(
+        "--round",
+        default="study",
+        help="study (default: the sparsest round keeping >= 97%% of the dense top-1), "
+        "best (highest top-1), last, or a number",
+    )
     report.set_defaults(handler=_cmd_report)
 
     compare = commands.add_parser(

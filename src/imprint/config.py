@@ -265,6 +265,18 @@ class SeedConfig(_Section):
     init: Annotated[int, Field(ge=0)] = 0  # weight initialisation
     data: Annotated[int, Field(ge=0)] = 0  # batch order
     prune: Annotated[int, Field(ge=0)] = 0  # random masks and other pruning randomness
+    # Seeds trained together as replicas of one batched model, in one process (`imprint
+    # run --seeds 0,1,2`): seed s is the run with init = data = prune = s, written to its
+    # own run folder GROUP/seed_s. Empty: one run with the three seeds above.
+    group: list[Annotated[int, Field(ge=0)]] = []
+
+    @model_validator(mode="after")
+    def _distinct_group(self) -> SeedConfig:
+        if len(set(self.group)) != len(self.group):
+            raise ValueError(f"seeds.group must list distinct seeds. Got {self.group}.")
+        if len(self.group) > 256:
+            raise ValueError(f"seeds.group may list at most 256 seeds. Got {len(self.group)}.")
+        return self
 
 
 class Config(_Section):

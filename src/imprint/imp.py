@@ -25,6 +25,7 @@ when that checkpoint was written by this round under the same config and device.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -35,8 +36,9 @@ from typing import Any
 
 import torch
 
-from imprint.analysis.locality import pair_distance_locality, to_image_space
-from imprint.config import Config, ConfigError, config_to_dict
+from imprint.analysis.locality import locality_readings, to_image_space
+from imprint.analysis.uncertainty import across_seeds, format_spread, reading_from_columns
+from imprint.config import Config, ConfigError, SeedConfig, config_to_dict
 from imprint.data import ImageData, load_dataset
 from imprint.model import build_model
 from imprint.prune import (
@@ -51,10 +53,31 @@ from imprint.prune import (
     random_prune,
     schedule_counts,
 )
-from imprint.runs import RESULT_NEUTRAL_KEYS, RunFolder, RunFolderError
-from imprint.train import CURVE_COLUMNS, RoundResult, TrainingState, train_round
+from imprint.runs import (
+    GROUP_FILE,
+    RESULT_NEUTRAL_KEYS,
+    RunFolder,
+    RunFolderError,
+    is_group,
+    member_dir,
+    write_text,
+)
+from imprint.train import CURVE_COLUMNS, RoundResult, TrainingState, train_replicas
 
-__all__ = ["RunResult", "run_imp", "resolve_device", "derive_seed", "prunable_layers"]
+__all__ = [
+    "RunResult",
+    "GroupResult",
+    "run_imp",
+    "run_group",
+    "run_experiment",
+    "member_config",
+    "summarize_seeds",
+    "resolve_device",
+    "derive_seed",
+    "prunable_layers",
+    "study_round",
+    "STUDY_TOLERANCE",
+]
 
 
 @dataclass(frozen=True)
@@ -145,9 +168,11 @@ def _round_metrics(
         "seconds": round(result.seconds, 3),
     }
     first = to_image_space(masks[layer_names(0)[0]], data.permutation)
-    locality = pair_distance_locality(first, data.shape)
-    metrics["locality_ratio"] = locality.ratio
+    metrics.update(locality_readings(first, data.shape))
     return metrics
+
+
+SUMMARY_READINGS = ("locality_index", "locality_index_sd", "mass_within_r", "locality_ratio")
 
 
 def _summary_row(metrics: dict[str, Any], pruned: list[int]) -> dict[str, Any]:
@@ -156,7 +181,7 @@ def _summary_row(metrics: dict[str, Any], pruned: list[int]) -> dict[str, Any]:
         "density": metrics["density"],
         "best_val_top1": metrics["best_val_top1"],
         "val_top5_at_best": metrics["val_top5_at_best"],
-        "locality_ratio": metrics["locality_ratio"],
+        **{key: metrics.get(key) for key in SUMMARY_READINGS},
     }
     for layer in pruned:
         row[f"density_l{layer}"] = metrics["layer_density"][layer]
@@ -183,6 +208,24 @@ def _stop_reason(config: Config, metrics: dict[str, Any], pruned: list[int]) -> 
     return None
 
 
+def member_config(config: Config, seed: int) -> Config:
+    """The config of seed ``seed`` of a group: init = data = prune = seed, no group."""
+    return config.model_copy(update={"seeds": SeedConfig(init=seed, data=seed, prune=seed)})
+
+
+def run_experiment(
+    config: Config,
+    out_dir: str | Path,
+    device: str = "auto",
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    allow_changes: Sequence[str] = (),
+) -> RunResult | GroupResult:
+    """:func:`run_group` when ``config.seeds.group`` lists seeds, else :func:`run_imp`."""
+    run = run_group if config.seeds.group else run_imp
+    return run(config, out_dir, device, progress, log, allow_changes)
+
+
 def run_imp(
     config: Config,
     out_dir: str | Path,
@@ -196,124 +239,321 @@ def run_imp(
     The folder is locked for the duration: a second process is refused at once. A
     resume may change the keys under ``allow_changes`` (e.g. "train.lr" after a
     divergence); any other difference from the folder's config is refused."""
+    if config.seeds.group:
+        raise ConfigError(
+            "seeds.group lists seeds to run together: use run_group (imprint run --seeds)."
+        )
     torch_device = resolve_device(device)
     folder = RunFolder(out_dir)
     reference = _Reference(config.prune.reference_run) if config.prune.reference_run else None
     with folder.lock():
         resumed = folder.prepare(config, allow_changes=allow_changes)
-        return _run_locked(config, folder, torch_device, reference, resumed, progress, log)
+        member = _Member(config, folder, reference)
+        if resumed:
+            log(f"Resuming {folder.root}: {len(member.done)} round(s) already complete.")
+        _train_members(config, [member], folder, torch_device, progress, log, group=False)
+        return member.finish()
 
 
-def _run_locked(
+@dataclass(frozen=True)
+class GroupResult:
+    """Seeds run together: one ordinary run per seed, in ``folder/seed_<s>``."""
+
+    folder: Path
+    seeds: list[int]
+    runs: list[RunResult]
+
+    @property
+    def rounds(self) -> list[dict[str, Any]]:
+        """Per round, mean and sd over the seeds that reached it (:func:`summarize_seeds`)."""
+        return summarize_seeds([run.rounds for run in self.runs])
+
+
+def run_group(
     config: Config,
-    folder: RunFolder,
-    torch_device: torch.device,
-    reference: _Reference | None,
-    resumed: bool,
+    out_dir: str | Path,
+    device: str = "auto",
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    allow_changes: Sequence[str] = (),
+) -> GroupResult:
+    """Run (or resume) the seeds of ``config.seeds.group`` together, as replicas of one
+    batched model (:func:`imprint.train.train_replicas`), into ``out_dir``.
+
+    ``out_dir`` holds the group's config, group.json, summary.csv (mean and sd over
+    seeds per round) and the round in progress's checkpoint; seed s is an ordinary run
+    folder ``out_dir/seed_<s>`` with init = data = prune = s, which analyze and report
+    read as any run. Every seed gets IMP's rounds in lockstep; a seed that meets a stop
+    rule leaves the batch. Resume, checkpoints and locks work as for :func:`run_imp`.
+    """
+    seeds = list(config.seeds.group)
+    if not seeds:
+        raise ConfigError("run_group needs seeds.group to list at least one seed.")
+    torch_device = resolve_device(device)
+    group = RunFolder(out_dir)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(group.lock())
+        resumed = group.prepare(config, allow_changes=allow_changes)
+        if not is_group(group.root):
+            write_text(group.root / GROUP_FILE, json.dumps({"seeds": seeds}, indent=2) + "\n")
+        members = []
+        for seed in seeds:
+            seed_config = member_config(config, seed)
+            folder = RunFolder(member_dir(group.root, seed))
+            stack.enter_context(folder.lock())
+            folder.prepare(seed_config, allow_changes=allow_changes)
+            reference = _reference_for(config, seed)
+            members.append(_Member(seed_config, folder, reference))
+        if resumed:
+            rounds = ", ".join(f"seed {s}: {len(m.done)}" for s, m in zip(seeds, members))
+            log(f"Resuming {group.root}: completed rounds {rounds}.")
+        _train_members(config, members, group, torch_device, progress, log, group=True)
+        result = GroupResult(group.root, seeds, [m.finish() for m in members])
+        pruned = prunable_layers(config)
+        group.write_summary([_group_summary_row(row, pruned) for row in result.rounds])
+        return result
+
+
+def _group_summary_row(row: dict[str, Any], pruned: list[int]) -> dict[str, Any]:
+    """A flat row of GROUP/summary.csv: per-layer lists become per-layer columns."""
+    flat = {k: v for k, v in row.items() if not isinstance(v, list)}
+    for layer in pruned:
+        flat[f"density_l{layer}"] = row["layer_density"][layer]
+        flat[f"connected_l{layer}"] = row["connected_units"][layer]
+    return flat
+
+
+def _reference_for(config: Config, seed: int) -> _Reference | None:
+    """A control in a group follows the same seed of a reference group."""
+    path = config.prune.reference_run
+    if path is None:
+        return None
+    return _Reference(str(member_dir(path, seed)) if is_group(path) else path)
+
+
+def summarize_seeds(runs: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per round index: how many seeds reached it, and the mean and sample sd over them
+    of density, accuracy and the locality readings (sd NaN for a single seed)."""
+    rows = []
+    for index in range(max((len(r) for r in runs), default=0)):
+        reached = [r[index] for r in runs if len(r) > index]
+        row: dict[str, Any] = {"round": index, "seeds": len(reached)}
+        for key in GROUP_READINGS:
+            mean, sd, n = across_seeds(_number(m.get(key)) for m in reached)
+            row[key], row[f"{key}_sd"] = mean, sd
+            if key.startswith("locality_index"):
+                row[f"{key}_n"] = n
+        row["layer_density"] = reached[0]["layer_density"]
+        row["connected_units"] = [
+            across_seeds(m["connected_units"][layer] for m in reached)[0]
+            for layer in range(len(reached[0]["connected_units"]))
+        ]
+        row["units"] = reached[0]["units"]
+        rows.append(row)
+    return rows
+
+
+GROUP_READINGS = (
+    "density",
+    "best_val_top1",
+    "val_top5_at_best",
+    "locality_index",
+    "mass_within_r",
+    "locality_ratio",
+)
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) else float("nan")
+
+
+class _Member:
+    """One run folder of a (possibly one-seed) group and the state its round loop
+    carries from round to round."""
+
+    def __init__(self, config: Config, folder: RunFolder, reference: _Reference | None) -> None:
+        self.config, self.folder, self.reference = config, folder, reference
+        self.pruned = prunable_layers(config)
+        self.done = folder.completed_rounds()
+        self.metrics = [folder.round_metrics(i) for i in self.done]
+        self.stop_reason = self._stop_after(self.metrics[-1]) if self.metrics else None
+
+    def _stop_after(self, metrics: dict[str, Any]) -> str | None:
+        reason = _stop_reason(self.config, metrics, self.pruned)
+        next_round = metrics["round"] + 1
+        if (
+            reason is None
+            and self.reference is not None
+            and not self.reference.has_round(next_round)
+        ):
+            reason = "the reference run has no further round"
+        return reason
+
+    def takes_part(self, index: int) -> bool:
+        """Whether round ``index`` is (or was) trained for this seed: it has completed
+        it (a group killed between two seeds' saves retrains it, not saving it again,
+        so that the others' batched steps are the same), or has not stopped before."""
+        return len(self.done) > index or (self.stop_reason is None and len(self.done) == index)
+
+    def setup(self, data: ImageData, device: torch.device) -> None:
+        """The model, initial and rewind states, and the previous round's masks."""
+        folder, config = self.folder, self.config
+        if not folder.data_path.exists():
+            folder.write_data_record(
+                {
+                    "shape": list(data.shape),
+                    "num_classes": data.num_classes,
+                    "n_train": data.x_train.shape[0],
+                    "n_val": data.x_val.shape[0],
+                    "permuted": data.permutation is not None,
+                }
+            )
+        self.model = build_model(config.model, data.input_dim, data.num_classes, config.seeds.init)
+        if folder.init_path.exists():
+            self.init_state = folder.load_tensors(folder.init_path)
+        else:
+            self.init_state = {k: v.clone() for k, v in self.model.state_dict().items()}
+            folder.save_tensors(folder.init_path, self.init_state)
+        self.model.to(device)
+        self.rewind_state = (
+            folder.load_tensors(folder.rewind_path) if folder.rewind_path.exists() else None
+        )
+        done = self.done
+        self.previous_masks = folder.round_masks(done[-1]) if done else full_masks(self.init_state)
+        self.previous_final = folder.round_state(done[-1]) if done else None
+        self.dense_final = folder.round_state(0) if done else None
+
+    def round_start(self, index: int, data: ImageData) -> tuple[Masks, dict[str, torch.Tensor]]:
+        """Round ``index``'s masks and starting weights."""
+        config, folder = self.config, self.folder
+        if index < len(self.done):  # already saved: retrained only for the batch's sake
+            return folder.round_masks(index), folder.round_state(index, "start")
+        if index == 0:
+            return full_masks(self.init_state), self.init_state
+        masks = _next_masks(
+            config,
+            index,
+            self.previous_masks,
+            self.previous_final,
+            self.dense_final,
+            _layer_rates(config),
+            self.reference,
+            self.init_state,
+        )
+        procedure = config.prune.procedure
+        if procedure == "finetune":
+            return masks, apply_masks(self.previous_final, masks)
+        if procedure == "reinit":
+            fresh = build_model(
+                config.model,
+                data.input_dim,
+                data.num_classes,
+                derive_seed("reinit", config.seeds.init, index),
+            )
+            return masks, apply_masks(fresh.state_dict(), masks)
+        if self.rewind_state is None:
+            raise RunFolderError(f"{folder.rewind_path} is missing; cannot rewind.")
+        return masks, apply_masks(self.rewind_state, masks)
+
+    def complete(
+        self,
+        index: int,
+        masks: Masks,
+        start: dict[str, torch.Tensor],
+        result: RoundResult,
+        data: ImageData,
+    ) -> dict[str, Any] | None:
+        """Save round ``index``; returns its metrics (None if it was saved before)."""
+        folder = self.folder
+        if index < len(self.done):
+            return None
+        if index == 0 and result.rewind_state is not None:
+            self.rewind_state = result.rewind_state
+            folder.save_tensors(folder.rewind_path, self.rewind_state)
+        final = apply_masks(result.final_state, masks)  # exact zeros, whatever happened
+        metrics = _round_metrics(index, masks, result, data, self.pruned)
+        folder.save_round(index, masks, start, final, result.curves, CURVE_COLUMNS, metrics)
+        self.done.append(index)
+        self.metrics.append(metrics)
+        folder.write_summary([_summary_row(m, self.pruned) for m in self.metrics])
+        self.previous_masks, self.previous_final = masks, final
+        if index == 0:
+            self.dense_final = final
+        self.stop_reason = self._stop_after(metrics)
+        return metrics
+
+    def finish(self) -> RunResult:
+        reason = self.stop_reason or "stopped before its stop rule"
+        return _finish(self.folder, self.metrics, reason, self.pruned)
+
+
+def _train_members(
+    config: Config,
+    members: list[_Member],
+    checkpoints: RunFolder,
+    device: torch.device,
     progress: bool,
     log: Callable[[str], None],
-) -> RunResult:
-    done = folder.completed_rounds()
-    pruned = prunable_layers(config)
-    metrics_done = [folder.round_metrics(i) for i in done]
-    if resumed:
-        log(f"Resuming {folder.root}: {len(done)} round(s) already complete.")
-
-    # A finished run: nothing to train, only the record to (re)write.
-    if metrics_done:
-        reason = _stop_reason(config, metrics_done[-1], pruned)
-        if reason is None and reference is not None and not reference.has_round(len(done)):
-            reason = "the reference run has no further round"
-        if reason is not None:
-            return _finish(folder, metrics_done, reason, pruned)
-
+    group: bool,
+) -> None:
+    """The round loop of one run (``group`` False) or of seeds run together: each round,
+    every seed that takes part trains as one replica of a batched model. The round in
+    progress is checkpointed in ``checkpoints`` (the run's or the group's folder)."""
+    if all(m.stop_reason is not None for m in members):
+        return  # a finished run: nothing to train, no data to load
     started = time.perf_counter()
     data = load_dataset(config.data)
     log(
         f"Data: {config.data.name}, {data.x_train.shape[0]} train / {data.x_val.shape[0]} val "
         f"images of shape {data.shape}, {data.num_classes} classes "
-        f"({time.perf_counter() - started:.1f} s). Device: {torch_device}."
+        f"({time.perf_counter() - started:.1f} s). Device: {device}."
     )
-    if not folder.data_path.exists():
-        folder.write_data_record(
-            {
-                "shape": list(data.shape),
-                "num_classes": data.num_classes,
-                "n_train": data.x_train.shape[0],
-                "n_val": data.x_val.shape[0],
-                "permuted": data.permutation is not None,
-            }
-        )
-    data = data.to(torch_device)
-    model = build_model(config.model, data.input_dim, data.num_classes, config.seeds.init)
-    if folder.init_path.exists():
-        init_state = folder.load_tensors(folder.init_path)
-    else:
-        init_state = {k: v.clone() for k, v in model.state_dict().items()}
-        folder.save_tensors(folder.init_path, init_state)
-    model.to(torch_device)
-
-    rewind_state = folder.load_tensors(folder.rewind_path) if folder.rewind_path.exists() else None
-    rates = _layer_rates(config)
-    procedure = config.prune.procedure
-    previous_masks = folder.round_masks(done[-1]) if done else full_masks(init_state)
-    previous_final = folder.round_state(done[-1]) if done else None
-    dense_final = folder.round_state(0) if done else None
-
-    index = len(done)
+    data = data.to(device)
+    for member in members:
+        member.setup(data, device)
     while True:
-        # ------------------------------------------------ mask and start of round
-        if index == 0:
-            masks = full_masks(init_state)
-            start = init_state
-        else:
-            masks = _next_masks(
-                config,
-                index,
-                previous_masks,
-                previous_final,
-                dense_final,
-                rates,
-                reference,
-                init_state,
+        pending = [m for m in members if m.stop_reason is None]
+        if not pending:
+            return
+        index = min(len(m.done) for m in pending)
+        team = [m for m in members if m.takes_part(index)]
+        starts = [m.round_start(index, data) for m in team]
+        for member, (_, start) in zip(team, starts):
+            member.model.load_state_dict(start)
+        device_masks = [
+            {name: mask.to(device) for name, mask in masks.items()} for masks, _ in starts
+        ]
+        gens = [
+            torch.Generator(device=device).manual_seed(
+                derive_seed("data", m.config.seeds.data, index)
             )
-            if procedure == "finetune":
-                start = apply_masks(previous_final, masks)
-            elif procedure == "reinit":
-                fresh = build_model(
-                    config.model,
-                    data.input_dim,
-                    data.num_classes,
-                    derive_seed("reinit", config.seeds.init, index),
-                )
-                start = apply_masks(fresh.state_dict(), masks)
-            else:
-                if rewind_state is None:
-                    raise RunFolderError(f"{folder.rewind_path} is missing; cannot rewind.")
-                start = apply_masks(rewind_state, masks)
-
-        # ------------------------------------------------------------- training
-        model.load_state_dict(start)
-        device_masks = {name: mask.to(torch_device) for name, mask in masks.items()}
-        gen = torch.Generator(device=torch_device).manual_seed(
-            derive_seed("data", config.seeds.data, index)
-        )
-        key = _checkpoint_key(config, torch_device, index)
-        resume = _checkpoint(folder, index, key, log)
+            for m in team
+        ]
+        seeds = [m.config.seeds.init for m in team] if group else None
+        key = _checkpoint_key(config, device, index, seeds)
+        resume = _checkpoint(checkpoints, index, key, log)
 
         def save_checkpoint(state: TrainingState, key: str = key, index: int = index) -> None:
-            folder.save_checkpoint(state.tensors, {"round": index, "key": key, **state.metadata()})
+            checkpoints.save_checkpoint(
+                state.tensors, {"round": index, "key": key, **state.metadata()}
+            )
 
         on_eval, close = _progress(
-            config, index, masks, pruned, progress, 0 if resume is None else resume.step
+            config,
+            index,
+            starts[0][0],
+            team[0].pruned,
+            progress,
+            len(team),
+            0 if resume is None else resume.step,
         )
         try:
-            result = train_round(
-                model,
+            results = train_replicas(
+                [m.model for m in team],
                 device_masks,
                 data,
                 config.train,
-                gen,
+                gens,
                 rewind_step=config.prune.rewind_step if index == 0 else None,
                 on_eval=on_eval,
                 on_checkpoint=save_checkpoint,
@@ -321,28 +561,14 @@ def _run_locked(
             )
         finally:
             close()
-        if index == 0 and result.rewind_state is not None:
-            rewind_state = result.rewind_state
-            folder.save_tensors(folder.rewind_path, rewind_state)
-
-        # --------------------------------------------------------------- saving
-        final = apply_masks(result.final_state, masks)  # exact zeros, whatever happened
-        metrics = _round_metrics(index, masks, result, data, pruned)
-        folder.save_round(index, masks, start, final, result.curves, CURVE_COLUMNS, metrics)
-        metrics_done.append(metrics)
-        folder.write_summary([_summary_row(m, pruned) for m in metrics_done])
-        folder.remove_checkpoint()  # after metrics.json: the round is complete
-        log(_round_line(metrics, pruned))
-
-        reason = _stop_reason(config, metrics, pruned)
-        if reason is None and reference is not None and not reference.has_round(index + 1):
-            reason = "the reference run has no further round"
-        if reason is not None:
-            return _finish(folder, metrics_done, reason, pruned)
-        previous_masks, previous_final = masks, final
-        if index == 0:
-            dense_final = final
-        index += 1
+        saved = []
+        for member, (masks, start), result in zip(team, starts, results):
+            metrics = member.complete(index, masks, start, result, data)
+            if metrics is not None:
+                saved.append(metrics)
+        checkpoints.remove_checkpoint()  # after every metrics.json: the round is complete
+        if saved:
+            log(_round_line(saved, team[0].pruned))
 
 
 def _next_masks(
@@ -389,14 +615,20 @@ def _next_masks(
     return random_prune(previous_masks, fractions, gen)
 
 
-def _checkpoint_key(config: Config, device: torch.device, index: int) -> str:
+def _checkpoint_key(
+    config: Config, device: torch.device, index: int, seeds: Sequence[int] | None = None
+) -> str:
     """What a checkpoint must have been written under to be resumed: the round, the
-    device type and every config value that can change a result."""
+    device type, every config value that can change a result and, in a group, the
+    seeds trained in this round."""
     document = config_to_dict(config)
     for dotted in RESULT_NEUTRAL_KEYS:
         section, _, name = dotted.partition(".")
         document[section].pop(name, None)
-    text = json.dumps({"round": index, "device": device.type, "config": document}, sort_keys=True)
+    parts: dict[str, Any] = {"round": index, "device": device.type, "config": document}
+    if seeds is not None:
+        parts["seeds"] = list(seeds)
+    text = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -432,17 +664,30 @@ def _checkpoint(
     return state
 
 
-def _round_line(metrics: dict[str, Any], pruned: list[int]) -> str:
-    dens = " ".join(f"{metrics['layer_density'][layer]:.2%}" for layer in pruned)
+def _round_line(saved: list[dict[str, Any]], pruned: list[int]) -> str:
+    """One log line per round: the seed's figures, or mean ± sd over the seeds."""
+    first = saved[0]
+    dens = " ".join(f"{first['layer_density'][layer]:.2%}" for layer in pruned)
+    top1 = format_spread(*across_seeds(m["best_val_top1"] for m in saved)[:2], digits=4)
+    if len(saved) == 1:
+        locality = reading_from_columns(first, "locality_index").format()
+    else:
+        locality = format_spread(*across_seeds(_number(m.get("locality_index")) for m in saved)[:2])
+    seeds = f", {len(saved)} seeds" if len(saved) > 1 else ""
     return (
-        f"round {metrics['round']:3d}  weights left {dens}  best top-1 "
-        f"{metrics['best_val_top1']:.4f}  locality {metrics['locality_ratio']:.2f}  "
-        f"({metrics['seconds']:.1f} s)"
+        f"round {first['round']:3d}  weights left {dens}  best top-1 {top1}  "
+        f"locality index {locality}  ({first['seconds']:.1f} s{seeds})"
     )
 
 
 def _progress(
-    config: Config, index: int, masks: Masks, pruned: list[int], enabled: bool, first_step: int
+    config: Config,
+    index: int,
+    masks: Masks,
+    pruned: list[int],
+    enabled: bool,
+    replicas: int,
+    first_step: int,
 ):
     if not enabled:
         return None, lambda: None
@@ -451,26 +696,51 @@ def _progress(
     density = layer_counts(masks)
     alive = sum(density[layer][0] for layer in pruned)
     total = sum(density[layer][1] for layer in pruned) or 1
+    seeds = f", {replicas} seeds" if replicas > 1 else ""
     bar = tqdm(
         total=config.train.steps,
         initial=first_step,
-        desc=f"round {index} ({alive / total:.2%} left)",
+        desc=f"round {index} ({alive / total:.2%} left{seeds})",
         unit="step",
         leave=False,
         dynamic_ncols=True,
     )
 
-    def on_eval(step: int, row: dict[str, float]) -> None:
+    def on_eval(step: int, rows: list[dict[str, float]]) -> None:
         bar.update(step - bar.n)
-        bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_top1=f"{row['val_top1']:.3f}")
+        loss = sum(row["train_loss"] for row in rows) / len(rows)
+        top1 = sum(row["val_top1"] for row in rows) / len(rows)
+        bar.set_postfix(loss=f"{loss:.3f}", val_top1=f"{top1:.3f}")
 
     return on_eval, bar.close
+
+
+STUDY_TOLERANCE = 0.03  # the study round keeps >= 97% of the dense round's best top-1
+
+
+def study_round(metrics: Sequence[dict[str, Any]], tolerance: float = STUDY_TOLERANCE) -> int:
+    """The round that shows what pruning imprinted: the sparsest round (lowest density)
+    whose best validation top-1 is at least (1 - ``tolerance``) times the dense round's.
+
+    The "best" round (highest accuracy) is usually an early round on easy tasks, where
+    nothing local is visible yet; past the study round the net loses accuracy, so its
+    masks are what pruning could remove without paying for it. For a group, pass the
+    mean over seeds (:func:`summarize_seeds`) so every seed is read at one density.
+    """
+    if not 0 <= tolerance < 1:
+        raise ValueError(f"The 'tolerance' parameter must be in [0, 1). Got {tolerance!r}.")
+    if not metrics:
+        raise ValueError("The 'metrics' parameter must hold at least the dense round.")
+    floor = (1 - tolerance) * metrics[0]["best_val_top1"]
+    kept = [m for m in metrics if m["best_val_top1"] >= floor] or [metrics[0]]
+    return min(kept, key=lambda m: (m["density"], -m["round"]))["round"]
 
 
 def _finish(
     folder: RunFolder, metrics: list[dict[str, Any]], reason: str, pruned: list[int]
 ) -> RunResult:
     best = max(metrics, key=lambda m: m["best_val_top1"])
+    study = study_round(metrics)
     folder.remove_checkpoint()  # one left by a kill just after the last round
     folder.write_summary([_summary_row(m, pruned) for m in metrics])
     folder.write_run_record(
@@ -480,6 +750,9 @@ def _finish(
             "best_round": best["round"],
             "best_val_top1": best["best_val_top1"],
             "best_density": best["density"],
+            "study_round": study,
+            "study_tolerance": STUDY_TOLERANCE,
+            "study_density": metrics[study]["density"],
         }
     )
     return RunResult(folder.root, metrics, reason, best["round"])

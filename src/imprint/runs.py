@@ -57,7 +57,18 @@ else:  # pragma: no cover
 
 import tomli_w
 
-__all__ = ["RunFolderError", "RunFolder", "RESULT_NEUTRAL_KEYS"]
+__all__ = [
+    "RunFolderError",
+    "RunFolder",
+    "RESULT_NEUTRAL_KEYS",
+    "GROUP_FILE",
+    "is_group",
+    "member_dir",
+    "group_members",
+    "machine_record",
+]
+
+GROUP_FILE = "group.json"  # marks a folder of seeds run together (imp.run_group)
 
 
 # Config keys that cannot change any result: a resume may change them freely (logged).
@@ -205,9 +216,11 @@ class RunFolder:
             handle.close()  # releases the flock
 
     def _remove_temporaries(self) -> None:
-        """Half-written files of a killed process: never read, removed under the lock."""
-        for path in self.root.rglob(".*.tmp"):
-            path.unlink(missing_ok=True)
+        """Half-written files of a killed process: never read, removed under the lock.
+        Only this folder's own files: a group's member folders have their own lock."""
+        for pattern in (".*.tmp", "rounds/*/.*.tmp", "analysis/.*.tmp", "analysis/*/.*.tmp"):
+            for path in self.root.glob(pattern):
+                path.unlink(missing_ok=True)
 
     def _refuse_foreign(self) -> None:
         if self.config_path.exists() or not self.root.exists():
@@ -344,6 +357,7 @@ class RunFolder:
             "numpy": _module_version("numpy"),
             "git_revision": _git_revision(),
             "platform": platform.platform(),
+            **machine_record(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "seeds": document["seeds"],
             **(extra_manifest or {}),
@@ -448,6 +462,53 @@ class RunFolder:
 
     def write_run_record(self, record: Mapping[str, Any]) -> None:
         write_text(self.run_path, json.dumps(record, indent=2) + "\n")
+
+
+def machine_record() -> dict[str, Any]:
+    """What decides a float32 result's last bits: the CPU model, the kernels torch
+    picked for it (its CPU capability, which ATEN_CPU_CAPABILITY can lower) and the
+    thread count."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    model = line.partition(":")[2].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "cpu": model,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+        "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
+
+
+def member_dir(root: str | Path, seed: int) -> Path:
+    """The run folder of ``seed`` in a group folder."""
+    return Path(root) / f"seed_{seed}"
+
+
+def is_group(path: str | Path) -> bool:
+    return (Path(path) / GROUP_FILE).is_file()
+
+
+def group_members(root: str | Path) -> list[tuple[int, Path]]:
+    """(seed, run folder) of every member of the group folder ``root``, as recorded."""
+    path = Path(root) / GROUP_FILE
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        seeds = record["seeds"]
+        if not isinstance(seeds, list) or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds
+        ):
+            raise ValueError("'seeds' must be a list of integers >= 0")
+    except FileNotFoundError:
+        raise RunFolderError(f"{path} is missing: {root} is not a group folder.") from None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise RunFolderError(f"{path} is not a readable group record: {error}.") from None
+    return [(seed, member_dir(root, seed)) for seed in seeds]
 
 
 def _read(path: Path) -> bytes:

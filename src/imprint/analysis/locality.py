@@ -1,5 +1,21 @@
 """Scalar locality of first-layer masks in input space.
 
+The reading imprint reports is the **neighbour locality index**
+(:func:`neighbour_locality`). Over every unit k and every ordered pair p != q of its
+inputs in the same channel (the pairs that S_sc counts), let f be the fraction of
+pairs that are neighbours, |r_p - r_q| <= ``radius`` (default 1.5 px: the eight
+neighbours of a 3 x 3 filter), and f0 the same fraction for random masks of equal
+C_in, which is exact and independent of C_in (:func:`mass_within_radius_null`). The
+index is
+
+    lambda = (f - f0) / (1 - f0),
+
+0 for random masks, 1 when every same-channel pair of every unit is a neighbour pair,
+negative when inputs avoid each other. f is exactly the fraction of the S_sc map's mass
+within ``radius`` of its centre, so the index says what the map shows. Its uncertainty
+is a bootstrap over units; below ``MIN_PAIRS`` pooled pairs or ``MIN_UNITS`` units with a
+pair there is no number, only the reason ("too few pairs").
+
 For a unit k with input set P_k, the mean squared displacement |d|^2 between
 ordered pairs p != q of P_k in the same channel measures how compact its
 receptive field is. Pooled over units it is compared with the null of random
@@ -12,10 +28,32 @@ null / actual is 1 for no locality and grows as connectivity becomes local.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 
-__all__ = ["PairDistanceLocality", "null_pair_distance", "pair_distance_locality", "to_image_space"]
+from imprint.analysis.maps import mass_within_radius_null
+from imprint.analysis.uncertainty import N_BOOT, Reading, ratio_reading
+
+__all__ = [
+    "PairDistanceLocality",
+    "null_pair_distance",
+    "pair_distance_locality",
+    "to_image_space",
+    "neighbour_pairs",
+    "neighbour_locality",
+    "NEIGHBOUR_RADIUS",
+    "MIN_PAIRS",
+    "MIN_UNITS",
+    "MASS_RADIUS",
+    "locality_readings",
+]
+
+NEIGHBOUR_RADIUS = 1.5  # px: the 8 neighbours of a pixel, a 3 x 3 filter's support
+MIN_PAIRS = 40  # pooled ordered same-channel pairs (20 unordered) below which no number
+MIN_UNITS = 5  # units with at least one same-channel pair
+MASS_RADIUS = 2.0  # px: the radius of the "S_sc mass within r" reading
 
 
 def to_image_space(mask: torch.Tensor, permutation: torch.Tensor | None) -> torch.Tensor:
@@ -80,3 +118,90 @@ def pair_distance_locality(mask: torch.Tensor, shape: tuple[int, int, int]) -> P
     total, pairs = unit_total.sum().item(), int(unit_pairs.sum().item())
     actual = total / pairs if pairs else float("nan")
     return PairDistanceLocality(actual, null, pairs, tuple(per_unit.tolist()))
+
+
+def neighbour_pairs(
+    mask: torch.Tensor, shape: tuple[int, int, int], radius: float = NEIGHBOUR_RADIUS
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per unit of ``mask`` (units, C*H*W), channel-major: (ordered same-channel pairs
+    of its inputs at distance <= ``radius``, all ordered same-channel pairs), float64.
+
+    Exact counts: a convolution of each channel's mask image with the indicator of
+    the displacements 0 < |d| <= radius gives, at every input, its neighbours in the
+    mask.
+    """
+    if not radius >= 0:
+        raise ValueError(f"The 'radius' parameter must be a number >= 0. Got {radius!r}.")
+    channels, height, width = shape
+    units = mask.shape[0]
+    m = (mask != 0).to(torch.float64).reshape(units * channels, 1, height, width).cpu()
+    reach = int(radius)
+    offsets = torch.arange(-reach, reach + 1, dtype=torch.float64)
+    kernel = (offsets[:, None] ** 2 + offsets[None, :] ** 2) <= radius * radius
+    kernel[reach, reach] = False  # distinct inputs only
+    around = F.conv2d(m, kernel.to(torch.float64)[None, None], padding=reach)
+    near = (m * around).reshape(units, -1).sum(dim=1)  # (units,)
+    n = m.reshape(units, channels, -1).sum(dim=2)  # (units, C)
+    return near, (n * (n - 1)).sum(dim=1)
+
+
+def neighbour_locality(
+    mask: torch.Tensor,
+    shape: tuple[int, int, int],
+    radius: float = NEIGHBOUR_RADIUS,
+    *,
+    min_pairs: int = MIN_PAIRS,
+    min_units: int = MIN_UNITS,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+) -> Reading:
+    """The neighbour locality index (module docstring) of ``mask`` (units, C*H*W) in
+    image space, with its bootstrap spread over units; ``null`` is 0 (random masks).
+    """
+    near, pairs = neighbour_pairs(mask, shape, radius)
+    f0 = mass_within_radius_null(shape, radius)
+    if not f0 < 1:  # every pair of this grid is a neighbour pair: nothing to measure
+        return Reading(float("nan"), null=0.0, reason=f"radius {radius} covers the whole image")
+    return ratio_reading(
+        near,
+        pairs,
+        null=0.0,
+        transform=lambda f: (f - f0) / (1 - f0),
+        min_denominator=min_pairs,
+        min_units=min_units,
+        what="pairs",
+        n_boot=n_boot,
+        seed=seed,
+    )
+
+
+def locality_readings(
+    mask: torch.Tensor, shape: tuple[int, int, int], *, n_boot: int = N_BOOT, seed: int = 0
+) -> dict[str, Any]:
+    """Every scalar locality reading of a first-layer ``mask`` (units, C*H*W) in image
+    space, as flat columns: the neighbour locality index with its bootstrap spread
+    (``locality_index``, ``locality_index_sd``, ...), the fraction of S_sc mass within
+    ``MASS_RADIUS`` px with its spread and exact null (``mass_within_r``, ...), and the
+    earlier pair-distance ratio (``locality_ratio``: 1 = random; unbounded and
+    ill-conditioned when units keep one or two pairs, kept for comparison).
+
+    The one place these readings are computed: the round loop stores them in each
+    round's metrics, and analyze, report, compare and collect read or call this.
+    """
+    index = neighbour_locality(mask, shape, n_boot=n_boot, seed=seed)
+    near, pairs = neighbour_pairs(mask, shape, MASS_RADIUS)
+    mass = ratio_reading(
+        near,
+        pairs,
+        null=mass_within_radius_null(shape, MASS_RADIUS),
+        min_denominator=MIN_PAIRS,
+        min_units=MIN_UNITS,
+        what="pairs",
+        n_boot=n_boot,
+        seed=seed,
+    )
+    return {
+        **index.columns("locality_index"),
+        **mass.columns("mass_within_r"),
+        "locality_ratio": pair_distance_locality(mask, shape).ratio,
+    }

@@ -1,0 +1,154 @@
+"""Readings with uncertainty: the neighbour locality index against a pair loop, its
+closed forms, and the bootstrap helpers."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from imprint.analysis.locality import (
+    MIN_PAIRS,
+    neighbour_locality,
+    neighbour_pairs,
+)
+from imprint.analysis.maps import locality_maps, mass_within_radius, mass_within_radius_null
+from imprint.analysis.uncertainty import (
+    Reading,
+    across_seeds,
+    bootstrap_counts,
+    mean_reading,
+    ratio_reading,
+    reading_from_columns,
+)
+
+pytestmark = pytest.mark.numerics
+
+
+def _pair_loop(mask: torch.Tensor, shape: tuple[int, int, int], radius: float):
+    """Brute force: every ordered pair of distinct same-channel inputs of every unit."""
+    channels, height, width = shape
+    near, pairs = [], []
+    for row in mask.tolist():
+        inputs = [p for p, on in enumerate(row) if on]
+        n_near = n_pairs = 0
+        for p, q in itertools.permutations(inputs, 2):
+            cp, cq = p // (height * width), q // (height * width)
+            if cp != cq:
+                continue
+            yp, xp = divmod(p % (height * width), width)
+            yq, xq = divmod(q % (height * width), width)
+            n_pairs += 1
+            n_near += (yp - yq) ** 2 + (xp - xq) ** 2 <= radius * radius
+        near.append(n_near)
+        pairs.append(n_pairs)
+    return torch.tensor(near, dtype=torch.float64), torch.tensor(pairs, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("shape", [(1, 5, 7), (3, 4, 4), (2, 6, 3)])
+@pytest.mark.parametrize("radius", [1.0, 1.5, 2.0, 2.9])
+def test_neighbour_pairs_match_the_pair_loop(seed, shape, radius):
+    gen = torch.Generator().manual_seed(seed)
+    density = torch.rand(9, 1, generator=gen)  # units from nearly empty to nearly full
+    mask = torch.rand(9, math.prod(shape), generator=gen) < density
+    near, pairs = neighbour_pairs(mask, shape, radius)
+    loop_near, loop_pairs = _pair_loop(mask, shape, radius)
+    assert torch.equal(near, loop_near)
+    assert torch.equal(pairs, loop_pairs)
+
+
+def test_pooled_fraction_is_the_s_sc_mass_within_the_radius():
+    """The index says what the map shows: f = mass of S_sc within the radius."""
+    gen = torch.Generator().manual_seed(3)
+    shape = (2, 8, 8)
+    mask = torch.rand(40, 128, generator=gen) < 0.2
+    near, pairs = neighbour_pairs(mask, shape, 1.5)
+    maps = locality_maps(mask, shape)
+    assert near.sum() / pairs.sum() == pytest.approx(mass_within_radius(maps.s_sc, 1.5), abs=1e-12)
+
+
+def test_closed_forms():
+    shape = (1, 12, 12)
+    # Every unit holds one horizontal neighbour pair: index 1.
+    adjacent = torch.zeros(20, 144, dtype=torch.bool)
+    for k in range(20):
+        adjacent[k, k] = adjacent[k, k + 1 if (k + 1) % 12 else k - 1] = True
+    adjacent[:, 100] = adjacent[:, 101] = True  # and a second pair in the same place
+    reading = neighbour_locality(adjacent, shape)
+    assert reading.ok
+    # Pairs within each unit: {k, k+-1} and {100, 101} neighbours; cross pairs far apart.
+    near, pairs = _pair_loop(adjacent, shape, 1.5)
+    f0 = mass_within_radius_null(shape, 1.5)
+    expected = ((near.sum() / pairs.sum()).item() - f0) / (1 - f0)
+    assert reading.value == pytest.approx(expected, abs=1e-12)
+    # Opposite corners only: no neighbour pair at all, index -f0 / (1 - f0) < 0.
+    corners = torch.zeros(10, 144, dtype=torch.bool)
+    corners[:, [0, 143, 11, 132]] = True
+    far = neighbour_locality(corners, shape)
+    assert far.value == pytest.approx(-f0 / (1 - f0), abs=1e-12)
+    assert far.sd < 1e-12  # every unit identical: every resample gives the same value
+
+
+def test_random_masks_read_zero_within_their_spread():
+    shape = (1, 16, 16)
+    gen = torch.Generator().manual_seed(0)
+    values = []
+    for _ in range(20):
+        reading = neighbour_locality(torch.rand(200, 256, generator=gen) < 0.05, shape, seed=1)
+        values.append(reading.value)
+        assert abs(reading.value) < 4 * reading.sd + 1e-9
+    mean, sd, _ = across_seeds(values)
+    assert abs(mean) < 3 * sd / math.sqrt(len(values))
+    # The bootstrap sd estimates the spread between independent draws.
+    assert 0.5 < reading.sd / sd < 2.0
+
+
+def test_too_few_pairs_gives_a_reason_not_a_number():
+    mask = torch.zeros(3, 144, dtype=torch.bool)
+    mask[:, :3] = True  # 3 units x 6 ordered pairs < MIN_PAIRS
+    reading = neighbour_locality(mask, (1, 12, 12))
+    assert not reading.ok and math.isnan(reading.value)
+    assert reading.reason.startswith("too few pairs")
+    assert reading.format() == reading.reason
+    empty = neighbour_locality(torch.zeros(8, 144, dtype=torch.bool), (1, 12, 12))
+    assert not empty.ok and "too few pairs" in empty.reason
+    assert 3 * 6 < MIN_PAIRS
+
+
+def test_bootstrap_counts_are_resamples_and_reproducible():
+    counts = bootstrap_counts(7, 50, seed=4)
+    assert counts.shape == (50, 7)
+    assert torch.all(counts.sum(dim=1) == 7)
+    assert torch.equal(counts, bootstrap_counts(7, 50, seed=4))
+    assert not torch.equal(counts, bootstrap_counts(7, 50, seed=5))
+
+
+def test_mean_and_ratio_readings():
+    values = torch.tensor([1.0, 2.0, 3.0, 4.0, float("nan")])
+    reading = mean_reading(values, null=0.0)
+    assert reading.value == 2.5 and reading.n == 4
+    # Bootstrap sd of a mean ~ population sd / sqrt(n).
+    assert reading.sd == pytest.approx(math.sqrt(1.25 / 4), rel=0.15)
+    assert reading.low <= 2.5 <= reading.high
+    ratio = ratio_reading(torch.tensor([1.0, 0.0, 3.0]), torch.tensor([2.0, 0.0, 4.0]))
+    assert ratio.value == pytest.approx(4 / 6) and ratio.n == 2
+    few = ratio_reading(torch.ones(2), torch.ones(2), min_units=3, what="pairs")
+    assert not few.ok and "too few pairs" in few.reason
+
+
+def test_columns_round_trip():
+    reading = Reading(0.5, 0.1, 0.3, 0.7, 0.0, 12)
+    assert reading_from_columns(reading.columns("x"), "x") == reading
+    missing = Reading(float("nan"), null=0.0, n=2, reason="too few pairs (4 over 2 units)")
+    back = reading_from_columns(missing.columns("x"), "x")
+    assert back.reason == missing.reason and not back.ok
+    assert reading.format() == "0.50 ± 0.10"
+
+
+def test_across_seeds():
+    assert across_seeds([1.0, 2.0, 3.0]) == (2.0, 1.0, 3)
+    mean, sd, n = across_seeds([1.0, float("nan"), None])
+    assert (mean, n) == (1.0, 1) and math.isnan(sd)
