@@ -1,0 +1,262 @@
+"""Seeds run together: one batched model, one ordinary run folder per seed."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from imprint.cli import main
+from imprint.imp import member_config, run_group, run_imp, study_round, summarize_seeds
+from imprint.runs import RunFolder, group_members, is_group
+from tests.conftest import ROOT, smoke_config, smoke_run_args
+
+SETS = ("train.momentum=0.9",)
+
+
+def _quiet(_):
+    return None
+
+
+def _group(out, seeds, *overrides, log=_quiet):
+    config = smoke_config(*SETS, f"seeds.group={list(seeds)}", *overrides)
+    return run_group(config, out, device="cpu", progress=False, log=log)
+
+
+def _state(folder: RunFolder):
+    rounds = folder.completed_rounds()
+    masks = [folder.round_masks(r) for r in rounds]
+    finals = [folder.round_state(r) for r in rounds]
+    metrics = [{k: v for k, v in folder.round_metrics(r).items() if k != "seconds"} for r in rounds]
+    return masks, finals, metrics
+
+
+def _identical(a: RunFolder, b: RunFolder) -> bool:
+    masks_a, finals_a, metrics_a = _state(a)
+    masks_b, finals_b, metrics_b = _state(b)
+    same_tensors = all(
+        torch.equal(x[k], y[k])
+        for xs, ys in ((masks_a, masks_b), (finals_a, finals_b))
+        for x, y in zip(xs, ys)
+        for k in x
+    )
+    return len(masks_a) == len(masks_b) and metrics_a == metrics_b and same_tensors
+
+
+def test_a_one_seed_group_is_the_single_run(tmp_path):
+    """The same code path (one replica): bitwise the run with init = data = prune = s."""
+    _group(tmp_path / "group", [3])
+    single = smoke_config(*SETS, "seeds.init=3", "seeds.data=3", "seeds.prune=3")
+    run_imp(single, tmp_path / "single", device="cpu", progress=False, log=_quiet)
+    assert _identical(RunFolder(tmp_path / "group" / "seed_3"), RunFolder(tmp_path / "single"))
+
+
+def test_group_folder_layout_and_summary(tmp_path):
+    result = _group(tmp_path / "g", [0, 1, 2])
+    assert is_group(tmp_path / "g")
+    assert [seed for seed, _ in group_members(tmp_path / "g")] == [0, 1, 2]
+    for seed, run in zip(result.seeds, result.runs):
+        folder = RunFolder(run.folder)
+        config = folder.read_config()
+        assert (config.seeds.init, config.seeds.data, config.seeds.prune) == (seed, seed, seed)
+        assert config.seeds.group == []
+        assert folder.completed_rounds() == [0, 1, 2, 3]
+        assert (run.folder / "run.json").exists()
+    # The summary is the mean and sd over the members' own metrics.
+    rows = result.rounds
+    for index, row in enumerate(rows):
+        values = [run.rounds[index]["best_val_top1"] for run in result.runs]
+        mean = sum(values) / 3
+        sd = math.sqrt(sum((v - mean) ** 2 for v in values) / 2)
+        assert row["seeds"] == 3
+        assert row["best_val_top1"] == pytest.approx(mean)
+        assert row["best_val_top1_sd"] == pytest.approx(sd)
+    lines = (tmp_path / "g" / "summary.csv").read_text().splitlines()
+    assert lines[0].startswith("round,seeds,density") and len(lines) == 5
+    # Members differ: the seeds are really different runs.
+    finals = [RunFolder(run.folder).round_state(0) for run in result.runs]
+    assert not torch.equal(finals[0]["layers.0.weight"], finals[1]["layers.0.weight"])
+
+
+def test_members_agree_with_separate_runs_to_float_rounding(tmp_path):
+    """Batched and single matmuls may round differently on some CPUs: a member's dense
+    round agrees with its separate run to float32 rounding, not necessarily bitwise.
+    40 SGD steps of a 64-32-16-2 net in float32 (relative rounding 6e-8 per operation,
+    amplified by the steps) stay far below 1e-4."""
+    result = _group(tmp_path / "g", [0, 1], "prune.max_rounds=0")
+    for seed, run in zip(result.seeds, result.runs):
+        alone = run_imp(
+            member_config(smoke_config(*SETS, "prune.max_rounds=0"), seed),
+            tmp_path / f"alone{seed}",
+            device="cpu",
+            progress=False,
+            log=_quiet,
+        )
+        a = RunFolder(run.folder).round_state(0)
+        b = RunFolder(alone.folder).round_state(0)
+        for name in a:
+            torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5)
+        assert run.rounds[0]["final_val_loss"] == pytest.approx(
+            alone.rounds[0]["final_val_loss"], rel=1e-4
+        )
+
+
+def _interrupt_at(monkeypatch, round_index: int, step: int) -> None:
+    save = RunFolder.save_checkpoint
+
+    def save_then_stop(self, tensors, metadata):
+        save(self, tensors, metadata)
+        if (metadata["round"], metadata["step"]) == (round_index, step):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(RunFolder, "save_checkpoint", save_then_stop)
+
+
+def test_group_resumes_inside_a_round_identically(tmp_path, monkeypatch):
+    _group(tmp_path / "plain", [0, 1, 2], "train.checkpoint_every=0")
+    out = tmp_path / "g"
+    with monkeypatch.context() as patch:
+        _interrupt_at(patch, 2, 30)
+        with pytest.raises(KeyboardInterrupt):
+            _group(out, [0, 1, 2], "train.checkpoint_every=15")
+    assert (out / "checkpoint.safetensors").exists()  # the group's, not a member's
+    assert not (out / "seed_0" / "checkpoint.safetensors").exists()
+    lines: list[str] = []
+    _group(out, [0, 1, 2], "train.checkpoint_every=15", log=lines.append)
+    assert f"Resuming round 2 at step 30 from {out / 'checkpoint.safetensors'}." in lines
+    for seed in (0, 1, 2):
+        assert _identical(
+            RunFolder(out / f"seed_{seed}"), RunFolder(tmp_path / "plain" / f"seed_{seed}")
+        )
+    assert not (out / "checkpoint.safetensors").exists()
+
+
+def test_a_kill_between_two_seeds_saves_resumes_identically(tmp_path):
+    """Seed 0 saved round 3, seed 1 did not: the rerun trains round 3 for both again
+    (so seed 1 trains in the same batch as before) and saves only seed 1's."""
+    _group(tmp_path / "plain", [0, 1])
+    out = tmp_path / "g"
+    shutil.copytree(tmp_path / "plain", out)
+    seed0_round3 = (out / "seed_0" / "rounds" / "003" / "metrics.json").read_bytes()
+    shutil.rmtree(out / "seed_1" / "rounds" / "003")
+    (out / "seed_1" / "run.json").unlink()
+    (out / "seed_0" / "run.json").unlink()
+    _group(out, [0, 1])
+    assert (out / "seed_0" / "rounds" / "003" / "metrics.json").read_bytes() == seed0_round3
+    for seed in (0, 1):
+        assert _identical(
+            RunFolder(out / f"seed_{seed}"), RunFolder(tmp_path / "plain" / f"seed_{seed}")
+        )
+
+
+def test_a_changed_group_is_refused(tmp_path):
+    _group(tmp_path / "g", [0, 1], "prune.max_rounds=0")
+    with pytest.raises(Exception, match="different config"):
+        _group(tmp_path / "g", [0, 2], "prune.max_rounds=0")
+
+
+def test_summarize_seeds_and_study_round():
+    runs = [
+        [
+            {
+                "round": 0,
+                "density": 1.0,
+                "best_val_top1": 0.9,
+                "layer_density": [1.0],
+                "connected_units": [4],
+                "units": [4],
+                "locality_index": 0.0,
+            },
+            {
+                "round": 1,
+                "density": 0.5,
+                "best_val_top1": 0.89,
+                "layer_density": [0.5],
+                "connected_units": [4],
+                "units": [4],
+                "locality_index": 0.2,
+            },
+        ],
+        [
+            {
+                "round": 0,
+                "density": 1.0,
+                "best_val_top1": 0.8,
+                "layer_density": [1.0],
+                "connected_units": [4],
+                "units": [4],
+                "locality_index": None,
+            },
+        ],
+    ]
+    rows = summarize_seeds(runs)
+    assert [row["seeds"] for row in rows] == [2, 1]
+    assert rows[0]["best_val_top1"] == pytest.approx(0.85)
+    assert rows[0]["best_val_top1_sd"] == pytest.approx(math.sqrt(0.005))
+    assert rows[0]["locality_index"] == 0.0 and rows[0]["locality_index_n"] == 1
+    assert math.isnan(rows[1]["best_val_top1_sd"])
+    # The study round: the sparsest keeping >= 97% of the dense top-1.
+    metrics = [
+        {"round": 0, "density": 1.0, "best_val_top1": 1.0},
+        {"round": 1, "density": 0.5, "best_val_top1": 0.99},
+        {"round": 2, "density": 0.25, "best_val_top1": 0.975},
+        {"round": 3, "density": 0.12, "best_val_top1": 0.95},
+    ]
+    assert study_round(metrics) == 2
+    assert study_round(metrics, tolerance=0.01) == 1
+    assert study_round(metrics, tolerance=0.06) == 3
+    assert study_round(metrics[:1]) == 0
+
+
+def test_cli_seeds_prints_spread(tmp_path, capsys):
+    out = tmp_path / "g"
+    code = main([*smoke_run_args(out, "prune.max_rounds=1"), "--seeds", "0-2"])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "3 seeds, mean ± sd over seeds" in text
+    assert " ± " in text.split("Stopped")[0]
+    assert json.loads((out / "group.json").read_text())["seeds"] == [0, 1, 2]
+    assert main([*smoke_run_args(tmp_path / "h"), "--seeds", "0,x"]) == 2
+    assert "--seeds" in capsys.readouterr().err
+
+
+def test_sigkill_during_a_group_then_resume(tmp_path):
+    """SIGKILL the group process at random moments inside rounds; the rerun ends
+    identical to an uninterrupted group on this machine."""
+    env = {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src"), "PYTHONUNBUFFERED": "1"}
+    env = {**__import__("os").environ, **env}
+    sets = ("prune.max_rounds=2", "train.steps=600", *SETS)
+
+    def command(out, every):
+        args = smoke_run_args(out, *sets, f"train.checkpoint_every={every}")
+        return [sys.executable, "-m", "imprint", *args, "--seeds", "0,1,2"]
+
+    subprocess.run(command(tmp_path / "plain", 0), env=env, check=True, capture_output=True)
+    out = tmp_path / "g"
+    kills = 0
+    for delay in (0.3, 0.9, 0.6, 1.2):
+        process = subprocess.Popen(
+            command(out, 25), env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
+        for line in process.stdout:
+            if line.startswith("Data:"):
+                break
+        time.sleep(delay)
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            kills += 1
+        process.wait()
+        process.stdout.close()
+    subprocess.run(command(out, 25), env=env, check=True, capture_output=True)
+    assert kills >= 2
+    for seed in (0, 1, 2):
+        assert _identical(
+            RunFolder(out / f"seed_{seed}"), RunFolder(tmp_path / "plain" / f"seed_{seed}")
+        )
