@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command: set up (venv, package, and the headless browser the
 # report tests use), then run the test suite. Slow checks are excluded; pass -m slow
-# to run them. Screenshots of the report pages land in test-artifacts/.
+# to run them. Screenshots of the report pages land in test-artifacts/. Then the
+# numerics tests run again under the generic (and, on AVX-512 CPUs, the AVX2) ATen kernels.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -15,3 +16,16 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
     fi
 fi
 .venv/bin/python -m pytest -q "$@"
+
+# The numerics tests again under other ATen CPU kernels (docs/reliability.md, "Across
+# machines"): the generic ones, and AVX2's where this CPU has more (AVX-512), so that a
+# result that holds only on one instruction set fails here and not on another machine.
+capability="$(.venv/bin/python -c 'import torch; print(torch.backends.cpu.get_cpu_capability())')"
+capabilities=(default)
+case "$capability" in
+    AVX512*) capabilities+=(avx2) ;;
+esac
+for name in "${capabilities[@]}"; do
+    echo "Numerics tests under ATEN_CPU_CAPABILITY=$name (this CPU: $capability)"
+    ATEN_CPU_CAPABILITY="$name" .venv/bin/python -m pytest -q -m "numerics and not slow"
+done

@@ -71,6 +71,7 @@ def _normalise(x: torch.Tensor, offset, scale: float, dtype=torch.float32) -> to
     return (x - offset) * scale if offset is not None else x * scale
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("uint8", [True, False], ids=["uint8", "float"])
 def test_gradients_match_autograd(seed, uint8, dtype):
@@ -100,6 +101,7 @@ def test_gradients_match_autograd(seed, uint8, dtype):
             torch.testing.assert_close(model.state_dict()[name], value, **TOLERANCE[dtype])
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize(
     ("momentum", "weight_decay"),
     [(0.0, 0.0), (0.0, 5e-4), (0.9, 5e-4)],
@@ -147,6 +149,7 @@ def _autograd_step(reference, optimizer, params, masks, inputs, labels) -> torch
     return loss
 
 
+@pytest.mark.numerics
 def test_float32_steps_stay_close_to_the_module(seed):
     """The float32 step that runs, five steps against the module: rounding only."""
     model = _model(seed)
@@ -169,6 +172,7 @@ def test_float32_steps_stay_close_to_the_module(seed):
         torch.testing.assert_close(model.state_dict()[name], value, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
 def test_eval_logits_match_the_module_in_eval_mode(seed, dtype):
     models = [_model(seed, dtype=dtype), _model(seed + 10, dtype=dtype)]
@@ -182,15 +186,46 @@ def test_eval_logits_match_the_module_in_eval_mode(seed, dtype):
         torch.testing.assert_close(logits[r], expected, **TOLERANCE[dtype])
 
 
+# Replicas against separate nets: the same arithmetic through different kernels (one
+# (R, m, k) x (R, k, n) bmm against R of them with R = 1), whose summation order, and so
+# rounding, the BLAS picks per shape and per CPU: bitwise equal on the AMD EPYC (AVX2)
+# the project was developed on, not on an AVX-512 Xeon. So the promise is float32
+# rounding, not bitwise equality. Each product is a K-term dot product (K <= 64 here:
+# the batch or a width) with per-op relative rounding u = 2^-24 ~ 6e-8: worst case
+# K u ~ 4e-6, typically sqrt(K) u ~ 5e-7, of the size of the terms, i.e. of the
+# tensor's scale, not of each entry. Three SGD steps (lr 0.1, momentum 0.9) carry that
+# into the weights without amplifying it much (measured on the Xeon: at most 8 u of the
+# tensor's largest entry). An error of 1e-5 of the tensor's scale (~170 u) leaves a
+# margin of >20x, while a 1e-3 change of one replica's learning rate moves entries by
+# ~2e-4 of the scale (checked: it fails).
+REPLICA_RTOL = 1e-5
+
+
+def assert_rounding_close(actual: torch.Tensor, expected: torch.Tensor, where: str) -> None:
+    """Equal up to float32 rounding: REPLICA_RTOL of each entry or of the tensor's scale."""
+    if not expected.is_floating_point():
+        assert torch.equal(actual, expected), where
+        return
+    scale = expected.abs().max().item()
+    torch.testing.assert_close(
+        actual,
+        expected,
+        rtol=REPLICA_RTOL,
+        atol=REPLICA_RTOL * scale,
+        msg=lambda message: f"{where}: {message}",
+    )
+
+
+@pytest.mark.numerics
 @pytest.mark.parametrize(
-    ("inputs", "hidden", "classes", "batch", "exact"),
-    [(64, [32, 16], 2, 64, True), (30, [12, 9], 5, 16, False)],
+    ("inputs", "hidden", "classes", "batch"),
+    [(64, [32, 16], 2, 64), (30, [12, 9], 5, 16)],
     ids=["smoke_shapes", "odd_shapes"],
 )
-def test_replicas_step_like_separate_nets(inputs, hidden, classes, batch, exact):
-    """Replica r of a batched step equals the same step on replica r alone: bitwise on
-    the smoke config's shapes; on some odd shapes MKL's batched matmul rounds
-    differently from its single one, so there to float tolerance."""
+def test_replicas_step_like_separate_nets(inputs, hidden, classes, batch):
+    """Replica r of a batched step equals the same step on replica r alone, up to
+    float32 rounding: the batched and single matmuls may round differently (see
+    REPLICA_RTOL); on the developer's AVX2 machine they happen to agree bitwise."""
     models = [_model(s, hidden, inputs, classes) for s in range(3)]
     masks = [_masked(m, s) for s, m in enumerate(models)]
     x, y = _images(0, 3 * batch, True, inputs, classes)
@@ -206,13 +241,14 @@ def test_replicas_step_like_separate_nets(inputs, hidden, classes, batch, exact)
         single = MaskedSGD(alone, {k: v[None] for k, v in masks[r].items()}, 0.1, 0.9)
         for _ in range(3):
             single.step(train_step(alone, x[r : r + 1], y[r : r + 1], offset, 1 / 255).grads)
-        for a, b in zip(together.parameters(), alone.parameters()):
-            if exact:
-                assert torch.equal(a[r], b[0])
-            else:
-                torch.testing.assert_close(a[r], b[0], rtol=1e-5, atol=1e-6)
+        for name, a, b in zip(alone.parameter_names(), together.parameters(), alone.parameters()):
+            assert_rounding_close(a[r], b[0], f"replica {r}, {name}")
+            # pruned entries are exactly zero on either path
+            if name in masks[r]:
+                assert (a[r].view(masks[r][name].shape)[~masks[r][name]] == 0).all(), name
 
 
+@pytest.mark.numerics
 def test_bf16_autocast_keeps_float32_state():
     """Under a bfloat16 autocast (here the CPU's) matmuls run in bf16, everything else
     stays float32 and close to the float32 step."""
