@@ -126,10 +126,35 @@ def test_round_selection_and_errors(analysed, tmp_path):
     assert resolve_rounds(folder, "best") == [best]
     with pytest.raises(RunFolderError, match="names round 9; .* has rounds 0..3"):
         resolve_rounds(folder, "9")
-    with pytest.raises(RunFolderError, match="must be best, last, all or a round number"):
+    with pytest.raises(RunFolderError, match="must be study, best, last, all or a round number"):
         resolve_rounds(folder, "first")
+    # The study round: the sparsest round keeping >= 97% of the dense top-1.
+    metrics = [folder.round_metrics(r) for r in range(4)]
+    floor = 0.97 * metrics[0]["best_val_top1"]
+    kept = [m["round"] for m in metrics if m["best_val_top1"] >= floor]
+    assert resolve_rounds(folder, "study") == [max(kept)]
+    record = json.loads(folder.run_path.read_text())
+    assert record["study_round"] == max(kept) and record["study_tolerance"] == 0.03
     with pytest.raises(RunFolderError, match="not an imprint run folder"):
         analyze_run(tmp_path, "best", OPTIONS)
+
+
+def test_readings_carry_their_spread(analysed):
+    """Every scalar reading of the analysed round comes with its uncertainty."""
+    folder, summary = analysed
+    result = summary["per_round"][0]
+    layer0 = result["layers"]["0"]
+    for name in ("locality_index", "mass_within_r", "ipr_mean"):
+        assert name in layer0 and f"{name}_sd" in layer0 and f"{name}_null" in layer0
+    assert result["invariance"]["fraction_shifted_sd"] is not None
+    assert "mean_sd" in result["kurtosis"]
+    assert all(len(c["top1_sd"]) == len(c["top1"]) for c in result["ablation"].values())
+    # The readings stored by the round loop are the ones rounds.csv reports.
+    rows = list(csv.DictReader((folder.root / "analysis" / "rounds.csv").open()))
+    stored = folder.round_metrics(3)
+    assert float(rows[3]["locality_index"]) == pytest.approx(stored["locality_index"])
+    for name in ("locality_index_sd", "ipr_l0_sd", "kurtosis_l0_sd", "mass_within_r_sd"):
+        assert rows[3][name] != "", name
 
 
 def test_cli_analyze(analysed, capsys):

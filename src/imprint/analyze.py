@@ -43,13 +43,9 @@ from imprint.analysis.connectivity import (
     pixel_map,
 )
 from imprint.analysis.invariance import class_response, translational_invariance
-from imprint.analysis.locality import pair_distance_locality, to_image_space
-from imprint.analysis.maps import (
-    connection_resolved_maps,
-    locality_maps,
-    mass_within_radius,
-    mass_within_radius_null,
-)
+from imprint.analysis.locality import MASS_RADIUS, locality_readings, to_image_space
+from imprint.analysis.maps import connection_resolved_maps, locality_maps
+from imprint.analysis.uncertainty import across_seeds, mean_reading
 from imprint.analysis.units import select_units, unit_images
 from imprint.config import Config
 from imprint.data import DataError, ImageData, load_dataset, pixel_permutation
@@ -68,11 +64,20 @@ from imprint.plots import (
     save_figure,
     write_evolution_gif,
 )
-from imprint.runs import RunFolder, RunFolderError, write_bytes, write_csv, write_text
+from imprint.runs import (
+    RunFolder,
+    RunFolderError,
+    group_members,
+    is_group,
+    write_bytes,
+    write_csv,
+    write_text,
+)
 
-__all__ = ["AnalysisOptions", "analyze_run", "resolve_rounds", "RADIUS"]
+__all__ = ["AnalysisOptions", "analyze_run", "resolve_rounds", "round_readings", "RADIUS"]
 
-RADIUS = 2.0  # pixels: "local" for the mass-within-radius figure (a 5x5 neighbourhood)
+RADIUS = MASS_RADIUS  # pixels: "local" for the mass-within-radius figure (a 5x5 neighbourhood)
+ROUND_CHOICES = "study, best, last, all or a round number"
 
 # Figures of one round, by file stem (a caption each, for reports).
 FIGURES = {
@@ -104,8 +109,16 @@ class AnalysisOptions:
     seed: int = 0
 
 
-def resolve_rounds(folder: RunFolder, which: str) -> list[int]:
-    """'best', 'last', 'all' or a round number -> completed round indices."""
+def resolve_rounds(
+    folder: RunFolder, which: str, metrics: Sequence[dict[str, Any]] | None = None
+) -> list[int]:
+    """'study', 'best', 'last', 'all' or a round number -> completed round indices.
+
+    'study' is :func:`imprint.imp.study_round` (the sparsest round keeping >= 97% of the
+    dense top-1) of ``metrics`` (default: the folder's own; a group passes the mean over
+    its seeds, so that every seed is read at one density)."""
+    from imprint.imp import study_round
+
     done = folder.completed_rounds()
     if not done:
         raise RunFolderError(f"{folder.root} has no completed round to analyse.")
@@ -113,14 +126,17 @@ def resolve_rounds(folder: RunFolder, which: str) -> list[int]:
         return done
     if which == "last":
         return [done[-1]]
-    if which == "best":
-        metrics = [folder.round_metrics(r) for r in done]
+    if which in ("best", "study"):
+        metrics = metrics or [folder.round_metrics(r) for r in done]
+        if which == "study":
+            index = study_round(metrics)
+            return [index] if index in done else [done[-1]]
         return [max(metrics, key=lambda m: m["best_val_top1"])["round"]]
     try:
         index = int(which)
     except ValueError:
         raise RunFolderError(
-            f"The '--round' option must be best, last, all or a round number. Got {which!r}."
+            f"The '--round' option must be {ROUND_CHOICES}. Got {which!r}."
         ) from None
     if index not in done:
         raise RunFolderError(
@@ -211,18 +227,18 @@ def analyze_round(
             written,
         )
         weights = effective_weights(state, masks, layer)  # (units, D) aggregated
-        ipr_units = ipr(weights[conn.c_in > 0])
-        layer_result["ipr_mean"] = float(ipr_units.mean()) if ipr_units.numel() else None
-        layer_result["ipr_null"] = float(ipr_null(eff.shape[1]))
+        layer_result.update(
+            _json_safe(
+                mean_reading(ipr(weights[conn.c_in > 0]), null=ipr_null(eff.shape[1])).columns(
+                    "ipr_mean"
+                )
+            )
+        )
         if geometry:
             maps = locality_maps(eff_image > 0, shape)
             arrays[f"s_sc_l{layer}"] = maps.s_sc.numpy()
             arrays[f"s_dc_l{layer}"] = maps.s_dc.numpy()
-            scalar = pair_distance_locality(eff_image > 0, shape)
-            arrays[f"locality_per_unit_l{layer}"] = np.asarray(scalar.per_unit)
-            layer_result["locality_ratio"] = _finite(scalar.ratio)
-            layer_result["mass_within_r"] = _finite(mass_within_radius(maps.s_sc, RADIUS))
-            layer_result["mass_within_r_null"] = _finite(mass_within_radius_null(shape, RADIUS))
+            layer_result.update(_json_safe(locality_readings(eff_image > 0, shape)))
             _save(
                 plot_displacement_maps(
                     maps.s_sc,
@@ -316,7 +332,16 @@ def analyze_round(
             )
             for mode in ABLATION_MODES
         ]
-        results["ablation"] = {c.mode: {"removed": c.removed, "top1": c.top1} for c in curves_abl}
+        n_val = data.x_val.shape[0]
+        results["ablation"] = {
+            c.mode: {
+                "removed": c.removed,
+                "top1": c.top1,
+                # binomial sd of an accuracy over n_val validation images
+                "top1_sd": [math.sqrt(max(p * (1 - p), 0.0) / n_val) for p in c.top1],
+            }
+            for c in curves_abl
+        }
         _save(
             plot_ablation(curves_abl, c_in0.numel(), baseline=1 / data.num_classes),
             out / "ablation",
@@ -328,7 +353,11 @@ def analyze_round(
         results["kurtosis"] = (
             None
             if kurt is None
-            else {"mean": _finite(kurt.mean), "median": _finite(kurt.median), "null": 0.0}
+            else {
+                **_json_safe(mean_reading(torch.tensor(kurt.per_unit), null=0.0).columns("mean")),
+                "median": _finite(kurt.median),
+                "null": 0.0,
+            }
         )
         labels = data.y_val[: pre.shape[0]].cpu()
         post = torch.relu(pre).double()  # (n, units): what the next layer sees
@@ -359,6 +388,33 @@ def analyze_round(
     return results
 
 
+def _binomial_sd(p: float, n: int) -> float:
+    return math.sqrt(p * (1 - p) / n) if math.isfinite(p) and 0 <= p <= 1 else math.nan
+
+
+def _json_safe(columns: dict[str, Any]) -> dict[str, Any]:
+    """NaN and infinities become None: JSON has no NaN."""
+    return {
+        k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+        for k, v in columns.items()
+    }
+
+
+def round_readings(folder: RunFolder, index: int) -> dict[str, Any]:
+    """The locality readings of round ``index`` (:func:`imprint.analysis.locality.
+    locality_readings` columns): as stored in its metrics.json by the round loop, or,
+    for a folder written before the loop stored them, computed from its mask."""
+    metrics = folder.round_metrics(index)
+    if "locality_index" in metrics:
+        return {k: v for k, v in metrics.items() if k.split("_")[0] in ("locality", "mass")}
+    masks = folder.round_masks(index)
+    shape = _input_shape(folder, masks)
+    if not _has_geometry(shape):
+        return {}
+    first = to_image_space(masks["layers.0.weight"], _permutation(folder.read_config(), masks))
+    return _json_safe(locality_readings(first, shape))
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         return value.tolist()
@@ -368,11 +424,15 @@ def _json_default(value: Any) -> Any:
 
 
 def _invariance_json(inv: Any) -> dict[str, Any]:
+    n = max(len(inv.units), 1)
     return {
         "units": list(inv.units),
         "threshold": inv.threshold,
         "fraction_shifted": _finite(inv.fraction_shifted),
+        # binomial sd of a fraction of n analysed units
+        "fraction_shifted_sd": _finite(_binomial_sd(inv.fraction_shifted, n)),
         "null_fraction_shifted": _finite(inv.null_fraction_shifted),
+        "null_fraction_shifted_sd": _finite(_binomial_sd(inv.null_fraction_shifted, n)),
         "mean_best_similarity": _finite(inv.mean_best_similarity),
         "null_mean_best_similarity": _finite(inv.null_mean_best_similarity),
         "weight_similarity": _finite(inv.weight_similarity),
@@ -452,44 +512,41 @@ def _round_scalars(
         "connected_l0": metrics["connected_units"][0],
     }
     if _has_geometry(shape):
-        scalar = pair_distance_locality(first, shape)
-        maps = locality_maps(first, shape)
-        row.update(
-            locality_ratio=scalar.ratio,
-            locality_null=1.0,
-            mass_within_r=mass_within_radius(maps.s_sc, RADIUS),
-            mass_within_r_null=mass_within_radius_null(shape, RADIUS),
-        )
+        row.update(round_readings(folder, index))
     state = folder.round_state(index, "final")
     connected = masks["layers.0.weight"].any(dim=1)  # (units,)
     weights = state["layers.0.weight"][connected]  # (connected units, D)
-    row["ipr_l0"] = float(ipr(weights).mean()) if weights.numel() else float("nan")
-    row["ipr_l0_null"] = float(ipr_null(first.shape[1]))
+    row.update(mean_reading(ipr(weights), null=ipr_null(first.shape[1])).columns("ipr_l0"))
     if data is not None:
         model = _model(config, data, state, device)
         pre = hidden_activity(model, data, layer=0)[:, connected.cpu()]
-        row["kurtosis_l0"] = excess_kurtosis(pre).mean if pre.shape[1] else float("nan")
-        row["kurtosis_null"] = 0.0
+        per_unit = torch.tensor(excess_kurtosis(pre).per_unit if pre.shape[1] else [])
+        row.update(mean_reading(per_unit, null=0.0).columns("kurtosis_l0"))
     return row
 
 
 def analyze_run(
     run_dir: str | Path,
-    which: str = "best",
+    which: str = "study",
     options: AnalysisOptions | None = None,
     log: Callable[[str], None] = print,
+    metrics: Sequence[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Analyse the rounds ``which`` (best, last, all, or a number) of a run folder.
+    """Analyse the rounds ``which`` (study, best, last, all, or a number) of a run folder,
+    or of every seed of a group folder (:func:`analyze_group`).
 
     Over-round figures and rounds.csv always cover every completed round. Returns a
-    summary with the paths written.
+    summary with the paths written. ``metrics`` (a group's mean over seeds) decides
+    the study and best rounds instead of the run's own.
     """
     options = options or AnalysisOptions()
+    if is_group(run_dir):
+        return analyze_group(run_dir, which, options, log)
     folder = RunFolder(run_dir)
     if not folder.config_path.exists():
         raise RunFolderError(f"{folder.root} is not an imprint run folder (no config.toml).")
     config = folder.read_config()
-    selected = resolve_rounds(folder, which)
+    selected = resolve_rounds(folder, which, metrics)
     done = folder.completed_rounds()
     try:
         data = load_dataset(config.data).to(options.device)
@@ -499,22 +556,60 @@ def analyze_run(
 
     out = folder.root / "analysis"
     rows = [_round_scalars(folder, config, r, data, options.device) for r in done]
+    write_csv(out / "rounds.csv", rows, _columns(rows))
+    written: list[Path] = []
+    round_metrics = [folder.round_metrics(r) for r in done]
+    written += _over_round_figures(round_metrics, rows, out, options, "within-run bootstrap")
+    per_round = [analyze_round(folder, config, r, data, options, log) for r in selected]
+    evolution = _evolution(folder, config, done, selected[-1], options)
+    if evolution is not None:
+        written.append(evolution)
+    summary = {
+        "rounds": selected,
+        "which": which,
+        "figures": [str(p.relative_to(folder.root)) for p in written],
+        "per_round": per_round,
+    }
+    write_text(out / "summary.json", json.dumps(summary, indent=2, default=_json_default) + "\n")
+    return summary
+
+
+def _columns(rows: Sequence[dict[str, Any]]) -> list[str]:
     columns: list[str] = []
     for row in rows:
         columns.extend(k for k in row if k not in columns)
-    write_csv(out / "rounds.csv", rows, columns)
+    return columns
+
+
+def _over_round_figures(
+    metrics: Sequence[dict[str, Any]],
+    rows: Sequence[dict[str, Any]],
+    out: Path,
+    options: AnalysisOptions,
+    spread_label: str,
+) -> list[Path]:
+    """accuracy, locality (the neighbour index), mass_within and kurtosis over rounds,
+    each with a ± 1 sd band (``spread_label``: a run's bootstrap or a group's seeds)."""
+    from imprint.imp import study_round
+
     written: list[Path] = []
-    metrics = [folder.round_metrics(r) for r in done]
-    _save(plot_accuracy_vs_remaining(metrics), out / "accuracy", options, written)
-    if "locality_ratio" in rows[0]:
+    band = f"± 1 sd ({spread_label})"
+    fig = plot_accuracy_vs_remaining(metrics, study=study_round(metrics))
+    _save(fig, out / "accuracy", options, written)
+
+    def column(name: str) -> list[float]:
+        return [_number(r.get(name)) for r in rows]
+
+    if "locality_index" in rows[0]:
         _save(
             plot_scalar_over_rounds(
                 metrics,
-                [r["locality_ratio"] for r in rows],
-                "pair-distance locality ratio (first layer)",
-                null=1.0,
-                log_y=True,
-                null_label="random masks of equal C_in (= 1)",
+                column("locality_index"),
+                "neighbour locality index (first layer)",
+                null=0.0,
+                null_label="random masks of equal C_in (= 0)",
+                spread=column("locality_index_sd"),
+                spread_label=band,
             ),
             out / "locality",
             options,
@@ -523,40 +618,130 @@ def analyze_run(
         _save(
             plot_scalar_over_rounds(
                 metrics,
-                [r["mass_within_r"] for r in rows],
+                column("mass_within_r"),
                 f"fraction of S_sc mass within {RADIUS:g} px",
-                null=[r["mass_within_r_null"] for r in rows],
+                null=column("mass_within_r_null"),
                 null_label="random masks of equal C_in",
+                spread=column("mass_within_r_sd"),
+                spread_label=band,
             ),
             out / "mass_within",
             options,
             written,
         )
-    if data is not None:
+    if "kurtosis_l0" in rows[0]:
         _save(
             plot_scalar_over_rounds(
                 metrics,
-                [r["kurtosis_l0"] for r in rows],
+                column("kurtosis_l0"),
                 "excess kurtosis of layer-0 pre-activations",
                 null=0.0,
                 null_label="Gaussian (= 0)",
+                spread=column("kurtosis_l0_sd"),
+                spread_label=band,
             ),
             out / "kurtosis",
             options,
             written,
         )
+    return written
 
-    per_round = [analyze_round(folder, config, r, data, options, log) for r in selected]
-    evolution = _evolution(folder, config, done, selected[-1], options)
-    if evolution is not None:
-        written.append(evolution)
-    summary = {
-        "rounds": selected,
-        "figures": [str(p.relative_to(folder.root)) for p in written],
-        "per_round": per_round,
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def analyze_group(
+    group_dir: str | Path,
+    which: str = "study",
+    options: AnalysisOptions | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Analyse every seed of a group at the same round (the study round of the mean over
+    seeds, by default), then write GROUP/analysis: rounds.csv (each reading's mean and
+    sd over seeds per round), readings.json (the analysed rounds' readings, mean and sd
+    over seeds) and the over-round figures with ± 1 sd bands over seeds."""
+    from imprint.imp import summarize_seeds
+
+    options = options or AnalysisOptions()
+    members = group_members(group_dir)
+    folders = [RunFolder(path) for _, path in members]
+    per_seed = [[f.round_metrics(r) for r in f.completed_rounds()] for f in folders]
+    if not all(per_seed):
+        raise RunFolderError(f"{group_dir}: some seed has no completed round to analyse.")
+    mean_metrics = summarize_seeds(per_seed)
+    summaries = []
+    for (seed, path), metrics in zip(members, per_seed):
+        log(f"Analysing seed {seed} ({path})...")
+        shared = mean_metrics[: len(metrics)]
+        summaries.append(analyze_run(path, which, options, log, metrics=shared))
+    out = Path(group_dir) / "analysis"
+    seed_rows = [list(csv.DictReader((f.root / "analysis" / "rounds.csv").open())) for f in folders]
+    rows = _mean_rows(seed_rows)
+    write_csv(out / "rounds.csv", rows, _columns(rows))
+    written = _over_round_figures(mean_metrics, rows, out, options, "over seeds")
+    readings = _mean_readings(summaries)
+    record = {
+        "seeds": [seed for seed, _ in members],
+        "which": which,
+        "rounds": summaries[0]["rounds"],
+        "readings": readings,
+        "figures": [str(p.relative_to(Path(group_dir))) for p in written],
     }
-    write_text(out / "summary.json", json.dumps(summary, indent=2, default=_json_default) + "\n")
-    return summary
+    write_text(out / "readings.json", json.dumps(record, indent=2, default=_json_default) + "\n")
+    return {**record, "per_seed": summaries, "per_round": summaries[0]["per_round"]}
+
+
+def _mean_rows(seed_rows: Sequence[Sequence[dict[str, str]]]) -> list[dict[str, Any]]:
+    """Per round: every numeric column's mean over the seeds that have it, and its sd
+    over seeds (``_sd`` columns of a run hold its bootstrap sd; here they are replaced
+    by the spread over seeds, the larger and the one that matters across runs)."""
+    rows = []
+    for index in range(max(len(r) for r in seed_rows)):
+        reached = [r[index] for r in seed_rows if len(r) > index]
+        row: dict[str, Any] = {"round": index, "seeds": len(reached)}
+        for key in reached[0]:
+            if key == "round" or key.endswith(("_sd", "_low", "_high", "_n", "_reason")):
+                continue
+            values = [_number(r.get(key)) for r in reached]
+            if any(math.isfinite(v) for v in values):
+                mean, sd, _ = across_seeds(values)
+                row[key], row[f"{key}_sd"] = mean, sd
+        rows.append(row)
+    return rows
+
+
+GROUP_READINGS = (
+    ("locality_index", ("layers", "0", "locality_index")),
+    ("mass_within_r", ("layers", "0", "mass_within_r")),
+    ("locality_ratio", ("layers", "0", "locality_ratio")),
+    ("ipr_mean", ("layers", "0", "ipr_mean")),
+    ("fraction_shifted", ("invariance", "fraction_shifted")),
+    ("null_fraction_shifted", ("invariance", "null_fraction_shifted")),
+    ("kurtosis_mean", ("kurtosis", "mean")),
+    ("best_val_top1", ("best_val_top1",)),
+    ("density", ("density",)),
+)
+
+
+def _mean_readings(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For each analysed round: each reading's mean and sd over seeds."""
+    out = []
+    for position, index in enumerate(summaries[0]["rounds"]):
+        entry: dict[str, Any] = {"round": index}
+        for name, path in GROUP_READINGS:
+            values = []
+            for summary in summaries:
+                value: Any = summary["per_round"][position]
+                for step in path:
+                    value = value.get(step) if isinstance(value, dict) else None
+                values.append(_number(value))
+            entry[name], entry[f"{name}_sd"], entry[f"{name}_n"] = across_seeds(values)
+        out.append(_json_safe(entry))
+    return out
 
 
 def _evolution(

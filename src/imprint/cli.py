@@ -103,6 +103,7 @@ def _seed_list(text: str) -> str:
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
+    from imprint.analysis.uncertainty import format_spread, reading_from_columns
     from imprint.analyze import AnalysisOptions, analyze_run
     from imprint.imp import resolve_device
 
@@ -112,15 +113,29 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         device=str(resolve_device(args.device)),
     )
     summary = analyze_run(args.run, args.round, options)
-    for result in summary["per_round"]:
+    for result in [] if "seeds" in summary else summary["per_round"]:
         layer0 = result["layers"].get("0", {})
         print(
             f"round {result['round']}: {result['density']:.2%} left, top-1 "
-            f"{result['best_val_top1']:.4f}, locality ratio {layer0.get('locality_ratio')}, "
+            f"{result['best_val_top1']:.4f}, locality index "
+            f"{reading_from_columns(layer0, 'locality_index').format()}, "
             f"{len(result['figures'])} figures"
+        )
+    for reading in summary.get("readings", []):
+        top1, locality = (
+            format_spread(_float(reading[name]), _float(reading[f"{name}_sd"]), digits)
+            for name, digits in (("best_val_top1", 4), ("locality_index", 2))
+        )
+        print(
+            f"round {reading['round']}, mean ± sd over {len(summary['seeds'])} seeds: "
+            f"top-1 {top1}, locality index {locality}"
         )
     print(f"Results in {args.run}/analysis")
     return 0
+
+
+def _float(value: object) -> float:
+    return float(value) if isinstance(value, (int, float)) else float("nan")
 
 
 def _cmd_datasets(args: argparse.Namespace) -> int:

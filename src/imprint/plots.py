@@ -91,14 +91,30 @@ def density_axis(ax: Any, ylabel: str, log_y: bool = False) -> None:
 
 
 def plot_accuracy_vs_remaining(
-    rounds: Sequence[Mapping[str, Any]], ax: Any | None = None
+    rounds: Sequence[Mapping[str, Any]], ax: Any | None = None, study: int | None = None
 ) -> Figure:
     """Best validation top-1 of each round against the % of prunable weights left
-    (log axis, reversed: pruning proceeds to the right); the best round marked."""
+    (log axis, reversed: pruning proceeds to the right); the best round marked, and the
+    study round when given. Rows with ``best_val_top1_sd`` (a group's mean over seeds)
+    get a ± 1 sd band."""
     fig, ax = _axes(ax)
     x = _percent([m["density"] for m in rounds])
     y = [100 * m["best_val_top1"] for m in rounds]
-    ax.plot(x, y, "o-", color="C0", ms=4, label="best validation top-1")
+    seeds = rounds[0].get("seeds") if rounds else None
+    ax.plot(
+        x,
+        y,
+        "o-",
+        color="C0",
+        ms=4,
+        label="best validation top-1" + (f" (mean of {seeds} seeds)" if seeds else ""),
+    )
+    if seeds:
+        sd = np.nan_to_num([100 * m["best_val_top1_sd"] for m in rounds])
+        ax.fill_between(x, np.asarray(y) - sd, np.asarray(y) + sd, color="C0", alpha=0.2, lw=0)
+    if study is not None:
+        at = [m["round"] for m in rounds].index(study)
+        ax.axvline(x[at], color="C2", lw=1, ls=":", label=f"study round {study}")
     best = int(np.argmax(y))
     ax.plot(
         [x[best]],
@@ -122,11 +138,18 @@ def plot_scalar_over_rounds(
     ax: Any | None = None,
     log_y: bool = False,
     null_label: str = "null",
+    spread: Sequence[float] | None = None,
+    spread_label: str = "± 1 sd",
 ) -> Figure:
-    """A per-round scalar (locality, kurtosis, ...) against % weights left, with its null."""
+    """A per-round scalar (locality, kurtosis, ...) against % weights left, with its null
+    and, when given, a band of ± ``spread`` (a bootstrap sd, or the sd over seeds)."""
     fig, ax = _axes(ax)
     x = _percent([m["density"] for m in rounds])
     ax.plot(x, values, "o-", ms=4, color="C0", label=label)
+    if spread is not None:
+        y = np.asarray(values, dtype=float)
+        sd = np.nan_to_num(np.asarray(spread, dtype=float))
+        ax.fill_between(x, y - sd, y + sd, color="C0", alpha=0.2, lw=0, label=spread_label)
     if null is not None:
         nulls = np.broadcast_to(np.asarray(null, dtype=float), x.shape)
         ax.plot(x, nulls, "--", color="0.5", label=null_label)

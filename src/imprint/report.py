@@ -19,14 +19,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from imprint.analysis.locality import pair_distance_locality, to_image_space
+from imprint.analysis.locality import to_image_space
 from imprint.analysis.maps import locality_maps
+from imprint.analysis.uncertainty import format_spread, reading_from_columns
 from imprint.analysis.units import select_units, unit_images
-from imprint.analyze import AnalysisOptions, analyze_run, resolve_rounds
+from imprint.analyze import AnalysisOptions, analyze_run, resolve_rounds, round_readings
 from imprint.config import config_to_dict
 from imprint.data import pixel_permutation
+from imprint.imp import study_round, summarize_seeds
 from imprint.plots import STYLE, density_axis, plot_displacement_maps, plot_gallery
-from imprint.runs import RunFolder, RunFolderError, write_text
+from imprint.runs import RunFolder, RunFolderError, group_members, is_group, write_text
 
 __all__ = ["REPORT_SECTIONS", "build_report", "build_comparison", "COMPARE_SECTIONS"]
 
@@ -40,8 +42,9 @@ REPORT_SECTIONS: list[tuple[str, str, list[tuple[str, str]]]] = [
         [
             (
                 "accuracy.png",
-                "Best validation top-1 per round; the star marks the best round. "
-                "Look for accuracy holding or rising as weights go.",
+                "Best validation top-1 per round; the star marks the best round, the "
+                "dotted line the study round (the sparsest keeping >= 97% of the dense "
+                "top-1). Look for accuracy holding or rising as weights go.",
             ),
         ],
     ),
@@ -162,8 +165,16 @@ REPORT_SECTIONS: list[tuple[str, str, list[tuple[str, str]]]] = [
         "scalar-locality",
         "Scalar locality with its null",
         [
-            ("locality.png", "Pair-distance locality ratio (1 = random masks of equal C_in)."),
-            ("mass_within.png", "Fraction of S_sc mass within 2 px against its random-mask null."),
+            (
+                "locality.png",
+                "Neighbour locality index of the first layer: the excess fraction of "
+                "same-channel input pairs within 1.5 px, (f - f0) / (1 - f0); 0 for random "
+                "masks of equal C_in, 1 when every pair is a neighbour pair. Band: ± 1 sd.",
+            ),
+            (
+                "mass_within.png",
+                "Fraction of S_sc mass within 2 px against its random-mask null. Band: ± 1 sd.",
+            ),
         ],
     ),
     (
@@ -262,63 +273,198 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def build_report(
-    run_dir: str | Path, which: str = "best", options: AnalysisOptions | None = None, log=print
+    run_dir: str | Path, which: str = "study", options: AnalysisOptions | None = None, log=print
 ) -> Path:
-    """Write RUN/report.html for round ``which`` (best, last or a number) from
-    RUN/analysis, running the analysis first where its results are missing."""
+    """Write RUN/report.html for round ``which`` (study, best, last or a number) from
+    RUN/analysis, running the analysis first where its results are missing. For a
+    group folder, GROUP/report.html: every reading as mean ± sd over its seeds, bands
+    over seeds on the over-round figures, and one seed's figures as an example."""
+    if is_group(run_dir):
+        return _build_group_report(Path(run_dir), which, options, log)
     folder = RunFolder(run_dir)
     if not folder.config_path.exists():
         raise RunFolderError(f"{folder.root} is not an imprint run folder (no config.toml).")
     analysis = folder.root / "analysis"
-    (best,) = resolve_rounds(folder, "last" if which == "all" else which)
-    round_dir = f"round_{best:03d}"
+    (shown,) = resolve_rounds(folder, "last" if which == "all" else which)
+    round_dir = f"round_{shown:03d}"
     done = folder.completed_rounds()
     rounds_csv = analysis / "rounds.csv"
     stale = not rounds_csv.exists() or len(_read_csv(rounds_csv)) != len(done)
     if stale or not (analysis / round_dir / "results.json").exists():
-        log(f"Analysing round {best} of {folder.root} first.")
-        analyze_run(folder.root, str(best), options or AnalysisOptions(), log)
+        log(f"Analysing round {shown} of {folder.root} first.")
+        analyze_run(folder.root, str(shown), options or AnalysisOptions(), log)
     manifest = json.loads(folder.manifest_path.read_text())
     record = json.loads(folder.run_path.read_text()) if folder.run_path.exists() else {}
-
-    sections: list[tuple[str, str, str]] = []
-    for sid, title, figures in REPORT_SECTIONS:
-        if sid == "config":
-            env = [{"key": k, "value": v} for k, v in manifest.items() if k != "seeds"]
-            run = [{"key": k, "value": v} for k, v in record.items()]
-            content = (
-                f'<div class="grid"><div><h3>config.toml</h3><pre>'
-                f"{html.escape(folder.config_path.read_text())}</pre></div><div>"
-                f"<h3>environment</h3>{_table(env)}<h3>run</h3>"
-                f"{_table(run) if run else ''}</div></div>"
-            )
-        elif sid == "rounds":
-            rows = _read_csv(folder.summary_path)
-            content = (
-                f'<p class="note">Analysed round: {best}. Densities are fractions of '
-                f"the prunable weights left.</p>{_table(rows)}"
-            )
-        else:
-            parts = []
-            for rel, caption in figures:
-                path = analysis / rel.format(r=round_dir)
-                if path.exists():
-                    parts.append(_figure(_data_uri(path), caption, path.stem))
-            if sid == "scalar-locality" and (analysis / "rounds.csv").exists():
-                parts.append(_table(_read_csv(analysis / "rounds.csv")))
-            if not parts:
-                continue  # e.g. no layer 2, or no data for ablation: the section is left out
-            content = "".join(parts)
-        sections.append((sid, title, content))
+    metrics = [folder.round_metrics(r) for r in done]
+    study = study_round(metrics)
+    rows = _read_csv(folder.summary_path)
+    sections = [
+        _config_section(folder, manifest, record),
+        ("rounds", "Rounds", _rounds_note(shown, study, "") + _table(rows)),
+        *_figure_sections(analysis, analysis, round_dir, ""),
+    ]
     config = folder.read_config()
     subtitle = (
         f"{config.data.name}, procedure {config.prune.procedure}, "
-        f"{record.get('rounds', '?')} rounds; best round {record.get('best_round', '?')} "
-        f"(top-1 {_fmt(record.get('best_val_top1'))}); round {best} analysed below"
+        f"{record.get('rounds', '?')} rounds; study round {study} "
+        f"({metrics[study]['density']:.2%} left, top-1 {metrics[study]['best_val_top1']:.4f}); "
+        f"best round {record.get('best_round', '?')} (top-1 {_fmt(record.get('best_val_top1'))})"
+        f"; round {shown} analysed below"
     )
     path = folder.root / "report.html"
     write_text(path, _page(f"imprint report: {folder.root.name}", subtitle, sections))
     return path
+
+
+def _config_section(
+    folder: RunFolder, manifest: dict[str, Any], record: dict[str, Any]
+) -> tuple[str, str, str]:
+    env = [{"key": k, "value": v} for k, v in manifest.items() if k != "seeds"]
+    run = [{"key": k, "value": v} for k, v in record.items()]
+    content = (
+        f'<div class="grid"><div><h3>config.toml</h3><pre>'
+        f"{html.escape(folder.config_path.read_text())}</pre></div><div>"
+        f"<h3>environment</h3>{_table(env)}{'<h3>run</h3>' + _table(run) if run else ''}"
+        "</div></div>"
+    )
+    return ("config", "Config and environment", content)
+
+
+def _rounds_note(shown: int, study: int, spread: str) -> str:
+    return (
+        f'<p class="note">Analysed round: {shown}. Study round: {study}, the sparsest round '
+        "whose best top-1 is at least 97% of the dense round's (imprint analyze --round "
+        f"study, the default; --round best picks the highest top-1). Densities are "
+        f"fractions of the prunable weights left.{spread}</p>"
+    )
+
+
+def _figure_sections(
+    over_rounds: Path, per_round: Path, round_dir: str, prefix: str
+) -> list[tuple[str, str, str]]:
+    """The figure sections of REPORT_SECTIONS: over-round figures from ``over_rounds``,
+    the analysed round's from ``per_round``/``round_dir`` (captions after ``prefix``)."""
+    sections = []
+    for sid, title, figures in REPORT_SECTIONS:
+        if not figures:
+            continue
+        parts = []
+        for rel, caption in figures:
+            one_round = "{r}" in rel
+            path = (per_round if one_round else over_rounds) / rel.format(r=round_dir)
+            if path.exists():
+                parts.append(
+                    _figure(_data_uri(path), (prefix if one_round else "") + caption, path.stem)
+                )
+        if sid == "scalar-locality" and (over_rounds / "rounds.csv").exists():
+            parts.append(_table(_readable(_read_csv(over_rounds / "rounds.csv"))))
+        if parts:  # e.g. no layer 2, or no data for ablation: the section is left out
+            sections.append((sid, title, "".join(parts)))
+    return sections
+
+
+def _readable(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Readings with their sd as one "value ± sd" column; bounds and counts left out."""
+    out = []
+    for row in rows:
+        entry: dict[str, str] = {}
+        for key, value in row.items():
+            if key.endswith(("_sd", "_low", "_high", "_n", "_reason")):
+                continue
+            sd = row.get(f"{key}_sd")
+            reason = row.get(f"{key}_reason")
+            if reason:
+                entry[key] = reason
+            elif sd not in (None, ""):
+                entry[key] = format_spread(float(value or "nan"), float(sd), 3)
+            else:
+                entry[key] = _fmt(value)
+        out.append(entry)
+    return out
+
+
+def _build_group_report(root: Path, which: str, options: AnalysisOptions | None, log) -> Path:
+    group = RunFolder(root)
+    members = group_members(root)
+    folders = [RunFolder(path) for _, path in members]
+    per_seed = [[f.round_metrics(r) for r in f.completed_rounds()] for f in folders]
+    if not all(per_seed):
+        raise RunFolderError(f"{root}: some seed has no completed round to report.")
+    mean_metrics = summarize_seeds(per_seed)
+    example = folders[0]
+    (shown,) = resolve_rounds(
+        example, "last" if which == "all" else which, mean_metrics[: len(per_seed[0])]
+    )
+    round_dir = f"round_{shown:03d}"
+    readings_path = root / "analysis" / "readings.json"
+    current = (
+        json.loads(readings_path.read_text()).get("rounds") if readings_path.exists() else None
+    )
+    if current != [shown] or not all(
+        (f.root / "analysis" / round_dir / "results.json").exists() for f in folders
+    ):
+        log(f"Analysing round {shown} of every seed of {root} first.")
+        analyze_run(root, str(shown), options or AnalysisOptions(), log)
+    readings = json.loads(readings_path.read_text())["readings"]
+    study = study_round(mean_metrics)
+    table = [
+        {
+            "round": r["round"],
+            "weights left": f"{r['density']:.2%}",
+            "best top-1": format_spread(_num(r["best_val_top1"]), _num(r["best_val_top1_sd"]), 4),
+            **{
+                label: format_spread(_num(r[name]), _num(r[f"{name}_sd"]), digits)
+                for label, name, digits in _GROUP_COLUMNS
+            },
+        }
+        for r in readings
+    ]
+    record = json.loads(example.run_path.read_text()) if example.run_path.exists() else {}
+    seeds = [seed for seed, _ in members]
+    sections = [
+        _config_section(group, json.loads(group.manifest_path.read_text()), {"seeds": seeds}),
+        (
+            "rounds",
+            "Rounds (mean ± sd over seeds)",
+            _rounds_note(shown, study, f" Mean ± sample sd over the {len(seeds)} seeds.")
+            + _table(_readable(_read_csv(group.summary_path))),
+        ),
+        (
+            "readings",
+            f"Readings at round {shown} (mean ± sd over {len(seeds)} seeds)",
+            _table(table),
+        ),
+        *_figure_sections(
+            root / "analysis",
+            example.root / "analysis",
+            round_dir,
+            f"Seed {seeds[0]} (one of {len(seeds)}): ",
+        ),
+    ]
+    at = mean_metrics[study]
+    subtitle = (
+        f"{len(seeds)} seeds run together ({', '.join(map(str, seeds))}); study round {study} "
+        f"({at['density']:.2%} left, top-1 "
+        f"{format_spread(at['best_val_top1'], at['best_val_top1_sd'], 4)}); "
+        f"round {shown} analysed below; stop: {record.get('stop_reason', '?')}"
+    )
+    path = root / "report.html"
+    write_text(path, _page(f"imprint report: {root.name}", subtitle, sections))
+    return path
+
+
+_GROUP_COLUMNS = (
+    ("locality index", "locality_index", 2),
+    ("S_sc mass < 2 px", "mass_within_r", 3),
+    ("pair-distance ratio", "locality_ratio", 2),
+    ("weight IPR", "ipr_mean", 3),
+    ("shifted copies", "fraction_shifted", 2),
+    ("kurtosis", "kurtosis_mean", 2),
+)
+
+
+def _num(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) else float("nan")
 
 
 # ------------------------------------------------------------------------- comparison
@@ -383,7 +529,7 @@ def _shape_and_first(folder: RunFolder, index: int) -> tuple[tuple[int, int, int
 
 
 def _overlay(runs: list[_Run], value: str, ylabel: str, log_y: bool = False) -> str:
-    """Mean and spread (min-max over seeds) of one per-round value against density."""
+    """Mean and spread (± 1 sample sd over seeds) of one per-round value against density."""
     import matplotlib.pyplot as plt
 
     with plt.rc_context(STYLE):
@@ -405,9 +551,8 @@ def _overlay(runs: list[_Run], value: str, ylabel: str, log_y: bool = False) -> 
             label=f"{group} ({len(members)} run{'s' if len(members) > 1 else ''})",
         )
         if len(members) > 1:
-            ax.fill_between(
-                x, np.nanmin(ys, axis=0), np.nanmax(ys, axis=0), color=f"C{i}", alpha=0.2
-            )
+            sd = np.nanstd(ys, axis=0, ddof=1)
+            ax.fill_between(x, mean - sd, mean + sd, color=f"C{i}", alpha=0.2)
     density_axis(ax, ylabel, log_y)
     ax.legend(fontsize=7, loc="best")
     return _png(fig)
@@ -436,9 +581,9 @@ def build_comparison(
     weights (seeds of one config grouped, min-max spread), S_sc maps and galleries at
     equal density side by side, and a table of scalar results."""
     runs = _collect(run_dirs)
-    if density is None:  # the first run's best round sets the common density
+    if density is None:  # the first run's study round sets the common density
         first = runs[0]
-        density = max(first.metrics, key=lambda m: m["best_val_top1"])["density"]
+        density = first.metrics[study_round(first.metrics)]["density"]
     if not 0 < density <= 1:
         raise ValueError(f"The 'density' parameter must be in (0, 1]. Got {density}.")
 
@@ -454,7 +599,7 @@ def build_comparison(
             "Accuracy against remaining weights",
             _figure(
                 _overlay(runs, "best_val_top1", "best validation top-1 (%)"),
-                "Best top-1 per round; bands span the seeds of one config.",
+                "Best top-1 per round; bands: ± 1 sd over the seeds of one config.",
                 "accuracy",
             ),
         )
@@ -464,10 +609,10 @@ def build_comparison(
             "locality",
             "Locality against remaining weights",
             _figure(
-                _overlay(
-                    runs, "locality_ratio", "pair-distance locality ratio (null = 1)", log_y=True
-                ),
-                "First-layer locality ratio; 1 is random masks of equal C_in.",
+                _overlay(runs, "locality_index", "neighbour locality index (random masks = 0)"),
+                "First-layer neighbour locality index: the excess fraction of same-channel "
+                "input pairs that are neighbours (<= 1.5 px), 0 for random masks of equal "
+                "C_in, 1 when every pair is. Bands: ± 1 sd over the seeds of one config.",
                 "locality",
             ),
         )
@@ -492,7 +637,7 @@ def build_comparison(
                 "gallery",
             )
         )
-        scalar = pair_distance_locality(first, shape)
+        readings = round_readings(run.folder, index)
         rows.append(
             {
                 "run": run.folder.root.name,
@@ -500,7 +645,8 @@ def build_comparison(
                 "round": index,
                 "density": metric["density"],
                 "best top-1": metric["best_val_top1"],
-                "locality ratio": scalar.ratio,
+                "locality index": reading_from_columns(readings, "locality_index").format(),
+                "pair-distance ratio": readings.get("locality_ratio"),
                 "connected units": int((c_in > 0).sum()),
                 "mean C_in": float(c_in[c_in > 0].double().mean()) if (c_in > 0).any() else 0.0,
             }

@@ -4,6 +4,7 @@ A sweep file (TOML) names a base config and the overrides to vary::
 
     base = "../configs/default.toml"      # relative to the sweep file
     seeds = [0, 1, 2]                     # sets seeds.init, .data and .prune together
+    together = true                       # the seeds of a run train as one batched model
     [set]                                 # applied to every run
     "train.steps" = 1000
     [grid]                                # cartesian product
@@ -13,7 +14,8 @@ A sweep file (TOML) names a base config and the overrides to vary::
     "data.process" = "nlgp"
 
 Each run gets a folder under SWEEP_DIR/runs/ named from its overrides and a hash of
-its resolved config, so the same sweep file always maps a run to the same folder.
+its resolved config (with ``together``, a group folder holding one run per seed), so
+the same sweep file always maps a run to the same folder.
 Finished runs are skipped and interrupted ones resume (each run folder resumes).
 """
 
@@ -31,8 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from imprint.analysis.uncertainty import across_seeds, format_spread
 from imprint.config import (
     Config,
     ConfigError,
@@ -41,7 +42,7 @@ from imprint.config import (
     read_toml,
     set_values,
 )
-from imprint.runs import RunFolder, RunFolderError, write_csv, write_text
+from imprint.runs import RunFolder, RunFolderError, group_members, is_group, write_csv, write_text
 
 __all__ = [
     "SweepRun",
@@ -53,7 +54,7 @@ __all__ = [
     "expand_run_dirs",
 ]
 
-_SWEEP_KEYS = {"base", "name", "seeds", "set", "grid", "variants"}
+_SWEEP_KEYS = {"base", "name", "seeds", "together", "set", "grid", "variants"}
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,12 @@ def load_sweep(path: str | Path) -> Sweep:
         or not all(s is None or (isinstance(s, int) and s >= 0) for s in seeds)
     ):
         raise ConfigError(f"{source}: 'seeds' must be a list of integers >= 0. Got {seeds!r}.")
+    together = document.get("together", False)
+    if not isinstance(together, bool):
+        raise ConfigError(f"{source}: 'together' must be true or false. Got {together!r}.")
+    if together and None in seeds:
+        raise ConfigError(f"{source}: 'together' needs 'seeds', the seeds to run together.")
+    seed_sets: list[Any] = [seeds] if together else seeds
     variants = document.get("variants", [{}])
     if not isinstance(variants, list):
         raise ConfigError(f"{source}: 'variants' must be an array of tables ([[variants]]).")
@@ -137,10 +144,12 @@ def load_sweep(path: str | Path) -> Sweep:
         variant = _flat_table(variant, "variants", source)
         label = variant.pop("name", None)
         for combo in itertools.product(*(grid[k] for k in keys)):
-            for seed in seeds:
+            for seed in seed_sets:
                 shown = {**variant, **dict(zip(keys, combo))}  # names, plan and table columns
                 applied = dict(shown)
-                if seed is not None:
+                if isinstance(seed, list):  # together: one group of seeds
+                    applied["seeds.group"] = seed
+                elif seed is not None:
                     shown["seed"] = seed
                     applied.update({"seeds.init": seed, "seeds.data": seed, "seeds.prune": seed})
                 where = f"{source} run {_slug(shown)}"
@@ -160,6 +169,8 @@ def _plan_path(out: Path) -> Path:
 
 
 def _finished(folder: Path) -> bool:
+    if is_group(folder):
+        return all((member / "run.json").exists() for _, member in group_members(folder))
     return (folder / "run.json").exists()
 
 
@@ -167,11 +178,13 @@ def _run_one(config_document: dict[str, Any], folder: str, threads: int, device:
     """One run in a worker process (local pool or Ray task)."""
     import torch
 
-    from imprint.imp import run_imp
+    from imprint.imp import GroupResult, run_experiment
 
     torch.set_num_threads(max(1, threads))
     config = parse_config(config_document, source=folder)
-    result = run_imp(config, folder, device=device, progress=False, log=lambda _: None)
+    result = run_experiment(config, folder, device=device, progress=False, log=lambda _: None)
+    if isinstance(result, GroupResult):
+        return "; ".join(sorted({run.stop_reason for run in result.runs}))
     return result.stop_reason
 
 
@@ -289,17 +302,27 @@ def sweep_run_folders(sweep_dir: str | Path) -> list[tuple[Path, dict[str, Any]]
     out = []
     for entry in plan["runs"]:
         folder = sweep_dir / "runs" / entry["name"]
-        if RunFolder(folder).completed_rounds():
-            out.append((folder, entry["overrides"]))
+        members = (
+            [
+                (member, {**entry["overrides"], "seed": seed})
+                for seed, member in group_members(folder)
+            ]
+            if is_group(folder)
+            else [(folder, entry["overrides"])]
+        )
+        out += [(f, o) for f, o in members if RunFolder(f).completed_rounds()]
     return out
 
 
 def expand_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
-    """Run folders, each sweep folder among ``paths`` standing for its runs."""
+    """Run folders, each sweep folder or group folder among ``paths`` standing for its
+    runs."""
     out: list[Path] = []
     for path in map(Path, paths):
         if _plan_path(path).exists():
             out += [folder for folder, _ in sweep_run_folders(path)]
+        elif is_group(path):
+            out += [member for _, member in group_members(path)]
         else:
             out.append(path)
     return out
@@ -307,43 +330,35 @@ def expand_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
 
 def collect(sweep_dir: str | Path, out_stem: str | Path | None = None) -> list[dict[str, Any]]:
     """One row per run and round: the overrides, remaining weights, accuracies and the
-    scalar locality figures. Writes SWEEP_DIR/results.csv and results.parquet."""
-    from imprint.analysis.locality import pair_distance_locality, to_image_space
-    from imprint.analysis.maps import locality_maps, mass_within_radius, mass_within_radius_null
-    from imprint.analyze import RADIUS
-    from imprint.data import pixel_permutation
+    locality readings with their within-run spread (:func:`imprint.analyze.round_readings`).
+    Writes SWEEP_DIR/results.csv and results.parquet."""
+    from imprint.analyze import round_readings
 
     sweep_dir = Path(sweep_dir)
     rows: list[dict[str, Any]] = []
     for folder_path, overrides in sweep_run_folders(sweep_dir):
         folder = RunFolder(folder_path)
-        config = folder.read_config()
-        shape = tuple(int(v) for v in folder.read_data_record()["shape"])
         record = json.loads(folder.run_path.read_text()) if folder.run_path.exists() else {}
         for index in folder.completed_rounds():
             metrics = folder.round_metrics(index)
-            first = folder.round_masks(index)["layers.0.weight"]
-            if config.data.permute_pixels:
-                first = to_image_space(first, pixel_permutation(first.shape[1], config.data.seed))
-            scalar = pair_distance_locality(first, shape)  # type: ignore[arg-type]
-            maps = locality_maps(first, shape)  # type: ignore[arg-type]
-            row = {
-                "run": folder_path.name,
-                **{k: _cell(v) for k, v in overrides.items()},
-                "round": index,
-                "density": metrics["density"],
-                "density_l0": metrics["layer_density"][0],
-                "best_val_top1": metrics["best_val_top1"],
-                "val_top5_at_best": metrics["val_top5_at_best"],
-                "final_val_top1": metrics["final_val_top1"],
-                "connected_l0": metrics["connected_units"][0],
-                "locality_ratio": scalar.ratio,
-                "locality_null": 1.0,
-                "mass_within_r": mass_within_radius(maps.s_sc, RADIUS),
-                "mass_within_r_null": mass_within_radius_null(shape, RADIUS),  # type: ignore[arg-type]
-                "finished": bool(record),
-            }
-            rows.append(row)
+            name = folder_path.name
+            if folder_path.parent.parent.name == "runs":  # a member of a group
+                name = f"{folder_path.parent.name}/{name}"
+            rows.append(
+                {
+                    "run": name,
+                    **{k: _cell(v) for k, v in overrides.items()},
+                    "round": index,
+                    "density": metrics["density"],
+                    "density_l0": metrics["layer_density"][0],
+                    "best_val_top1": metrics["best_val_top1"],
+                    "val_top5_at_best": metrics["val_top5_at_best"],
+                    "final_val_top1": metrics["final_val_top1"],
+                    "connected_l0": metrics["connected_units"][0],
+                    **round_readings(folder, index),
+                    "finished": bool(record),
+                }
+            )
     if not rows:
         raise RunFolderError(f"{sweep_dir} has no run with a completed round yet.")
     columns: list[str] = []
@@ -355,14 +370,18 @@ def collect(sweep_dir: str | Path, out_stem: str | Path | None = None) -> list[d
     return rows
 
 
+SUMMARY_METRICS = ("density", "best_val_top1", "locality_index", "mass_within_r", "locality_ratio")
+
+
 def summarize(
     rows: Sequence[dict[str, Any]],
     by: str = "variant",
     rounds: Sequence[int] = (),
-    metrics: Sequence[str] = ("density", "best_val_top1", "locality_ratio", "mass_within_r"),
+    metrics: Sequence[str] = SUMMARY_METRICS,
 ) -> list[dict[str, Any]]:
-    """Mean and standard deviation over seeds of ``metrics`` per group ``by`` and round
-    (all rounds when ``rounds`` is empty): the numbers behind docs/findings.md."""
+    """Mean and sample standard deviation over seeds of ``metrics`` per group ``by`` and
+    round (all rounds when ``rounds`` is empty): the numbers behind docs/findings.md.
+    ``{name}_n`` counts the seeds with a value (a reading may say "too few pairs")."""
     groups: dict[tuple[Any, int], list[dict[str, Any]]] = {}
     for row in rows:
         if rounds and row["round"] not in rounds:
@@ -372,25 +391,33 @@ def summarize(
     for (group, index), members in groups.items():
         entry: dict[str, Any] = {by: group, "round": index, "runs": len(members)}
         for name in metrics:
-            values = np.array([float(m[name]) for m in members], dtype=float)
-            entry[name] = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
-            entry[f"{name}_sd"] = float(np.nanstd(values)) if len(values) > 1 else 0.0
+            values = [_float(m.get(name)) for m in members]
+            entry[name], entry[f"{name}_sd"], entry[f"{name}_n"] = across_seeds(values)
         table.append(entry)
     return table
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def format_summary(table: Sequence[dict[str, Any]], by: str) -> str:
     """A Markdown table of :func:`summarize`: mean +- sd over seeds per group and round."""
     lines = [
-        f"| {by} | round | weights left | best top-1 | locality ratio | S_sc mass < 2 px |",
-        "| --- | --- | --- | --- | --- | --- |",
+        f"| {by} | round | weights left | seeds | best top-1 | locality index | "
+        "S_sc mass < 2 px | pair-distance ratio |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in sorted(table, key=lambda r: (r["round"], str(r[by]))):
         lines.append(
-            f"| {row[by]} | {row['round']} | {row['density']:.2%} | "
-            f"{row['best_val_top1']:.3f} +- {row['best_val_top1_sd']:.3f} | "
-            f"{row['locality_ratio']:.2f} +- {row['locality_ratio_sd']:.2f} | "
-            f"{row['mass_within_r']:.3f} +- {row['mass_within_r_sd']:.3f} |"
+            f"| {row[by]} | {row['round']} | {row['density']:.2%} | {row['runs']} | "
+            f"{format_spread(row['best_val_top1'], row['best_val_top1_sd'], 3)} | "
+            f"{format_spread(row['locality_index'], row['locality_index_sd'])} | "
+            f"{format_spread(row['mass_within_r'], row['mass_within_r_sd'], 3)} | "
+            f"{format_spread(row['locality_ratio'], row['locality_ratio_sd'])} |"
         )
     return "\n".join(lines)
 
@@ -401,6 +428,7 @@ def summary_figures(table: Sequence[dict[str, Any]], by: str, out: str | Path) -
 
     paths: list[Path] = []
     for metric, label, null, log_y in (
+        ("locality_index", "neighbour locality index (random masks = 0)", 0.0, False),
         ("locality_ratio", "pair-distance locality ratio (null = 1)", 1.0, True),
         ("best_val_top1", "best validation top-1", None, False),
         ("mass_within_r", "fraction of S_sc mass within 2 px", None, False),
