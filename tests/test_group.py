@@ -260,3 +260,31 @@ def test_sigkill_during_a_group_then_resume(tmp_path):
         assert _identical(
             RunFolder(out / f"seed_{seed}"), RunFolder(tmp_path / "plain" / f"seed_{seed}")
         )
+
+
+def test_group_analysis_report_and_comparison(tmp_path):
+    """analyze, report, compare and collect read a group: every reading as mean ± sd over
+    seeds, at one round for every seed, and bands over seeds on the figures."""
+    from imprint.analyze import AnalysisOptions, analyze_run
+    from imprint.report import build_comparison, build_report
+    from imprint.sweep import expand_run_dirs
+
+    out = tmp_path / "g"
+    _group(out, [0, 1], "data.channels=3")
+    options = AnalysisOptions(
+        gallery_size=8, evolution_units=8, invariance_units=16, formats=("png",)
+    )
+    summary = analyze_run(out, "last", options, log=_quiet)
+    assert summary["seeds"] == [0, 1] and summary["rounds"] == [3]
+    (reading,) = summary["readings"]
+    values = [s["per_round"][0]["layers"]["0"]["locality_index"] for s in summary["per_seed"]]
+    assert reading["locality_index"] == pytest.approx(sum(values) / 2)
+    assert reading["locality_index_sd"] == pytest.approx(abs(values[0] - values[1]) / 2**0.5)
+    for name in ("accuracy.png", "locality.png", "rounds.csv", "readings.json"):
+        assert (out / "analysis" / name).is_file(), name
+    page = build_report(out, "last", options, log=_quiet).read_text()
+    assert "mean ± sd over 2 seeds" in page.lower() or "Mean ± sample sd over the 2 seeds" in page
+    assert 'id="readings"' in page and "Seed 0 (one of 2)" in page
+    assert expand_run_dirs([out]) == [out / "seed_0", out / "seed_1"]
+    comparison = build_comparison(expand_run_dirs([out]), tmp_path / "c.html").read_text()
+    assert "2 runs" in comparison and "± 1 sd over the seeds" in comparison
