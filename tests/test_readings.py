@@ -152,3 +152,20 @@ def test_across_seeds():
     assert across_seeds([1.0, 2.0, 3.0]) == (2.0, 1.0, 3)
     mean, sd, n = across_seeds([1.0, float("nan"), None])
     assert (mean, n) == (1.0, 1) and math.isnan(sd)
+
+
+def test_enrichment_is_the_neighbour_fraction_over_its_null():
+    from imprint.analysis.locality import NEIGHBOUR_RADIUS, locality_readings
+
+    gen = torch.Generator().manual_seed(7)
+    shape = (1, 10, 10)
+    mask = torch.rand(30, 100, generator=gen) < 0.15
+    near, pairs = _pair_loop(mask, shape, NEIGHBOUR_RADIUS)
+    f0 = mass_within_radius_null(shape, NEIGHBOUR_RADIUS)
+    columns = locality_readings(mask, shape)
+    f = (near.sum() / pairs.sum()).item()
+    assert columns["neighbour_enrichment"] == pytest.approx(f / f0, abs=1e-12)
+    assert columns["locality_index"] == pytest.approx((f - f0) / (1 - f0), abs=1e-12)
+    assert columns["neighbour_enrichment_null"] == 1.0
+    near2, pairs2 = _pair_loop(mask, shape, 2.0)
+    assert columns["mass_within_r"] == pytest.approx((near2.sum() / pairs2.sum()).item())

@@ -180,8 +180,10 @@ def locality_readings(
 ) -> dict[str, Any]:
     """Every scalar locality reading of a first-layer ``mask`` (units, C*H*W) in image
     space, as flat columns: the neighbour locality index with its bootstrap spread
-    (``locality_index``, ``locality_index_sd``, ...), the fraction of S_sc mass within
-    ``MASS_RADIUS`` px with its spread and exact null (``mass_within_r``, ...), and the
+    (``locality_index``, ``locality_index_sd``, ...), the neighbour enrichment f / f0
+    (how many times more often a pair is a neighbour pair than in random masks: the
+    height of the S_sc map's central peak over its background; 1 = random), the
+    fraction of S_sc mass within ``MASS_RADIUS`` px with its spread and exact null (``mass_within_r``, ...), and the
     earlier pair-distance ratio (``locality_ratio``: 1 = random; unbounded and
     ill-conditioned when units keep one or two pairs, kept for comparison).
 
@@ -189,6 +191,19 @@ def locality_readings(
     round's metrics, and analyze, report, compare and collect read or call this.
     """
     index = neighbour_locality(mask, shape, n_boot=n_boot, seed=seed)
+    near, pairs = neighbour_pairs(mask, shape, NEIGHBOUR_RADIUS)
+    f0 = mass_within_radius_null(shape, NEIGHBOUR_RADIUS)
+    enrichment = ratio_reading(
+        near,
+        pairs,
+        null=1.0,
+        transform=lambda f: f / f0,
+        min_denominator=MIN_PAIRS if f0 > 0 else float("inf"),
+        min_units=MIN_UNITS,
+        what="pairs",
+        n_boot=n_boot,
+        seed=seed,
+    )
     near, pairs = neighbour_pairs(mask, shape, MASS_RADIUS)
     mass = ratio_reading(
         near,
@@ -202,6 +217,7 @@ def locality_readings(
     )
     return {
         **index.columns("locality_index"),
+        **enrichment.columns("neighbour_enrichment"),
         **mass.columns("mass_within_r"),
         "locality_ratio": pair_distance_locality(mask, shape).ratio,
     }
