@@ -183,9 +183,10 @@ def locality_readings(
     (``locality_index``, ``locality_index_sd``, ...), the neighbour enrichment f / f0
     (how many times more often a pair is a neighbour pair than in random masks: the
     height of the S_sc map's central peak over its background; 1 = random), the
-    fraction of S_sc mass within ``MASS_RADIUS`` px with its spread and exact null (``mass_within_r``, ...), and the
-    earlier pair-distance ratio (``locality_ratio``: 1 = random; unbounded and
-    ill-conditioned when units keep one or two pairs, kept for comparison).
+    fraction of S_sc mass within ``MASS_RADIUS`` px with its spread and exact null
+    (``mass_within_r``, ...), and the earlier pair-distance ratio (``locality_ratio``:
+    1 = random; unbounded and ill-conditioned when units keep one or two pairs, kept
+    for comparison).
 
     The one place these readings are computed: the round loop stores them in each
     round's metrics, and analyze, report, compare and collect read or call this.
