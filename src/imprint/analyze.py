@@ -400,13 +400,18 @@ def _json_safe(columns: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+_STORED_READINGS = ("locality_index", "neighbour_enrichment", "mass_within_r", "locality_ratio")
+
+
 def round_readings(folder: RunFolder, index: int) -> dict[str, Any]:
     """The locality readings of round ``index`` (:func:`imprint.analysis.locality.
     locality_readings` columns): as stored in its metrics.json by the round loop, or,
     for a folder written before the loop stored them, computed from its mask."""
     metrics = folder.round_metrics(index)
-    if "locality_index" in metrics:
-        return {k: v for k, v in metrics.items() if k.split("_")[0] in ("locality", "mass")}
+    if all(key in metrics for key in _STORED_READINGS):
+        return {
+            k: v for k, v in metrics.items() if k.split("_")[0] in ("locality", "mass", "neighbour")
+        }
     masks = folder.round_masks(index)
     shape = _input_shape(folder, masks)
     if not _has_geometry(shape):
