@@ -729,6 +729,14 @@ GROUP_READINGS = (
     ("kurtosis_mean", ("kurtosis", "mean")),
     ("best_val_top1", ("best_val_top1",)),
     ("density", ("density",)),
+    # top-1 after removing the first k of the ablation points (about 9% and 27% of
+    # the units with the default 12 points), most connected first and in random order
+    ("ablation_most_top1_p1", ("ablation", "most", "top1", 1)),
+    ("ablation_random_top1_p1", ("ablation", "random", "top1", 1)),
+    ("ablation_most_top1_p3", ("ablation", "most", "top1", 3)),
+    ("ablation_random_top1_p3", ("ablation", "random", "top1", 3)),
+    ("ablation_removed_p1", ("ablation", "most", "removed", 1)),
+    ("ablation_removed_p3", ("ablation", "most", "removed", 3)),
 )
 
 
@@ -742,7 +750,12 @@ def _mean_readings(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             for summary in summaries:
                 value: Any = summary["per_round"][position]
                 for step in path:
-                    value = value.get(step) if isinstance(value, dict) else None
+                    if isinstance(value, dict):
+                        value = value.get(step)
+                    elif isinstance(value, list) and isinstance(step, int) and step < len(value):
+                        value = value[step]
+                    else:
+                        value = None
                 values.append(_number(value))
             entry[name], entry[f"{name}_sd"], entry[f"{name}_n"] = across_seeds(values)
         out.append(_json_safe(entry))
