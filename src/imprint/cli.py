@@ -196,7 +196,7 @@ def _cmd_collect(args: argparse.Namespace) -> int:
 
     rows = collect(args.sweep_dir)
     print(
-        f"{len(rows)} rows ({len({r['run'] for r in rows})} runs) written to "
+        f"{len(rows)} rows ({_count(len({r['run'] for r in rows}), 'run')}) written to "
         f"{args.sweep_dir}/results.csv and results.parquet"
     )
     if args.summary:
@@ -206,6 +206,11 @@ def _cmd_collect(args: argparse.Namespace) -> int:
             for path in summary_figures(summarize(rows, by=args.by), args.by, args.figures):
                 print(f"figure: {path}")
     return 0
+
+
+def _count(n: int, noun: str) -> str:
+    """'1 run', '2 runs'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _default_out(config_path: str) -> str:
@@ -231,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Iterative magnitude pruning of fully connected networks on images, "
         "and the local connectivity that survives.",
     )
+    from imprint import __version__
+
+    parser.add_argument("--version", action="version", version=f"imprint {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser(
@@ -290,9 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     analyze.add_argument(
         "--device",
-        default="cpu",
+        default="auto",
         choices=["auto", "cpu", "cuda"],
-        help="where to evaluate the network (default cpu)",
+        help="where to evaluate the network (default: auto = cuda when available)",
     )
     analyze.set_defaults(handler=_cmd_analyze)
 
@@ -336,7 +344,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument("sweep", help="a sweep TOML file, e.g. sweeps/synthetic.toml")
     sweep.add_argument("--out", help="sweep folder (default: runs/sweeps/<name>)")
-    sweep.add_argument("--backend", default="local", choices=["local", "ray"])
+    sweep.add_argument(
+        "--backend",
+        default="local",
+        choices=["local", "ray"],
+        help="local: a process pool on this machine (default); ray: tasks on a Ray cluster",
+    )
     sweep.add_argument(
         "--workers",
         type=int,
@@ -348,7 +361,12 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "--gpus-per-run", type=float, default=0.0, help="ray: GPUs per run (fractions share a GPU)"
     )
-    sweep.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    sweep.add_argument(
+        "--device",
+        default="auto",
+        choices=["auto", "cpu", "cuda"],
+        help="where each run trains (default: auto = cuda when available)",
+    )
     sweep.set_defaults(handler=_cmd_sweep)
 
     collect = commands.add_parser(
@@ -392,22 +410,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from imprint.data import DataError
-    from imprint.runs import RunFolderError
-    from imprint.train import TrainingDiverged
-
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # --help and --version end here, before torch loads
     try:
         return args.handler(args)
-    except (ConfigError, DataError, RunFolderError, TrainingDiverged) as error:
-        print(f"imprint: error: {error}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(
             "\nimprint: interrupted; completed rounds are kept. Run the same command to resume.",
             file=sys.stderr,
         )
         return 130
+    except Exception as error:
+        if not _expected(error):
+            raise
+        print(f"imprint: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _expected(error: Exception) -> bool:
+    """Errors that name their file or option: one line, no traceback. Their modules are
+    loaded by now (the command raised them), so importing them here costs nothing."""
+    from imprint.data import DataError
+    from imprint.runs import RunFolderError
+    from imprint.train import TrainingDiverged
+
+    return isinstance(error, (ConfigError, DataError, RunFolderError, TrainingDiverged))
 
 
 if __name__ == "__main__":
