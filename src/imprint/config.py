@@ -14,9 +14,17 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from imprint.data.base import FileOptions
+from imprint.data.cifar import CIFARData
+from imprint.data.folder import FolderData
+from imprint.data.imagenet import ImageNetData
+from imprint.data.mnist import MNISTData
+from imprint.data.registry import datasets as registered_datasets
+from imprint.data.synthetic import NLGPData
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -57,141 +65,16 @@ PositiveInt = Annotated[int, Field(gt=0)]
 Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
 
 
-class NLGPData(_Section):
-    """The non-linear Gaussian process of Ingrosso & Goldt, or its Gaussian clone.
+# --------------------------------------------------------------------------- data
+# Each reader module in imprint.data declares its config class (imprint.data.registry
+# lists the modules); the union below is built from those declarations. The classes
+# are imported here by name too, for `from imprint.config import CIFARData`.
 
-    Each class is a pair of correlation lengths (xi_x, xi_y); pixels have unit variance.
-    """
+_DATASETS = registered_datasets()
+_DATA_CONFIGS = tuple(dataset.config for dataset in _DATASETS)
 
-    name: Literal["nlgp"] = "nlgp"
-    # "nlgp": x = erf(g z / sqrt 2) / sqrt(gamma); "gaussian": same covariance, no higher cumulants.
-    process: Literal["nlgp", "gaussian"] = "nlgp"
-    gain: Annotated[float, Field(gt=0.0)] = 10.0  # g = 10: nearly binary, sharp-edged images
-    height: Annotated[int, Field(ge=2, le=256)] = 12
-    width: Annotated[int, Field(ge=2, le=256)] = 12
-    channels: Annotated[int, Field(ge=1, le=4)] = 1
-    # Correlation of the latent field between channels (colour images); 0 = independent.
-    channel_correlation: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
-    # One (xi_x, xi_y) per class; the default is the anisotropic four-class task.
-    class_xi: list[tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]]] = [
-        (0.7, 3.0),
-        (3.0, 0.7),
-        (0.7, 0.7),
-        (3.0, 3.0),
-    ]
-    n_train: PositiveInt = 50_000
-    n_val: PositiveInt = 10_000
-    seed: Annotated[int, Field(ge=0)] = 0
-    # A fixed seeded permutation of pixel positions hides the geometry from the network.
-    permute_pixels: bool = False
-
-    @model_validator(mode="after")
-    def _two_classes(self) -> NLGPData:
-        if len(self.class_xi) < 2:
-            raise ValueError(
-                f"data.class_xi must list at least 2 classes. Got {len(self.class_xi)}."
-            )
-        return self
-
-
-class _FileData(_Section):
-    """Options shared by datasets read from disk: where, which task, how much, how normalised."""
-
-    root: str = "data"
-    # "classes": the dataset's own labels; "superclasses": ImageNet's 10 meaningful
-    # groups (the paper); "modulo": label mod k (the paper's meaningless control);
-    # "mapping": labels from data.mapping_file (CSV: label,target).
-    task: Literal["classes", "superclasses", "modulo", "mapping"] = "classes"
-    modulo: Annotated[int, Field(ge=2)] = 10
-    mapping_file: str | None = None
-    # Keep only these original (0-based) labels; with task "classes" they become 0..n-1.
-    classes: list[Annotated[int, Field(ge=0)]] | None = None
-    train_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
-    # "first": the first fraction of the training files, as the paper; "random": seeded.
-    fraction_mode: Literal["first", "random"] = "first"
-    # "official": the first n_val images of the official validation/test set (the paper);
-    # "train": the last n_val training images, held out before taking the fraction.
-    val_source: Literal["official", "train"] = "official"
-    n_val: PositiveInt = 10_000
-    # "paper": (x - mean image) / 255; "channel": per-channel standardisation.
-    normalization: Literal["paper", "channel"] = "paper"
-    permute_pixels: bool = False
-    seed: Annotated[int, Field(ge=0)] = 0  # random fraction and the pixel permutation
-
-    @model_validator(mode="after")
-    def _task_options(self) -> _FileData:
-        if self.task == "mapping" and not self.mapping_file:
-            raise ValueError("data.mapping_file must name a CSV file when data.task = 'mapping'.")
-        if self.classes is not None and len(set(self.classes)) != len(self.classes):
-            raise ValueError(f"data.classes must not repeat a label. Got {self.classes}.")
-        if self.classes is not None and len(self.classes) < 2:
-            raise ValueError(f"data.classes must keep at least 2 labels. Got {self.classes}.")
-        return self
-
-
-class ImageNetData(_FileData):
-    """ImageNet32/64 as distributed (pickled batches or npz), with the paper's tasks."""
-
-    name: Literal["imagenet32", "imagenet64"] = "imagenet32"
-    root: str = "data/imagenet32"
-
-
-class CIFARData(_FileData):
-    """CIFAR-10 / CIFAR-100, python pickles (CIFAR-100 with fine or coarse labels)."""
-
-    name: Literal["cifar10", "cifar100"] = "cifar10"
-    root: str = "data/cifar-10-batches-py"
-    labels: Literal["fine", "coarse"] = "fine"  # CIFAR-100 only
-
-    @model_validator(mode="after")
-    def _no_superclasses(self) -> CIFARData:
-        _refuse_superclasses(self.name, self.task)
-        return self
-
-
-class MNISTData(_FileData):
-    """MNIST / Fashion-MNIST IDX files, plain or gzipped."""
-
-    name: Literal["mnist", "fashion_mnist"] = "mnist"
-    root: str = "data/mnist"
-
-    @model_validator(mode="after")
-    def _no_superclasses(self) -> MNISTData:
-        _refuse_superclasses(self.name, self.task)
-        return self
-
-
-class FolderData(_FileData):
-    """A folder per class of PNG/JPEG images (root/<class>/*.png), resized on load.
-
-    With root/train/<class>/ and root/val/<class>/ the val folder is the official
-    validation set; otherwise set data.val_source = 'train'.
-    """
-
-    name: Literal["folder"] = "folder"
-    root: str = "data/images"
-    height: Annotated[int, Field(ge=2, le=512)] = 32
-    width: Annotated[int, Field(ge=2, le=512)] = 32
-    channels: Literal[1, 3] = 3
-
-    @model_validator(mode="after")
-    def _no_superclasses(self) -> FolderData:
-        _refuse_superclasses(self.name, self.task)
-        return self
-
-
-def _refuse_superclasses(name: str, task: str) -> None:
-    if task == "superclasses":
-        raise ValueError(
-            f"data.task = 'superclasses' is ImageNet's 10-superclass table; "
-            f"data.name = '{name}' has none (use 'mapping' with a CSV file)."
-        )
-
-
-DataConfig = Annotated[
-    NLGPData | ImageNetData | CIFARData | MNISTData | FolderData, Field(discriminator="name")
-]
-FileData = ImageNetData | CIFARData | MNISTData | FolderData
+DataConfig = Annotated[Union[_DATA_CONFIGS], Field(discriminator="name")]  # noqa: UP007
+FileData = Union[tuple(c for c in _DATA_CONFIGS if issubclass(c, FileOptions))]  # noqa: UP007
 
 
 class ModelConfig(_Section):
@@ -359,14 +242,7 @@ def _format_errors(error: ValidationError, source: str) -> str:
 
 
 _DATA_MODELS: dict[str, type[BaseModel]] = {
-    "nlgp": NLGPData,
-    "imagenet32": ImageNetData,
-    "imagenet64": ImageNetData,
-    "cifar10": CIFARData,
-    "cifar100": CIFARData,
-    "mnist": MNISTData,
-    "fashion_mnist": MNISTData,
-    "folder": FolderData,
+    name: dataset.config for dataset in _DATASETS for name in dataset.names
 }
 _DATA_TAGS = tuple(_DATA_MODELS)
 

@@ -2,76 +2,43 @@
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
-from imprint.config import FileData, NLGPData
 from imprint.data import ImageData, load_dataset
+from imprint.data.base import DataSection, FileOptions
+from imprint.data.registry import datasets
 
-__all__ = ["DatasetInfo", "DATASETS", "DataReport", "check_data", "format_datasets"]
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    names: str  # the data.name values
-    shape: str
-    files: str  # what data.root must hold
-    options: str  # dataset-specific options beyond the shared ones
+__all__ = ["DataReport", "check_data", "format_datasets", "shared_options"]
 
 
-DATASETS = (
-    DatasetInfo(
-        "nlgp",
-        "(channels, height, width), default (1, 12, 12)",
-        "nothing: generated from data.seed",
-        "process (nlgp|gaussian), gain, height, width, channels, channel_correlation, "
-        "class_xi, n_train, n_val",
-    ),
-    DatasetInfo(
-        "imagenet32, imagenet64",
-        "(3, 32, 32) / (3, 64, 64)",
-        "train_data_batch_1..10 and val_data (pickles, or the same names + .npz)",
-        "task = superclasses (the paper's 10 meaningful groups)",
-    ),
-    DatasetInfo(
-        "cifar10, cifar100",
-        "(3, 32, 32)",
-        "data_batch_1..5 and test_batch (cifar10); train and test (cifar100)",
-        "labels = fine|coarse (cifar100)",
-    ),
-    DatasetInfo(
-        "mnist, fashion_mnist",
-        "(1, 28, 28)",
-        "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-... (each maybe .gz)",
-        "-",
-    ),
-    DatasetInfo(
-        "folder",
-        "(channels, height, width), default (3, 32, 32)",
-        "root/<class>/*.png|jpg, or root/train/<class>/ and root/val/<class>/",
-        "height, width, channels (images are resized)",
-    ),
-)
-
-SHARED_OPTIONS = (
-    "root, task (classes|superclasses|modulo|mapping), modulo, mapping_file, classes, "
-    "train_fraction, fraction_mode (first|random), val_source (official|train), n_val, "
-    "normalization (paper|channel), permute_pixels, seed"
-)
+def shared_options() -> str:
+    """The options of every on-disk dataset (FileOptions' fields), with their choices."""
+    parts = []
+    for name, field in FileOptions.model_fields.items():
+        choices = typing.get_args(field.annotation)
+        if typing.get_origin(field.annotation) is Literal:
+            parts.append(f"{name} ({'|'.join(str(c) for c in choices)})")
+        else:
+            parts.append(name)
+    return ", ".join(parts)
 
 
 def format_datasets() -> str:
+    """What `imprint datasets` prints: every registered dataset's catalog entry."""
     lines = []
-    for info in DATASETS:
+    for dataset in datasets():
         lines += [
-            f"{info.names}",
-            f"  input shape: {info.shape}",
-            f"  data.root holds: {info.files}",
-            f"  options: {info.options}",
+            ", ".join(dataset.names),
+            f"  input shape: {dataset.shape}",
+            f"  data.root holds: {dataset.files}",
+            f"  options: {dataset.options}",
             "",
         ]
-    lines.append(f"Options of every on-disk dataset: {SHARED_OPTIONS}.")
+    lines.append(f"Options of every on-disk dataset: {shared_options()}.")
     return "\n".join(lines)
 
 
@@ -111,10 +78,10 @@ class DataReport:
         )
 
 
-def _report(config: NLGPData | FileData, data: ImageData) -> DataReport:
+def _report(config: DataSection, data: ImageData) -> DataReport:
     labels = torch.cat([data.y_train, data.y_val])
     nbytes = data.x_train.element_size() * (data.x_train.numel() + data.x_val.numel())
-    source = "generated" if isinstance(config, NLGPData) else str(config.root)
+    source = str(config.root) if isinstance(config, FileOptions) else "generated"
     return DataReport(
         name=config.name,
         source=source,
@@ -130,6 +97,6 @@ def _report(config: NLGPData | FileData, data: ImageData) -> DataReport:
     )
 
 
-def check_data(config: NLGPData | FileData) -> DataReport:
+def check_data(config: DataSection) -> DataReport:
     """Load the dataset of a data config (raising DataError on any problem) and report it."""
     return _report(config, load_dataset(config))

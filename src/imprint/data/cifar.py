@@ -8,15 +8,32 @@ CIFAR-10: ``data_batch_1`` .. ``_5`` and ``test_batch``, dicts with 'data'
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
-import numpy as np
+from pydantic import model_validator
 
-from imprint.config import CIFARData
-from imprint.data import DataError
-from imprint.data.files import RawData, check_images, check_labels
-from imprint.data.safe import plain_keys, safe_unpickle
+from imprint.data.base import DataError, Dataset, FileOptions, refuse_superclasses
 
-__all__ = ["read_cifar", "CIFAR_FILES"]
+if TYPE_CHECKING:
+    import numpy as np
+
+    from imprint.data.files import RawData
+
+__all__ = ["CIFARData", "read_cifar", "CIFAR_FILES", "DATASET"]
+
+
+class CIFARData(FileOptions):
+    """CIFAR-10 / CIFAR-100, python pickles (CIFAR-100 with fine or coarse labels)."""
+
+    name: Literal["cifar10", "cifar100"] = "cifar10"
+    root: str = "data/cifar-10-batches-py"
+    labels: Literal["fine", "coarse"] = "fine"  # CIFAR-100 only
+
+    @model_validator(mode="after")
+    def _no_superclasses(self) -> CIFARData:
+        refuse_superclasses(self.name, self.task)
+        return self
+
 
 SHAPE = (3, 32, 32)
 CIFAR_FILES = {
@@ -26,6 +43,9 @@ CIFAR_FILES = {
 
 
 def _read(path: Path, key: str, n_labels: int) -> tuple[np.ndarray, np.ndarray]:
+    from imprint.data.files import check_images, check_labels
+    from imprint.data.safe import plain_keys, safe_unpickle
+
     if not path.exists():
         raise DataError(f"{path} does not exist. Expected the {path.parent} CIFAR python files.")
     batch = plain_keys(safe_unpickle(path), path)
@@ -36,6 +56,10 @@ def _read(path: Path, key: str, n_labels: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def read_cifar(config: CIFARData) -> RawData:
+    import numpy as np
+
+    from imprint.data.files import RawData
+
     root = Path(config.root)
     if not root.is_dir():
         raise DataError(f"data.root: {root} is not a folder (expected the {config.name} files).")
@@ -49,3 +73,12 @@ def read_cifar(config: CIFARData) -> RawData:
     x_train = np.concatenate([x for x, _ in parts])
     y_train = np.concatenate([y for _, y in parts])
     return RawData(x_train, y_train, x_val, y_val, SHAPE, n_labels)
+
+
+DATASET = Dataset(
+    config=CIFARData,
+    read=read_cifar,
+    shape="(3, 32, 32)",
+    files="data_batch_1..5 and test_batch (cifar10); train and test (cifar100)",
+    options="labels = fine|coarse (cifar100)",
+)

@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imprint.config import FileData
-from imprint.data import DataError, ImageData
+from imprint.data.base import DataError, FileOptions, ImageData
 
 __all__ = ["RawData", "finish", "superclass_table", "check_images", "check_labels"]
 
@@ -97,7 +96,7 @@ def _read_mapping(path: Path, n_labels: int) -> np.ndarray:
     return table
 
 
-def _task(labels: np.ndarray, config: FileData, n_labels: int) -> tuple[np.ndarray, int]:
+def _task(labels: np.ndarray, config: FileOptions, n_labels: int) -> tuple[np.ndarray, int]:
     """Map original labels to the task's classes; -1 drops an example."""
     if config.classes is not None and config.task == "classes":
         lookup = np.full(n_labels, -1, dtype=np.int64)
@@ -113,7 +112,7 @@ def _task(labels: np.ndarray, config: FileData, n_labels: int) -> tuple[np.ndarr
     return table[labels], int(table.max()) + 1
 
 
-def finish(raw: RawData, config: FileData) -> ImageData:
+def finish(raw: RawData, config: FileOptions) -> ImageData:
     """Apply the config's task, class subset, validation split, fraction, normalisation."""
     for label in config.classes or []:
         if label >= raw.n_labels:
@@ -175,7 +174,7 @@ def finish(raw: RawData, config: FileData) -> ImageData:
 
 
 def _normalization(
-    x_train: np.ndarray, raw: RawData, config: FileData
+    x_train: np.ndarray, raw: RawData, config: FileOptions
 ) -> tuple[torch.Tensor, float | torch.Tensor]:
     """The per-batch affine map: (x - offset) * scale, offset (D,), scale scalar or (D,)."""
     channels, height, width = raw.shape

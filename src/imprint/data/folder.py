@@ -8,14 +8,38 @@ second being the official validation set.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Literal
 
-import numpy as np
+from pydantic import Field, model_validator
 
-from imprint.config import FolderData
-from imprint.data import DataError
-from imprint.data.files import RawData
+from imprint.data.base import DataError, Dataset, FileOptions, refuse_superclasses
 
-__all__ = ["read_folder", "IMAGE_SUFFIXES"]
+if TYPE_CHECKING:
+    import numpy as np
+
+    from imprint.data.files import RawData
+
+__all__ = ["FolderData", "read_folder", "IMAGE_SUFFIXES", "DATASET"]
+
+
+class FolderData(FileOptions):
+    """A folder per class of PNG/JPEG images (root/<class>/*.png), resized on load.
+
+    With root/train/<class>/ and root/val/<class>/ the val folder is the official
+    validation set; otherwise set data.val_source = 'train'.
+    """
+
+    name: Literal["folder"] = "folder"
+    root: str = "data/images"
+    height: Annotated[int, Field(ge=2, le=512)] = 32
+    width: Annotated[int, Field(ge=2, le=512)] = 32
+    channels: Literal[1, 3] = 3
+
+    @model_validator(mode="after")
+    def _no_superclasses(self) -> FolderData:
+        refuse_superclasses(self.name, self.task)
+        return self
+
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -28,6 +52,7 @@ def _classes(root: Path) -> list[str]:
 
 
 def _load(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
+    import numpy as np
     from PIL import Image, UnidentifiedImageError
 
     channels, height, width = shape
@@ -46,6 +71,8 @@ def _load(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
 
 
 def _read_split(root: Path, classes: list[str], shape) -> tuple[np.ndarray, np.ndarray]:
+    import numpy as np
+
     xs, ys = [], []
     for label, name in enumerate(classes):
         folder = root / name
@@ -61,6 +88,10 @@ def _read_split(root: Path, classes: list[str], shape) -> tuple[np.ndarray, np.n
 
 
 def read_folder(config: FolderData) -> RawData:
+    import numpy as np
+
+    from imprint.data.files import RawData
+
     root = Path(config.root)
     if not root.is_dir():
         raise DataError(f"data.root: {root} is not a folder of class folders.")
@@ -76,3 +107,12 @@ def read_folder(config: FolderData) -> RawData:
     # validation tail and a "first fraction" cover every class.
     order = np.random.default_rng(config.seed).permutation(x_train.shape[0])
     return RawData(x_train[order], y_train[order], None, None, shape, len(classes))
+
+
+DATASET = Dataset(
+    config=FolderData,
+    read=read_folder,
+    shape="(channels, height, width), default (3, 32, 32)",
+    files="root/<class>/*.png|jpg, or root/train/<class>/ and root/val/<class>/",
+    options="height, width, channels (images are resized)",
+)

@@ -10,22 +10,30 @@ ImageNet32 images take 3.9 GB) and are normalised per batch on the device.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
+from imprint.data.base import DataError, Dataset, FileOptions
 
-from imprint.config import ImageNetData
-from imprint.data import DataError
-from imprint.data.files import RawData, check_images, check_labels
-from imprint.data.safe import plain_keys, read_npz, safe_unpickle
+if TYPE_CHECKING:
+    from imprint.data.files import RawData
 
-__all__ = ["read_imagenet", "IMAGENET_FILES"]
+__all__ = ["ImageNetData", "read_imagenet", "IMAGENET_FILES", "DATASET"]
+
+
+class ImageNetData(FileOptions):
+    """ImageNet32/64 as distributed (pickled batches or npz), with the paper's tasks."""
+
+    name: Literal["imagenet32", "imagenet64"] = "imagenet32"
+    root: str = "data/imagenet32"
+
 
 N_TRAIN_BATCHES = 10
 IMAGENET_FILES = [f"train_data_batch_{i}" for i in range(1, N_TRAIN_BATCHES + 1)] + ["val_data"]
 
 
 def _read_batch(root: Path, stem: str) -> tuple[dict[str, Any], Path]:
+    from imprint.data.safe import plain_keys, read_npz, safe_unpickle
+
     npz = root / f"{stem}.npz"
     if npz.exists():
         return plain_keys(read_npz(npz), npz), npz
@@ -38,6 +46,8 @@ def _read_batch(root: Path, stem: str) -> tuple[dict[str, Any], Path]:
 
 
 def _split(batch: dict[str, Any], source: Path, shape: tuple[int, int, int]):
+    from imprint.data.files import check_images, check_labels
+
     if "data" not in batch or "labels" not in batch:
         raise DataError(f"{source}: expected a dict with 'data' and 'labels'. Got {sorted(batch)}.")
     x = check_images(batch["data"], shape, source)
@@ -45,6 +55,10 @@ def _split(batch: dict[str, Any], source: Path, shape: tuple[int, int, int]):
 
 
 def read_imagenet(config: ImageNetData) -> RawData:
+    import numpy as np
+
+    from imprint.data.files import RawData
+
     side = 32 if config.name == "imagenet32" else 64
     shape = (3, side, side)
     root = Path(config.root)
@@ -65,3 +79,12 @@ def read_imagenet(config: ImageNetData) -> RawData:
     val, source = _read_batch(root, "val_data")
     x_val, y_val = _split(val, source, shape)
     return RawData(np.concatenate(xs), np.concatenate(ys), x_val, y_val, shape, 1000, mean)
+
+
+DATASET = Dataset(
+    config=ImageNetData,
+    read=read_imagenet,
+    shape="(3, 32, 32) / (3, 64, 64)",
+    files="train_data_batch_1..10 and val_data (pickles, or the same names + .npz)",
+    options="task = superclasses (the paper's 10 meaningful groups)",
+)

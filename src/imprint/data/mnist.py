@@ -11,14 +11,31 @@ from __future__ import annotations
 import gzip
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
-import numpy as np
+from pydantic import model_validator
 
-from imprint.config import MNISTData
-from imprint.data import DataError
-from imprint.data.files import RawData, check_labels
+from imprint.data.base import DataError, Dataset, FileOptions, refuse_superclasses
 
-__all__ = ["read_mnist", "read_idx", "MNIST_FILES"]
+if TYPE_CHECKING:
+    import numpy as np
+
+    from imprint.data.files import RawData
+
+__all__ = ["MNISTData", "read_mnist", "read_idx", "MNIST_FILES", "DATASET"]
+
+
+class MNISTData(FileOptions):
+    """MNIST / Fashion-MNIST IDX files, plain or gzipped."""
+
+    name: Literal["mnist", "fashion_mnist"] = "mnist"
+    root: str = "data/mnist"
+
+    @model_validator(mode="after")
+    def _no_superclasses(self) -> MNISTData:
+        refuse_superclasses(self.name, self.task)
+        return self
+
 
 MNIST_FILES = (
     "train-images-idx3-ubyte",
@@ -39,6 +56,8 @@ def _find(root: Path, stem: str) -> Path:
 
 def read_idx(path: Path, ndim: int) -> np.ndarray:
     """An unsigned-byte IDX array with ``ndim`` dimensions."""
+    import numpy as np
+
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError, zlib.error) as error:
@@ -64,6 +83,8 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
 
 
 def _split(root: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]:
+    from imprint.data.files import check_labels
+
     images_path = _find(root, f"{prefix}-images-idx3-ubyte")
     labels_path = _find(root, f"{prefix}-labels-idx1-ubyte")
     images = read_idx(images_path, 3)
@@ -81,9 +102,19 @@ def _split(root: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def read_mnist(config: MNISTData) -> RawData:
+    from imprint.data.files import RawData
+
     root = Path(config.root)
     if not root.is_dir():
         raise DataError(f"data.root: {root} is not a folder (expected the {config.name} files).")
     x_train, y_train = _split(root, "train")
     x_val, y_val = _split(root, "t10k")
     return RawData(x_train, y_train, x_val, y_val, (1, 28, 28), 10)
+
+
+DATASET = Dataset(
+    config=MNISTData,
+    read=read_mnist,
+    shape="(1, 28, 28)",
+    files="train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-... (each maybe .gz)",
+)

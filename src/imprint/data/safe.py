@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from imprint.data import DataError
+from imprint.data.base import DataError
 
 __all__ = ["safe_unpickle", "read_npz", "plain_keys"]
 

@@ -3,17 +3,58 @@ their correlation lengths (xi_x, xi_y)."""
 
 from __future__ import annotations
 
-import torch
+from typing import Annotated, Literal
 
-from imprint.config import NLGPData
-from imprint.data import ImageData
-from imprint.data.nlgp import sample_gaussian_clone, sample_nlgp
+from pydantic import Field, model_validator
 
-__all__ = ["make_nlgp_dataset"]
+from imprint.data.base import DataSection, Dataset, ImageData, PositiveInt
+
+__all__ = ["NLGPData", "make_nlgp_dataset", "DATASET"]
+
+
+class NLGPData(DataSection):
+    """The non-linear Gaussian process of Ingrosso & Goldt, or its Gaussian clone.
+
+    Each class is a pair of correlation lengths (xi_x, xi_y); pixels have unit variance.
+    """
+
+    name: Literal["nlgp"] = "nlgp"
+    # "nlgp": x = erf(g z / sqrt 2) / sqrt(gamma); "gaussian": same covariance, no higher cumulants.
+    process: Literal["nlgp", "gaussian"] = "nlgp"
+    gain: Annotated[float, Field(gt=0.0)] = 10.0  # g = 10: nearly binary, sharp-edged images
+    height: Annotated[int, Field(ge=2, le=256)] = 12
+    width: Annotated[int, Field(ge=2, le=256)] = 12
+    channels: Annotated[int, Field(ge=1, le=4)] = 1
+    # Correlation of the latent field between channels (colour images); 0 = independent.
+    channel_correlation: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    # One (xi_x, xi_y) per class; the default is the anisotropic four-class task.
+    class_xi: list[tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]]] = [
+        (0.7, 3.0),
+        (3.0, 0.7),
+        (0.7, 0.7),
+        (3.0, 3.0),
+    ]
+    n_train: PositiveInt = 50_000
+    n_val: PositiveInt = 10_000
+    seed: Annotated[int, Field(ge=0)] = 0
+    # A fixed seeded permutation of pixel positions hides the geometry from the network.
+    permute_pixels: bool = False
+
+    @model_validator(mode="after")
+    def _two_classes(self) -> NLGPData:
+        if len(self.class_xi) < 2:
+            raise ValueError(
+                f"data.class_xi must list at least 2 classes. Got {len(self.class_xi)}."
+            )
+        return self
 
 
 def make_nlgp_dataset(config: NLGPData) -> ImageData:
     """Balanced classes, shuffled; training and validation sets drawn independently."""
+    import torch
+
+    from imprint.data.nlgp import sample_gaussian_clone, sample_nlgp
+
     shape = (config.channels, config.height, config.width)
     sampler = sample_nlgp if config.process == "nlgp" else sample_gaussian_clone
     gen = torch.Generator().manual_seed(config.seed)
@@ -32,3 +73,13 @@ def make_nlgp_dataset(config: NLGPData) -> ImageData:
     x_train, y_train = draw(config.n_train)
     x_val, y_val = draw(config.n_val)
     return ImageData(x_train, y_train, x_val, y_val, shape=shape, num_classes=n_classes)
+
+
+DATASET = Dataset(
+    config=NLGPData,
+    read=make_nlgp_dataset,
+    shape="(channels, height, width), default (1, 12, 12)",
+    files="nothing: generated from data.seed",
+    options="process (nlgp|gaussian), gain, height, width, channels, channel_correlation, "
+    "class_xi, n_train, n_val",
+)

@@ -1,0 +1,216 @@
+"""What every dataset reader shares, with no import back into the package or the config.
+
+- :class:`DataError`, the one error type of bad data files and options;
+- :class:`ImageData`, what every dataset becomes: (N, C*H*W) tensors (uint8 for real
+  images, float32 for generated ones) with index p = c*H*W + y*W + x, 0-based labels,
+  and the affine normalisation that the training step applies to each batch;
+- :class:`DataSection` and :class:`FileOptions`, the bases of the data configs (the
+  options shared by every on-disk dataset);
+- :class:`Dataset`, the declaration a reader module makes (its config class, its reader
+  function and what ``imprint datasets`` prints), collected by :mod:`imprint.data.registry`.
+
+The config imports this module (to build its union of data configs), so it imports
+neither torch nor numpy at module level: ``imprint --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "DataError",
+    "ImageData",
+    "DataSection",
+    "FileOptions",
+    "PositiveInt",
+    "refuse_superclasses",
+    "Dataset",
+    "dataset_names",
+]
+
+
+class DataError(ValueError):
+    """A data file or data option that cannot be used; the message names it."""
+
+
+@dataclass(frozen=True)
+class ImageData:
+    x_train: torch.Tensor  # (N_train, D) uint8 or float32
+    y_train: torch.Tensor  # (N_train,) int64 in [0, num_classes)
+    x_val: torch.Tensor  # (N_val, D)
+    y_val: torch.Tensor  # (N_val,)
+    shape: tuple[int, int, int]  # (C, H, W); D = C*H*W
+    num_classes: int
+    offset: torch.Tensor | None = None  # (D,) subtracted before scaling (the mean image)
+    scale: float | torch.Tensor = 1.0  # a number, or (D,) per input (channel standardisation)
+    # Network input j holds image pixel permutation[j] (the geometry-hiding control).
+    permutation: torch.Tensor | None = None  # (D,) int64
+
+    @property
+    def input_dim(self) -> int:
+        return self.x_train.shape[1]
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, D) stored images -> (B, D) float32 network inputs."""
+        import torch
+
+        x = x.float()
+        if self.offset is not None:
+            x = x - self.offset
+        if isinstance(self.scale, torch.Tensor) or self.scale != 1.0:
+            x = x * self.scale
+        return x
+
+    def to(self, device: torch.device | str) -> ImageData:
+        import torch
+
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return replace(
+            self,
+            x_train=move(self.x_train),
+            y_train=move(self.y_train),
+            x_val=move(self.x_val),
+            y_val=move(self.y_val),
+            offset=move(self.offset),
+            scale=move(self.scale) if isinstance(self.scale, torch.Tensor) else self.scale,
+            permutation=move(self.permutation),
+        )
+
+    def permuted(self, permutation: torch.Tensor) -> ImageData:
+        """The same data with pixel positions shuffled: input j <- pixel permutation[j]."""
+        import torch
+
+        offset = None if self.offset is None else self.offset[permutation]
+        scale = self.scale[permutation] if isinstance(self.scale, torch.Tensor) else self.scale
+        return replace(
+            self,
+            x_train=self.x_train[:, permutation],
+            x_val=self.x_val[:, permutation],
+            offset=offset,
+            scale=scale,
+            permutation=permutation,
+        )
+
+
+# --------------------------------------------------------------------------- configs
+
+
+class DataSection(BaseModel):
+    """Base of every data config: frozen, unknown keys refused, defaults validated.
+
+    A data config has a ``name`` field typed ``Literal[...]`` (the values of data.name
+    it answers to; the config's union is discriminated on it). Defining
+    ``permute_pixels`` and ``seed`` gives it the pixel-permutation control.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class FileOptions(DataSection):
+    """Options shared by datasets read from disk: where, which task, how much, how normalised.
+
+    A reader whose config subclasses this returns the files as they are
+    (:class:`imprint.data.files.RawData`); :func:`imprint.data.files.finish` applies
+    these options.
+    """
+
+    root: str = "data"
+    # "classes": the dataset's own labels; "superclasses": ImageNet's 10 meaningful
+    # groups (the paper); "modulo": label mod k (the paper's meaningless control);
+    # "mapping": labels from data.mapping_file (CSV: label,target).
+    task: Literal["classes", "superclasses", "modulo", "mapping"] = "classes"
+    modulo: Annotated[int, Field(ge=2)] = 10
+    mapping_file: str | None = None
+    # Keep only these original (0-based) labels; with task "classes" they become 0..n-1.
+    classes: list[Annotated[int, Field(ge=0)]] | None = None
+    train_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
+    # "first": the first fraction of the training files, as the paper; "random": seeded.
+    fraction_mode: Literal["first", "random"] = "first"
+    # "official": the first n_val images of the official validation/test set (the paper);
+    # "train": the last n_val training images, held out before taking the fraction.
+    val_source: Literal["official", "train"] = "official"
+    n_val: PositiveInt = 10_000
+    # "paper": (x - mean image) / 255; "channel": per-channel standardisation.
+    normalization: Literal["paper", "channel"] = "paper"
+    permute_pixels: bool = False
+    seed: Annotated[int, Field(ge=0)] = 0  # random fraction and the pixel permutation
+
+    @model_validator(mode="after")
+    def _task_options(self) -> FileOptions:
+        if self.task == "mapping" and not self.mapping_file:
+            raise ValueError("data.mapping_file must name a CSV file when data.task = 'mapping'.")
+        if self.classes is not None and len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"data.classes must not repeat a label. Got {self.classes}.")
+        if self.classes is not None and len(self.classes) < 2:
+            raise ValueError(f"data.classes must keep at least 2 labels. Got {self.classes}.")
+        return self
+
+
+def refuse_superclasses(name: str, task: str) -> None:
+    """For datasets other than ImageNet: the superclass table is ImageNet's."""
+    if task == "superclasses":
+        raise ValueError(
+            f"data.task = 'superclasses' is ImageNet's 10-superclass table; "
+            f"data.name = '{name}' has none (use 'mapping' with a CSV file)."
+        )
+
+
+def dataset_names(config: type[BaseModel]) -> tuple[str, ...]:
+    """The data.name values a data config class answers to (its ``name`` Literal)."""
+    field = config.model_fields.get("name")
+    args = typing.get_args(field.annotation) if field is not None else ()
+    if (
+        field is None
+        or typing.get_origin(field.annotation) is not Literal
+        or not all(isinstance(a, str) for a in args)
+    ):
+        raise TypeError(
+            f"{config.__qualname__} must have a field 'name: Literal[...]' of strings "
+            "(the data.name values it answers to)."
+        )
+    return args
+
+
+# --------------------------------------------------------------------------- declarations
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A reader module's declaration: ``DATASET = Dataset(...)``, listed in the registry.
+
+    ``read(config)`` returns either an :class:`ImageData` (used as it is: a generated
+    dataset) or, for a config subclassing :class:`FileOptions`, the files as they are
+    (:class:`imprint.data.files.RawData`), to which :func:`imprint.data.files.finish`
+    applies the shared options. Readers import numpy and torch inside ``read`` (the
+    config imports the reader modules). ``shape``, ``files`` and ``options`` are what
+    ``imprint datasets`` prints: the input shape, what data.root must hold, and the
+    options beyond the shared ones.
+    """
+
+    config: type[DataSection]
+    read: Callable[[Any], Any]
+    shape: str
+    files: str
+    options: str = "-"
+
+    def __post_init__(self) -> None:
+        dataset_names(self.config)  # a config without a Literal name fails at declaration
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return dataset_names(self.config)
+
+    @property
+    def on_disk(self) -> bool:
+        return issubclass(self.config, FileOptions)
