@@ -45,7 +45,7 @@ def test_overrides_are_typed():
         ("train.stpes=3", "unknown key 'train.stpes'. Allowed keys here: batch_size"),
         ("train.lr=-1", "'train.lr': Input should be greater than 0. Got -1."),
         ("prune.scope=local", "'prune.scope' must be one of 'layer' or 'global'. Got 'local'."),
-        ("prune.procedure=magic", "'prune.procedure' must be one of 'imp', 'oneshot'"),
+        ("prune.procedure=magic", "prune.procedure must be one of imp, oneshot"),
         ("prune.fraction=1.5", "'prune.fraction': Input should be less than 1. Got 1.5."),
         ("data.name=cifar", "'data.name' must be one of 'nlgp', 'imagenet32', 'imagenet64'"),
         ("data.gainn=2", "unknown key 'data.gainn'. Allowed keys here: channel_correlation"),

@@ -123,7 +123,9 @@ class TrainConfig(_Section):
 class PruneConfig(_Section):
     """The IMP protocol and its controls."""
 
-    procedure: Literal["imp", "oneshot", "random", "reinit", "finetune"] = "imp"
+    # A registered procedure (imprint.procedures.PROCEDURES: imp, oneshot, random, reinit,
+    # finetune and the criteria researchers compare IMP with).
+    procedure: str = "imp"
     fraction: Fraction = 0.3  # of the weights still alive, per round
     # Optional per-layer rates (one per linear layer; 0 leaves a layer dense).
     layer_fractions: list[Annotated[float, Field(ge=0.0, lt=1.0)]] | None = None
@@ -197,15 +199,19 @@ class Config(_Section):
                     f"prune.exclude_layers entries must be in [{-n_linear}, {n_linear - 1}]. "
                     f"Got {index}."
                 )
-        if self.prune.procedure != "finetune" and self.prune.rewind_step >= self.train.steps:
+        from imprint.procedures import get_procedure  # the registry sits above config
+        from imprint.procedures.base import start_from_rewind
+
+        procedure = get_procedure(self.prune.procedure)
+        if procedure.start is start_from_rewind and self.prune.rewind_step >= self.train.steps:
             raise ValueError(
                 f"prune.rewind_step must be smaller than train.steps ({self.train.steps}). "
                 f"Got {self.prune.rewind_step}."
             )
-        if self.prune.procedure == "reinit" and not self.prune.reference_run:
+        if procedure.needs_reference and not self.prune.reference_run:
             raise ValueError(
                 "prune.reference_run must name a finished IMP run folder when "
-                "prune.procedure = 'reinit' (its masks are reused with fresh weights)."
+                f"prune.procedure = '{procedure.name}' (its masks are reused)."
             )
         return self
 

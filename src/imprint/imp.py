@@ -12,7 +12,12 @@ oneshot    magnitude-prune round 0's final weights     rewind state x mask
            to round r's per-layer density at once
 random     random, nested, at round r's density        rewind state x mask
 reinit     the reference IMP run's round r mask        a fresh initialisation x mask
+snip       |dL/dw * w| at init, round r's density      initial weights x mask
+grasp      w * (H g) at init, round r's density        initial weights x mask
 =========  ==========================================  ===============================
+
+The procedures are registry entries (:mod:`imprint.procedures`): a mask rule and a
+start rule each, every mask rule pruning through :func:`imprint.prune.prune_by_scores`.
 
 "Round r's density" is the reference run's per-layer density when
 ``prune.reference_run`` is set, else IMP's layer-wise schedule. The loop stops at
@@ -41,6 +46,7 @@ from imprint.analysis.uncertainty import across_seeds, format_spread, reading_fr
 from imprint.config import Config, ConfigError, SeedConfig, config_to_dict
 from imprint.data import ImageData, load_dataset
 from imprint.model import build_model
+from imprint.procedures import RoundInputs, get_procedure
 from imprint.prune import (
     Masks,
     apply_masks,
@@ -48,10 +54,6 @@ from imprint.prune import (
     full_masks,
     layer_counts,
     layer_names,
-    magnitude_prune,
-    prune_to_counts,
-    random_prune,
-    schedule_counts,
 )
 from imprint.runs import (
     GROUP_FILE,
@@ -430,30 +432,30 @@ class _Member:
             return folder.round_masks(index), folder.round_state(index, "start")
         if index == 0:
             return full_masks(self.init_state), self.init_state
-        masks = _next_masks(
-            config,
-            index,
-            self.previous_masks,
-            self.previous_final,
-            self.dense_final,
-            _layer_rates(config),
-            self.reference,
-            self.init_state,
+        procedure = get_procedure(config.prune.procedure)
+
+        def fresh_state(seed: int) -> dict[str, torch.Tensor]:
+            return build_model(config.model, data.input_dim, data.num_classes, seed).state_dict()
+
+        inputs = RoundInputs(
+            config=config,
+            index=index,
+            previous_masks=self.previous_masks,
+            previous_final=self.previous_final,
+            dense_final=self.dense_final,
+            init_state=self.init_state,
+            rewind_state=self.rewind_state,
+            reference=self.reference,
+            data=data,
+            rates=_layer_rates(config),
+            derive_seed=derive_seed,
+            build_state=fresh_state,
         )
-        procedure = config.prune.procedure
-        if procedure == "finetune":
-            return masks, apply_masks(self.previous_final, masks)
-        if procedure == "reinit":
-            fresh = build_model(
-                config.model,
-                data.input_dim,
-                data.num_classes,
-                derive_seed("reinit", config.seeds.init, index),
-            )
-            return masks, apply_masks(fresh.state_dict(), masks)
-        if self.rewind_state is None:
-            raise RunFolderError(f"{folder.rewind_path} is missing; cannot rewind.")
-        return masks, apply_masks(self.rewind_state, masks)
+        masks = procedure.mask(inputs)
+        try:
+            return masks, procedure.start(inputs, masks)
+        except ValueError as error:
+            raise RunFolderError(f"{folder.root}: round {index}: {error}") from None
 
     def complete(
         self,
@@ -569,50 +571,6 @@ def _train_members(
         checkpoints.remove_checkpoint()  # after every metrics.json: the round is complete
         if saved:
             log(_round_line(saved, team[0].pruned))
-
-
-def _next_masks(
-    config: Config,
-    index: int,
-    previous_masks: Masks,
-    previous_final: dict[str, torch.Tensor] | None,
-    dense_final: dict[str, torch.Tensor] | None,
-    rates: dict[int, float],
-    reference: _Reference | None,
-    init_state: dict[str, torch.Tensor],
-) -> Masks:
-    procedure = config.prune.procedure
-    layers = sorted(rates)
-    if procedure == "reinit":
-        assert reference is not None  # guaranteed by the config validation
-        return reference.masks(index)
-    if procedure in ("imp", "finetune"):
-        assert previous_final is not None
-        return magnitude_prune(previous_final, previous_masks, rates, config.prune.scope)
-    totals = [total for _, total in layer_counts(previous_masks)]
-    if reference is not None:
-        keep = reference.counts(index, layers)
-    elif config.prune.scope == "layer":
-        keep = schedule_counts(totals, rates, index)
-    else:
-        keep = None
-    if procedure == "oneshot":
-        assert dense_final is not None
-        dense = full_masks(init_state)
-        if keep is None:  # global scope: one threshold at IMP's overall density
-            rate = config.prune.fraction
-            return magnitude_prune(dense_final, dense, 1 - (1 - rate) ** index, "global")
-        return prune_to_counts(dense_final, dense, keep)
-    # random: nested random masks, at the reference's or the schedule's counts
-    gen = torch.Generator().manual_seed(derive_seed("prune", config.seeds.prune, index))
-    if keep is None:
-        return random_prune(previous_masks, rates, gen)
-    alive = {layer: layer_counts(previous_masks)[layer][0] for layer in layers}
-    fractions = {
-        layer: (alive[layer] - keep[layer]) / alive[layer] if alive[layer] else 0.0
-        for layer in layers
-    }
-    return random_prune(previous_masks, fractions, gen)
 
 
 def _checkpoint_key(

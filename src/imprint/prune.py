@@ -26,6 +26,9 @@ __all__ = [
     "layer_density",
     "connected_units",
     "magnitude_prune",
+    "magnitudes",
+    "prune_by_scores",
+    "random_scores",
     "prune_to_counts",
     "random_prune",
     "schedule_counts",
@@ -124,26 +127,27 @@ def _per_layer(fraction: float | Mapping[int, float], n_layers: int) -> dict[int
     return rates
 
 
-def _alive(masks: Tensors, layer: int) -> torch.Tensor:
-    """A layer's weight and bias flags, flattened together: (n,) bool."""
-    return torch.cat([masks[n].flatten().cpu() for n in layer_names(layer)])
+def magnitudes(weights: Tensors, layers: Sequence[int]) -> dict[str, torch.Tensor]:
+    """|w| of the named layers' weights and biases: the magnitude score."""
+    return {
+        name: weights[name].detach().abs().float().cpu()
+        for layer in layers
+        for name in layer_names(layer)
+    }
 
 
-def _scores(weights: Tensors, masks: Tensors, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """|w| of a layer's weights and bias, flattened, and the alive flags; (n,), (n,)."""
-    names = layer_names(layer)
-    score = torch.cat([weights[n].detach().abs().flatten().float().cpu() for n in names])
-    return score, _alive(masks, layer)
+def _flat(tensors: Tensors, layer: int) -> torch.Tensor:
+    """A layer's weight and bias entries, flattened together: (n,)."""
+    return torch.cat([tensors[n].flatten().cpu() for n in layer_names(layer)])
 
 
 def _keep_largest(score: torch.Tensor, alive: torch.Tensor, n_remove: int) -> torch.Tensor:
     """New alive flags: the ``n_remove`` alive entries of smallest score removed (ties: lower
     index first, so the result is deterministic)."""
-    masked = torch.where(alive, score, torch.full_like(score, -1.0))  # dead entries rank first
-    order = torch.argsort(masked, stable=True)
-    n_dead = int((~alive).sum())
-    keep = torch.ones_like(alive)
-    keep[order[: n_dead + n_remove]] = False
+    order = torch.argsort(score, stable=True)
+    order = order[alive[order]]  # alive entries, smallest score first
+    keep = alive.clone()
+    keep[order[:n_remove]] = False
     return keep
 
 
@@ -153,6 +157,90 @@ def _unflatten(flat: torch.Tensor, masks: Tensors, layer: int, out: Masks) -> No
         n = masks[name].numel()
         out[name] = flat[start : start + n].reshape(masks[name].shape).to(masks[name].device)
         start += n
+
+
+def prune_by_scores(
+    scores: Tensors,
+    masks: Tensors,
+    *,
+    fraction: float | Mapping[int, float] | None = None,
+    keep: int | Mapping[int, int] | None = None,
+    scope: str = "layer",
+) -> Masks:
+    """New masks keeping the alive entries of highest score: the one pruning mechanism
+    behind every criterion (magnitude, random, gradient-based).
+
+    ``scores`` maps the parameter names of the layers to prune to score tensors of
+    their shape (finite; a higher score keeps an entry). Say how many go with exactly
+    one of ``fraction`` (one rate, or ``{layer: rate}``: remove round(rate x alive)) or
+    ``keep`` (entries to keep: ``{layer: count}`` with ``scope="layer"``, a total with
+    ``scope="global"``). ``scope="layer"`` ranks each layer's weights and bias together;
+    ``scope="global"`` ranks all named layers against one threshold. Layers not named
+    keep their masks; dead entries stay dead. Ties go to the lower flat index.
+    """
+    if (fraction is None) == (keep is None):
+        raise ValueError("Pass exactly one of the 'fraction' and 'keep' parameters.")
+    if scope not in ("layer", "global"):
+        raise ValueError(f"The 'scope' parameter must be 'layer' or 'global'. Got {scope!r}.")
+    n_layers = _n_layers(masks)
+    if keep is not None:
+        if scope == "global" and not isinstance(keep, int):
+            raise ValueError("The 'keep' parameter must be one total count when scope='global'.")
+        if scope == "layer" and not isinstance(keep, Mapping):
+            raise ValueError("The 'keep' parameter must map layers to counts when scope='layer'.")
+        layers = sorted(keep) if isinstance(keep, Mapping) else _scored_layers(scores, n_layers)
+    else:
+        rates = _per_layer(fraction, n_layers)  # type: ignore[arg-type]
+        if isinstance(fraction, Mapping):
+            layers = sorted(rates)
+        else:
+            layers = _scored_layers(scores, n_layers)
+    for layer in layers:
+        for name in layer_names(layer):
+            if name not in scores or tuple(scores[name].shape) != tuple(masks[name].shape):
+                raise ValueError(
+                    f"The 'scores' parameter needs entry '{name}' of the mask's shape."
+                )
+    out: Masks = {name: mask.clone() for name, mask in masks.items()}
+    flat_scores = [_flat(scores, layer).double() for layer in layers]
+    alive = [_flat(masks, layer) for layer in layers]
+    if any(not torch.isfinite(s).all() for s in flat_scores):
+        raise ValueError("The 'scores' parameter must be finite.")
+    if scope == "layer":
+        for i, layer in enumerate(layers):
+            n_alive = int(alive[i].sum())
+            if keep is not None:
+                n_keep = keep[layer]  # type: ignore[index]
+                if not 0 <= n_keep <= n_alive:
+                    raise ValueError(
+                        f"The 'keep' parameter for layer {layer} must be in [0, {n_alive}]. "
+                        f"Got {n_keep}."
+                    )
+                n_remove = n_alive - n_keep
+            else:
+                n_remove = round(rates[layer] * n_alive)
+            _unflatten(_keep_largest(flat_scores[i], alive[i], n_remove), masks, layer, out)
+        return out
+    score, flags = torch.cat(flat_scores), torch.cat(alive)
+    n_alive = int(flags.sum())
+    if keep is not None:
+        if not 0 <= keep <= n_alive:  # type: ignore[operator]
+            raise ValueError(f"The 'keep' parameter must be in [0, {n_alive}]. Got {keep}.")
+        n_remove = n_alive - keep  # type: ignore[operator]
+    else:
+        if len(set(rates[layer] for layer in layers)) > 1:
+            raise ValueError("The 'fraction' parameter must be one rate when scope='global'.")
+        n_remove = round(rates[layers[0]] * n_alive) if layers else 0
+    kept = _keep_largest(score, flags, n_remove)
+    start = 0
+    for i, layer in enumerate(layers):
+        _unflatten(kept[start : start + alive[i].numel()], masks, layer, out)
+        start += alive[i].numel()
+    return out
+
+
+def _scored_layers(scores: Tensors, n_layers: int) -> list[int]:
+    return [layer for layer in range(n_layers) if layer_names(layer)[0] in scores]
 
 
 def magnitude_prune(
@@ -168,45 +256,29 @@ def magnitude_prune(
     round(rate * alive) of its entries; with ``scope="global"`` one threshold over all
     named layers removes round(rate * alive) entries in total (one common rate needed).
     """
-    n_layers = _n_layers(masks)
-    rates = _per_layer(fraction, n_layers)
-    out: Masks = {name: mask.clone() for name, mask in masks.items()}
-    if scope == "layer":
-        for layer, rate in rates.items():
-            score, alive = _scores(weights, masks, layer)
-            n_remove = round(rate * int(alive.sum()))
-            _unflatten(_keep_largest(score, alive, n_remove), masks, layer, out)
-        return out
-    if scope == "global":
-        if len(set(rates.values())) > 1:
-            raise ValueError("The 'fraction' parameter must be one rate when scope='global'.")
-        layers = sorted(rates)
-        parts = [_scores(weights, masks, layer) for layer in layers]
-        score = torch.cat([s for s, _ in parts])
-        alive = torch.cat([a for _, a in parts])
-        rate = next(iter(rates.values()), 0.0)
-        keep = _keep_largest(score, alive, round(rate * int(alive.sum())))
-        start = 0
-        for layer, (s, _) in zip(layers, parts):
-            _unflatten(keep[start : start + s.numel()], masks, layer, out)
-            start += s.numel()
-        return out
-    raise ValueError(f"The 'scope' parameter must be 'layer' or 'global'. Got {scope!r}.")
+    if scope not in ("layer", "global"):
+        raise ValueError(f"The 'scope' parameter must be 'layer' or 'global'. Got {scope!r}.")
+    rates = _per_layer(fraction, _n_layers(masks))
+    return prune_by_scores(magnitudes(weights, sorted(rates)), masks, fraction=rates, scope=scope)
 
 
 def prune_to_counts(weights: Tensors, masks: Tensors, keep: Mapping[int, int]) -> Masks:
     """Keep exactly ``keep[layer]`` alive entries of largest |value| in each named layer
     (one-shot pruning to a target density)."""
-    out: Masks = {name: mask.clone() for name, mask in masks.items()}
-    for layer, n_keep in keep.items():
-        score, alive = _scores(weights, masks, layer)
-        n_alive = int(alive.sum())
-        if not 0 <= n_keep <= n_alive:
-            raise ValueError(
-                f"The 'keep' parameter for layer {layer} must be in [0, {n_alive}]. Got {n_keep}."
-            )
-        _unflatten(_keep_largest(score, alive, n_alive - n_keep), masks, layer, out)
-    return out
+    return prune_by_scores(magnitudes(weights, sorted(keep)), masks, keep=dict(keep))
+
+
+def random_scores(
+    masks: Tensors, layers: Sequence[int], gen: torch.Generator
+) -> dict[str, torch.Tensor]:
+    """Uniform random scores for the named layers (drawn layer by layer, weight and bias
+    together, in ``layers`` order): ranking by them prunes uniformly at random."""
+    scores: dict[str, torch.Tensor] = {}
+    for layer in layers:
+        n = sum(masks[name].numel() for name in layer_names(layer))
+        flat = torch.rand(n, generator=gen)
+        _unflatten(flat, masks, layer, scores)  # type: ignore[arg-type]
+    return {name: value.cpu() for name, value in scores.items()}
 
 
 def random_prune(
@@ -214,13 +286,8 @@ def random_prune(
 ) -> Masks:
     """Remove round(rate * alive) alive entries of each named layer uniformly at random."""
     rates = _per_layer(fraction, _n_layers(masks))
-    out: Masks = {name: mask.clone() for name, mask in masks.items()}
-    for layer, rate in rates.items():
-        alive = _alive(masks, layer)
-        n_remove = round(rate * int(alive.sum()))
-        score = torch.rand(alive.shape, generator=gen)
-        _unflatten(_keep_largest(score, alive, n_remove), masks, layer, out)
-    return out
+    scores = random_scores(masks, list(rates), gen)
+    return prune_by_scores(scores, masks, fraction=rates)
 
 
 def schedule_counts(

@@ -1,0 +1,123 @@
+"""What a pruning procedure is: the rule for round r's mask and the rule for its
+starting weights, kept apart so that any mask rule can be paired with any start."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from imprint.config import Config
+from imprint.data import ImageData
+from imprint.prune import Masks, apply_masks, full_masks, layer_counts, schedule_counts
+
+__all__ = [
+    "Procedure",
+    "RoundInputs",
+    "Reference",
+    "start_from_rewind",
+    "start_from_init",
+    "start_from_previous",
+    "start_from_fresh_init",
+]
+
+Tensors = Mapping[str, torch.Tensor]
+
+
+class Reference(Protocol):
+    """A finished run whose masks or per-layer counts a control follows."""
+
+    def has_round(self, index: int) -> bool: ...
+
+    def masks(self, index: int) -> Masks: ...
+
+    def counts(self, index: int, layers: list[int]) -> dict[int, int]: ...
+
+
+@dataclass(frozen=True)
+class RoundInputs:
+    """Everything a procedure's rules may use to make round ``index`` (>= 1)."""
+
+    config: Config
+    index: int
+    previous_masks: Masks  # round index - 1's
+    previous_final: Tensors | None  # round index - 1's trained state
+    dense_final: Tensors | None  # round 0's trained state
+    init_state: Tensors  # the state at step 0
+    rewind_state: Tensors | None  # the dense state at prune.rewind_step
+    reference: Reference | None
+    data: ImageData  # on the training device
+    rates: Mapping[int, float]  # per pruned layer, the fraction removed per IMP round
+    derive_seed: Callable[..., int] = field(repr=False)
+    build_state: Callable[[int], dict[str, torch.Tensor]] = field(repr=False)  # a fresh init
+
+    @property
+    def layers(self) -> list[int]:
+        return sorted(self.rates)
+
+    def target(self) -> dict[int, int] | int:
+        """Round r's entries to keep: per pruned layer (``prune.scope = "layer"``: the
+        reference run's counts, else IMP's layer-wise schedule), or one total (global
+        scope without a reference: IMP's overall density (1 - fraction)^r)."""
+        if self.reference is not None:
+            return self.reference.counts(self.index, self.layers)
+        totals = [total for _, total in layer_counts(self.previous_masks)]
+        if self.config.prune.scope == "layer":
+            return schedule_counts(totals, self.rates, self.index)
+        total = sum(totals[layer] for layer in self.layers)
+        return round(total * (1 - self.config.prune.fraction) ** self.index)
+
+    def dense_masks(self) -> Masks:
+        return full_masks(self.init_state)
+
+    def generator(self, purpose: str, round_index: int | None = None) -> torch.Generator:
+        """A CPU generator of its own stream: (purpose, seeds.prune, round)."""
+        index = self.index if round_index is None else round_index
+        seed = self.derive_seed(purpose, self.config.seeds.prune, index)
+        return torch.Generator().manual_seed(seed)
+
+
+StartRule = Callable[[RoundInputs, Masks], dict[str, torch.Tensor]]
+
+
+def start_from_rewind(inputs: RoundInputs, masks: Masks) -> dict[str, torch.Tensor]:
+    """The dense state at prune.rewind_step, masked (late rewinding)."""
+    if inputs.rewind_state is None:
+        raise ValueError("the rewind state is missing; cannot rewind.")
+    return apply_masks(inputs.rewind_state, masks)
+
+
+def start_from_init(inputs: RoundInputs, masks: Masks) -> dict[str, torch.Tensor]:
+    """The state at step 0, masked (pruning at initialisation)."""
+    return apply_masks(inputs.init_state, masks)
+
+
+def start_from_previous(inputs: RoundInputs, masks: Masks) -> dict[str, torch.Tensor]:
+    """Round r-1's trained state, masked (fine-tuning, no rewind)."""
+    assert inputs.previous_final is not None
+    return apply_masks(inputs.previous_final, masks)
+
+
+def start_from_fresh_init(inputs: RoundInputs, masks: Masks) -> dict[str, torch.Tensor]:
+    """A fresh initialisation of its own seed stream, masked (reinit control)."""
+    return apply_masks(
+        inputs.build_state(inputs.derive_seed("reinit", inputs.config.seeds.init, inputs.index)),
+        masks,
+    )
+
+
+@dataclass(frozen=True)
+class Procedure:
+    """A registry entry: how round r's mask is made and where its training starts."""
+
+    name: str
+    summary: str  # one line for docs and error messages
+    mask: Callable[[RoundInputs], Masks]
+    start: StartRule
+    needs_reference: bool = False  # prune.reference_run is required
+    options: tuple[str, ...] = ()  # prune.* options the rule reads, for docs
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "summary": self.summary, "start": self.start.__doc__}

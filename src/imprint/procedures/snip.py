@@ -1,0 +1,44 @@
+"""SNIP (Lee et al., ICLR 2019): connection sensitivity at initialisation.
+
+score = |dL/dw * w| on one minibatch, for the dense initial net; round r keeps the
+highest scores at round r's density (IMP's, or the reference run's) and trains from
+the initial weights. The scores do not change across rounds, so the masks are nested.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from imprint.procedures.base import Procedure, RoundInputs, start_from_init
+from imprint.procedures.gradients import (
+    as_scores,
+    cross_entropy,
+    masked_model,
+    parameters,
+    score_batch,
+)
+from imprint.prune import Masks, prune_by_scores
+
+
+def snip_scores(inputs: RoundInputs) -> dict[str, torch.Tensor]:
+    """|g * w| of the pruned layers' weights and biases, at initialisation."""
+    dense = inputs.dense_masks()
+    model = masked_model(inputs, inputs.init_state, dense)
+    params = parameters(model, inputs.layers)
+    x, y = score_batch(inputs)
+    grads = torch.autograd.grad(cross_entropy(model, x, y), list(params.values()))
+    return as_scores({name: (g * p).abs() for (name, p), g in zip(params.items(), grads)}, dense)
+
+
+def _mask(inputs: RoundInputs) -> Masks:
+    target = inputs.target()
+    scope = "global" if isinstance(target, int) else "layer"
+    return prune_by_scores(snip_scores(inputs), inputs.dense_masks(), keep=target, scope=scope)
+
+
+SNIP = Procedure(
+    "snip",
+    "SNIP: |dL/dw * w| at initialisation on one minibatch, train from the initial weights",
+    _mask,
+    start_from_init,
+)

@@ -1,0 +1,191 @@
+"""Pruning procedures as registry entries: every criterion on IMP's density axis, its
+invariants, and each score against an independent computation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from imprint.data import load_dataset
+from imprint.imp import _layer_rates, derive_seed, run_imp
+from imprint.model import build_model
+from imprint.procedures import PROCEDURES, RoundInputs, get_procedure
+from imprint.procedures.grasp import hessian_gradient
+from imprint.procedures.snip import snip_scores
+from imprint.prune import full_masks, layer_counts, prune_by_scores, schedule_counts
+from imprint.runs import RunFolder
+from tests.conftest import smoke_config
+
+NEW = ("snip", "grasp")
+
+
+def _quiet(_):
+    return None
+
+
+def _inputs(config, index=1, masks=None):
+    data = load_dataset(config.data)
+    model = build_model(config.model, data.input_dim, data.num_classes, config.seeds.init)
+    init = {k: v.clone() for k, v in model.state_dict().items()}
+    return RoundInputs(
+        config=config,
+        index=index,
+        previous_masks=masks or full_masks(init),
+        previous_final=None,
+        dense_final=None,
+        init_state=init,
+        rewind_state=None,
+        reference=None,
+        data=data,
+        rates=_layer_rates(config),
+        derive_seed=derive_seed,
+        build_state=lambda seed: build_model(
+            config.model, data.input_dim, data.num_classes, seed
+        ).state_dict(),
+    )
+
+
+def test_registry_and_unknown_name():
+    assert set(PROCEDURES) >= {"imp", "oneshot", "random", "reinit", "finetune", *NEW}
+    with pytest.raises(ValueError, match="prune.procedure must be one of imp, "):
+        get_procedure("magic")
+
+
+@pytest.fixture(scope="module")
+def imp_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("imp") / "run"
+    return run_imp(smoke_config(), out, device="cpu", progress=False, log=_quiet)
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_new_procedures_sit_on_imps_density_axis(name, imp_run, tmp_path):
+    """Each round keeps exactly IMP's per-layer counts; the masks of scores that do not
+    change across rounds (SNIP, GraSP) are nested; a rerun gives the same masks."""
+    config = smoke_config(f"prune.procedure={name}")
+    result = run_imp(config, tmp_path / "a", device="cpu", progress=False, log=_quiet)
+    assert [m["layer_alive"] for m in result.rounds] == [m["layer_alive"] for m in imp_run.rounds]
+    folder = RunFolder(tmp_path / "a")
+    masks = [folder.round_masks(r) for r in folder.completed_rounds()]
+    for before, after in zip(masks, masks[1:]):
+        assert all(bool((after[k] <= before[k]).all()) for k in after)
+    init = folder.load_tensors(folder.init_path)
+    start = folder.round_state(2, "start")
+    for key, mask in masks[2].items():  # trains from the initial weights x mask
+        assert torch.equal(start[key], init[key] * mask)
+    again = run_imp(config, tmp_path / "b", device="cpu", progress=False, log=_quiet)
+    other = RunFolder(again.folder)
+    assert all(torch.equal(masks[-1][k], other.round_masks(3)[k]) for k in masks[-1])
+
+
+def _functional_loss(state, masks, x, y, eps):
+    """The FCN's training loss written with plain functional ops (no nn.Module)."""
+    h = x
+    n = sum(1 for k in state if k.startswith("layers.") and k.endswith(".weight"))
+    for layer in range(n):
+        mean, var = h.mean(0), h.var(0, unbiased=False)
+        h = (h - mean) / torch.sqrt(var + eps) * state[f"norms.{layer}.weight"] + state[
+            f"norms.{layer}.bias"
+        ]
+        w = state[f"layers.{layer}.weight"] * masks[f"layers.{layer}.weight"]
+        b = state[f"layers.{layer}.bias"] * masks[f"layers.{layer}.bias"]
+        h = h @ w.T + b
+        if layer < n - 1:
+            h = torch.relu(h)
+    return F.cross_entropy(h, y)
+
+
+def _leaf_state(inputs):
+    return {
+        k: v.to(torch.float64).clone().requires_grad_(k.startswith("layers."))
+        for k, v in inputs.init_state.items()
+    }
+
+
+def test_snip_scores_are_abs_gradient_times_weight():
+    config = smoke_config("prune.procedure=snip")
+    inputs = _inputs(config)
+    scores = snip_scores(inputs)
+    from imprint.procedures.gradients import score_batch
+
+    x, y = score_batch(inputs)
+    state = _leaf_state(inputs)
+    masks = full_masks(inputs.init_state)
+    loss = _functional_loss(state, masks, x, y, config.model.bn_eps)
+    names = [k for k in scores]
+    grads = torch.autograd.grad(loss, [state[k] for k in names])
+    for name, g in zip(names, grads):
+        torch.testing.assert_close(
+            scores[name], (g * state[name]).abs().detach(), rtol=1e-9, atol=1e-12
+        )
+
+
+def test_grasp_hessian_gradient_matches_finite_differences():
+    """H g = d/de g(w + e g) at e = 0, by central differences in float64."""
+    config = smoke_config("prune.procedure=grasp")
+    inputs = _inputs(config)
+    weights, hg = hessian_gradient(inputs)
+    from imprint.procedures.gradients import score_batch
+
+    x, y = score_batch(inputs)
+    masks = full_masks(inputs.init_state)
+    names = list(weights)
+
+    def gradient(shift):
+        state = _leaf_state(inputs)
+        with torch.no_grad():
+            for name in names:
+                state[name] += shift.get(name, 0)
+        loss = _functional_loss(state, masks, x, y, config.model.bn_eps)
+        return dict(zip(names, torch.autograd.grad(loss, [state[k] for k in names])))
+
+    g = gradient({})
+    eps = 1e-4
+    plus = gradient({k: eps * g[k] for k in names})
+    minus = gradient({k: -eps * g[k] for k in names})
+    for name in names:
+        numeric = (plus[name] - minus[name]) / (2 * eps)
+        torch.testing.assert_close(hg[name].detach(), numeric, rtol=1e-4, atol=1e-8)
+
+
+def test_prune_by_scores_layer_and_global():
+    weights = {
+        "layers.0.weight": torch.zeros(2, 3),
+        "layers.0.bias": torch.zeros(2),
+        "layers.1.weight": torch.zeros(1, 2),
+        "layers.1.bias": torch.zeros(1),
+    }
+    masks = full_masks(weights)
+    scores = {
+        "layers.0.weight": torch.tensor([[-5.0, 1.0, 2.0], [3.0, -1.0, 0.5]]),
+        "layers.0.bias": torch.tensor([4.0, -2.0]),
+        "layers.1.weight": torch.tensor([[10.0, -10.0]]),
+        "layers.1.bias": torch.tensor([0.0]),
+    }
+    layer = prune_by_scores(scores, masks, keep={0: 3, 1: 1})
+    assert layer["layers.0.weight"].tolist() == [[False, False, True], [True, False, False]]
+    assert layer["layers.0.bias"].tolist() == [True, False]
+    assert layer["layers.1.weight"].tolist() == [[True, False]]
+    glob = prune_by_scores(scores, masks, keep=2, scope="global")
+    assert sum(int(m.sum()) for m in glob.values()) == 2
+    assert bool(glob["layers.1.weight"][0, 0]) and bool(glob["layers.0.bias"][0])
+    # Dead entries stay dead whatever their score.
+    again = prune_by_scores(scores, layer, fraction={0: 0.34})  # 3 alive: 1 goes
+    assert int(again["layers.0.weight"].sum() + again["layers.0.bias"].sum()) == 2
+    assert not bool(again["layers.0.weight"][0, 0])
+    with pytest.raises(ValueError, match="exactly one"):
+        prune_by_scores(scores, masks)
+    with pytest.raises(ValueError, match="finite"):
+        prune_by_scores(
+            {**scores, "layers.1.bias": torch.tensor([float("nan")])}, masks, keep={1: 1}
+        )
+
+
+def test_target_follows_imps_schedule():
+    config = smoke_config()
+    inputs = _inputs(config, index=3)
+    totals = [t for _, t in layer_counts(inputs.previous_masks)]
+    assert inputs.target() == schedule_counts(totals, _layer_rates(config), 3)
+    glob = _inputs(smoke_config("prune.scope=global"), index=2)
+    total = sum(totals[layer] for layer in glob.layers)
+    assert glob.target() == round(total * 0.7**2)
