@@ -1,23 +1,11 @@
 """The round loop: iterative magnitude pruning and its controls.
 
 Round 0 trains the dense net and keeps its state at ``prune.rewind_step``. Each
-later round r derives a mask, sets the starting weights, and retrains:
-
-=========  ==========================================  ===============================
-procedure  mask of round r                             starting weights
-=========  ==========================================  ===============================
-imp        magnitude-prune round r-1's final weights   rewind state x mask
-finetune   magnitude-prune round r-1's final weights   round r-1's final weights x mask
-oneshot    magnitude-prune round 0's final weights     rewind state x mask
-           to round r's per-layer density at once
-random     random, nested, at round r's density        rewind state x mask
-reinit     the reference IMP run's round r mask        a fresh initialisation x mask
-snip       |dL/dw * w| at init, round r's density      initial weights x mask
-grasp      w * (H g) at init, round r's density        initial weights x mask
-=========  ==========================================  ===============================
-
-The procedures are registry entries (:mod:`imprint.procedures`): a mask rule and a
-start rule each, every mask rule pruning through :func:`imprint.prune.prune_by_scores`.
+later round r derives a mask and the starting weights with the procedure's rules
+(:mod:`imprint.procedures`: IMP prunes 30% of round r-1's final weights by magnitude
+and rewinds; the controls and the other criteria make round r's mask at round r's
+density and start from the rewind state, the initial weights or elsewhere), and
+retrains.
 
 "Round r's density" is the reference run's per-layer density when
 ``prune.reference_run`` is set, else IMP's layer-wise schedule. The loop stops at
