@@ -12,13 +12,14 @@ The defaults of every field are the paper's setting (Pellegrini & Biroli, ICML
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from imprint.data.base import FileOptions
+from imprint.data.base import BooleanValue, FileOptions, refuse_booleans
 from imprint.data.cifar import CIFARData
 from imprint.data.folder import FolderData
 from imprint.data.imagenet import ImageNetData
@@ -58,7 +59,15 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", validate_default=True, allow_inf_nan=False
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers_are_not_booleans(cls, document: Any) -> Any:
+        refuse_booleans(cls, document)
+        return document
 
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -235,6 +244,13 @@ def _format_errors(error: ValidationError, source: str) -> str:
             expected = item.get("ctx", {}).get("expected_tags", "")
             tag = item.get("ctx", {}).get("tag")
             lines.append(f"{source}: '{loc}.name' must be one of {expected}. Got {tag!r}.")
+        elif kind == "value_error" and isinstance(item["ctx"]["error"], BooleanValue):
+            wrong = item["ctx"]["error"]
+            key = f"{loc}.{wrong.field}" if loc else wrong.field
+            lines.append(
+                f"{source}: '{key}' must be a number, not true or false. "
+                f"Got {json.dumps(wrong.value)}."  # as TOML writes it: true, [true, 2]
+            )
         elif kind == "value_error":
             # Our own validators already name the key and what came.
             lines.append(f"{source}: {str(item['ctx']['error'])}")

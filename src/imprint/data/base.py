@@ -111,7 +111,43 @@ class DataSection(BaseModel):
     ``permute_pixels`` and ``seed`` gives it the pixel-permutation control.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", validate_default=True, allow_inf_nan=False
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers_are_not_booleans(cls, document: Any) -> Any:
+        refuse_booleans(cls, document)
+        return document
+
+
+def refuse_booleans(model: type[BaseModel], document: Any) -> None:
+    """Refuse true/false (or a list holding one) for a field that is not a boolean:
+    Python counts True as 1, so `train.steps = true` would otherwise run 1 step."""
+    if not isinstance(document, dict):
+        return
+    for name, value in document.items():
+        field = model.model_fields.get(name)
+        if field is None or _admits_bool(field.annotation):
+            continue
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, bool) for v in values):
+            raise BooleanValue(name, value)
+
+
+class BooleanValue(ValueError):
+    """true/false given for a number; the config loader prefixes the section."""
+
+    def __init__(self, field: str, value: Any) -> None:
+        self.field, self.value = field, value
+        super().__init__(f"'{field}' must be a number, not true or false. Got {value!r}.")
+
+
+def _admits_bool(annotation: Any) -> bool:
+    if annotation is bool:
+        return True
+    return any(_admits_bool(arg) for arg in typing.get_args(annotation))
 
 
 PositiveInt = Annotated[int, Field(gt=0)]
