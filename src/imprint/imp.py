@@ -234,6 +234,7 @@ def run_imp(
             "seeds.group lists seeds to run together: use run_group (imprint run --seeds)."
         )
     torch_device = resolve_device(device)
+    config = resolve_data_root(config)
     folder = RunFolder(out_dir)
     reference = _Reference(config.prune.reference_run) if config.prune.reference_run else None
     with folder.lock():
@@ -241,7 +242,8 @@ def run_imp(
         member = _Member(config, folder, reference)
         if resumed:
             log(f"Resuming {folder.root}: {len(member.done)} round(s) already complete.")
-        _train_members(config, [member], folder, torch_device, progress, log, group=False)
+        with _discard_failed_start(folder, resumed):
+            _train_members(config, [member], folder, torch_device, progress, log, group=False)
         return member.finish()
 
 
@@ -280,6 +282,7 @@ def run_group(
     if not seeds:
         raise ConfigError("run_group needs seeds.group to list at least one seed.")
     torch_device = resolve_device(device)
+    config = resolve_data_root(config)
     group = RunFolder(out_dir)
     with contextlib.ExitStack() as stack:
         stack.enter_context(group.lock())
@@ -297,7 +300,8 @@ def run_group(
         if resumed:
             rounds = ", ".join(f"seed {s}: {len(m.done)}" for s, m in zip(seeds, members))
             log(f"Resuming {group.root}: completed rounds {rounds}.")
-        _train_members(config, members, group, torch_device, progress, log, group=True)
+        with _discard_failed_start(group, resumed):
+            _train_members(config, members, group, torch_device, progress, log, group=True)
         result = GroupResult(group.root, seeds, [m.finish() for m in members])
         pruned = prunable_layers(config)
         group.write_summary([_group_summary_row(row, pruned) for row in result.rounds])
@@ -311,6 +315,30 @@ def _group_summary_row(row: dict[str, Any], pruned: list[int]) -> dict[str, Any]
         flat[f"density_l{layer}"] = row["layer_density"][layer]
         flat[f"connected_l{layer}"] = row["connected_units"][layer]
     return flat
+
+
+@contextlib.contextmanager
+def _discard_failed_start(folder: RunFolder, resumed: bool):
+    """A first start that fails before any round or checkpoint exists (missing data,
+    an option the device refuses, ...) removes what it wrote, so that the corrected
+    command starts afresh instead of being refused as "a different config"."""
+    try:
+        yield
+    except Exception:
+        if not resumed:
+            folder.discard_start()
+        raise
+
+
+def resolve_data_root(config: Config) -> Config:
+    """``config`` with a relative data.root made absolute (against the working
+    directory), so that the run folder records which files it read and a resume from
+    another directory cannot load other data."""
+    root = getattr(config.data, "root", None)
+    if root is None or Path(root).is_absolute():
+        return config
+    data = config.data.model_copy(update={"root": str(Path(root).resolve())})
+    return config.model_copy(update={"data": data})
 
 
 def _reference_for(config: Config, seed: int) -> _Reference | None:

@@ -68,11 +68,26 @@ __all__ = [
     "machine_record",
 ]
 
-GROUP_FILE = "group.json"  # marks a folder of seeds run together (imp.run_group)
 
+GROUP_FILE = "group.json"  # marks a folder of seeds run together (imp.run_group)
 
 # Config keys that cannot change any result: a resume may change them freely (logged).
 RESULT_NEUTRAL_KEYS = ("train.checkpoint_every",)
+# Sections that --allow-change never opens: a changed model, data or seed is another run.
+UNCHANGEABLE_SECTIONS = ("model", "data", "seeds")
+# What a start writes before its first round; removed again when the start fails
+# before training (RunFolder.discard_start), so the corrected command is not refused.
+_START_FILES = (
+    "config.toml",
+    "manifest.json",
+    "data.json",
+    "init.safetensors",
+    "rewind.safetensors",
+    "summary.csv",
+    "run.json",
+    "config_changes.json",
+    GROUP_FILE,
+)
 
 
 class RunFolderError(RuntimeError):
@@ -215,6 +230,28 @@ class RunFolder:
         finally:
             handle.close()  # releases the flock
 
+    def discard_start(self) -> bool:
+        """Remove what a start wrote, if the folder holds no completed round and no
+        checkpoint (and, in a group, no member does): a start that failed before
+        training (missing data, an option this device refuses) then leaves nothing that
+        would refuse the corrected command. Returns whether it removed anything."""
+        members = [path for _, path in group_members(self.root)] if is_group(self.root) else []
+        folders = [self, *(RunFolder(path) for path in members)]
+        if any(f.completed_rounds() or f.checkpoint_path.exists() for f in folders):
+            return False
+        removed = False
+        for folder in reversed(folders):
+            for name in _START_FILES:
+                path = folder.root / name
+                if path.is_file() and not path.is_symlink():
+                    path.unlink()
+                    removed = True
+            if folder is not self:
+                (folder.root / ".lock").unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    folder.root.rmdir()  # only when empty
+        return removed
+
     def _remove_temporaries(self) -> None:
         """Half-written files of a killed process: never read, removed under the lock.
         Only this folder's own files: a group's member folders have their own lock."""
@@ -323,6 +360,13 @@ class RunFolder:
         stored config is updated and the change logged in config_changes.json, so the
         rest of the run follows the new values (completed rounds stay as they are).
         """
+        unsafe = [key for key in allow_changes if key.split(".")[0] in UNCHANGEABLE_SECTIONS]
+        if unsafe:
+            raise RunFolderError(
+                f"--allow-change {unsafe[0]}: the model, the data and the seeds of a run "
+                "cannot change on resume (its rounds would mix two experiments). Use a new "
+                "--out folder."
+            )
         document = config_to_dict(config)
         if self.config_path.exists():
             stored = self.read_config_document()

@@ -1,0 +1,73 @@
+"""Hardening of the run folder: failed starts leave nothing behind, --allow-change stays
+within what cannot mix two experiments, and a relative data.root is pinned."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from imprint.cli import main
+from imprint.config import load_config
+from imprint.imp import run_experiment, run_imp
+from imprint.runs import RunFolder, RunFolderError
+from tests.conftest import smoke_config, smoke_run_args
+from tests.data_fixtures import write_mnist
+
+
+def _quiet(_):
+    return None
+
+
+@pytest.mark.parametrize("seeds", [[], ["--seeds", "0,1"]], ids=["run", "group"])
+def test_a_failed_start_leaves_nothing_that_blocks_the_corrected_command(tmp_path, capsys, seeds):
+    out = tmp_path / "run"
+    bad = main([*smoke_run_args(out, "prune.max_rounds=0", "train.precision=bf16"), *seeds])
+    assert bad == 2 and "needs a CUDA device" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]
+    good = main([*smoke_run_args(out, "prune.max_rounds=0"), *seeds])
+    assert good == 0
+
+
+def test_a_failed_resume_keeps_the_folder(tmp_path):
+    out = tmp_path / "run"
+    run_imp(smoke_config("prune.max_rounds=0"), out, device="cpu", progress=False, log=_quiet)
+    before = sorted(p.name for p in out.iterdir())
+    config = smoke_config("prune.max_rounds=1", "train.precision=bf16")
+    with pytest.raises(Exception, match="needs a CUDA device|different config"):
+        run_imp(config, out, device="cpu", progress=False, log=_quiet)
+    assert sorted(p.name for p in out.iterdir()) == before
+    assert RunFolder(out).completed_rounds() == [0]
+
+
+def test_allow_change_refuses_the_model_the_data_and_the_seeds(tmp_path):
+    out = tmp_path / "run"
+    run_imp(smoke_config("prune.max_rounds=0"), out, device="cpu", progress=False, log=_quiet)
+    config_text = (out / "config.toml").read_text()
+    for key, value in (("model.hidden", "[8]"), ("data.gain", "2.0"), ("seeds.init", "3")):
+        config = smoke_config("prune.max_rounds=0", f"{key}={value}")
+        with pytest.raises(RunFolderError, match=f"--allow-change {key}: the model, the data"):
+            run_imp(config, out, device="cpu", progress=False, log=_quiet, allow_changes=[key])
+    assert (out / "config.toml").read_text() == config_text
+    assert not (out / "config_changes.json").exists()
+
+
+def test_a_relative_data_root_is_recorded_absolute(tmp_path, monkeypatch):
+    data = tmp_path / "here" / "mnist"
+    write_mnist(data, n_train=64, n_test=32)
+    config_file = tmp_path / "c.toml"
+    config_file.write_text(
+        '[data]\nname = "mnist"\nroot = "mnist"\nn_val = 32\n[model]\nhidden = [8]\n'
+        "[train]\nsteps = 20\nbatch_size = 16\neval_every = 10\n[prune]\nrewind_step = 5\n"
+        "max_rounds = 0\n"
+    )
+    monkeypatch.chdir(tmp_path / "here")
+    out = tmp_path / "run"
+    run_experiment(load_config(config_file), out, device="cpu", progress=False, log=_quiet)
+    assert RunFolder(out).read_config().data.root == str(data)
+    elsewhere = tmp_path / "elsewhere" / "mnist"
+    write_mnist(elsewhere, n_train=64, n_test=32, seed=1)
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    with pytest.raises(RunFolderError, match="data.root"):
+        run_experiment(load_config(config_file), out, device="cpu", progress=False, log=_quiet)
+    assert os.path.isabs(RunFolder(out).read_config().data.root)
