@@ -9,7 +9,7 @@ import pytest
 from imprint.analyze import AnalysisOptions
 from imprint.cli import main
 from imprint.imp import run_imp
-from imprint.report import COMPARE_SECTIONS, REPORT_SECTIONS, build_comparison, build_report
+from imprint.report import COMPARE_SECTIONS, build_comparison, build_report, report_sections
 from imprint.runs import RunFolderError
 from tests.browser import inspect_page, needs_browser, open_browser
 from tests.conftest import smoke_config
@@ -52,8 +52,8 @@ def report(runs):
 def test_report_is_self_contained_with_every_section(report):
     page = report.read_text()
     assert report.name == "report.html"
-    for sid, _, _ in REPORT_SECTIONS:
-        assert f'<section id="{sid}">' in page, sid
+    for section in report_sections():
+        assert f'<section id="{section.id}">' in page, section.id
     assert not re.search(r'(src|href)="(https?:)?//', page)  # nothing from the network
     assert page.count('src="data:image/') >= 20
     assert "data:image/gif;base64," in page  # the evolution animation
@@ -90,7 +90,7 @@ def test_pages_render_in_chromium(report, runs, tmp_path):
     driver = open_browser(tmp_path)
     try:
         for path, sections, shot in (
-            (report, [s for s, _, _ in REPORT_SECTIONS], "report.png"),
+            (report, [s.id for s in report_sections()], "report.png"),
             (comparison, list(COMPARE_SECTIONS), "compare.png"),
         ):
             state = inspect_page(driver, path, shot)

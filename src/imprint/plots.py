@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 __all__ = [
     "STYLE",
+    "Animation",
     "save_figure",
     "plot_accuracy_vs_remaining",
     "plot_scalar_over_rounds",
@@ -61,8 +63,21 @@ def _axes(ax: Any | None, size: tuple[float, float] = (5.0, 3.6)) -> tuple[Figur
     return fig, ax
 
 
-def save_figure(fig: Figure, stem: Path, formats: Sequence[str] = ("png", "svg")) -> list[Path]:
-    """Write ``fig`` as ``stem.png`` (and ``.svg`` for papers); close it."""
+@dataclass(frozen=True)
+class Animation:
+    """Frames of unit images (n, C, H, W), a title each: saved as an animated GIF."""
+
+    frames: Sequence[torch.Tensor]
+    titles: Sequence[str]
+
+
+def save_figure(
+    fig: Figure | Animation, stem: Path, formats: Sequence[str] = ("png", "svg")
+) -> list[Path]:
+    """Write ``fig`` as ``stem.png`` (and ``.svg`` for papers); close it. An
+    :class:`Animation` becomes ``stem.gif`` whatever the formats."""
+    if isinstance(fig, Animation):
+        return [write_evolution_gif(fig.frames, fig.titles, stem.with_suffix(".gif"))]
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = []
     for fmt in formats:

@@ -1,7 +1,14 @@
 """Self-contained HTML pages: one per run (`imprint report`) and one across runs
 (`imprint compare`). Figures are embedded as data URIs; the pages load nothing from
-the network. A report lays out results computed by `imprint analyze` (run first when
-missing); a comparison draws its overlays from the runs' files."""
+the network. Files written here (owned by this module): RUN/report.html (or
+GROUP/report.html), and the comparison page at the path `imprint compare --out` names.
+
+A report lays out what `imprint analyze` wrote, section by section from the registry
+of :mod:`imprint.analyses` (titles, captions, figure files). Every figure an entry
+expects is shown, or in its place the reason the entry gave for skipping it (no data,
+no 2-D geometry, ...); a figure that is neither written nor skipped makes the report
+run the analysis of that round first, and one still missing after that is named. A
+comparison draws its overlays from the runs' files."""
 
 from __future__ import annotations
 
@@ -19,176 +26,23 @@ from typing import Any
 import numpy as np
 import torch
 
+from imprint import analyses
+from imprint.analyses import AnalysisOptions, Section, hidden_layers
 from imprint.analysis.locality import to_image_space
 from imprint.analysis.maps import locality_maps
 from imprint.analysis.uncertainty import format_spread, reading_from_columns
 from imprint.analysis.units import select_units, unit_images
-from imprint.analyze import AnalysisOptions, analyze_run, resolve_rounds, round_readings
+from imprint.analyze import analyze_run, resolve_rounds, round_readings
 from imprint.config import config_to_dict
 from imprint.data import pixel_permutation
 from imprint.imp import study_round, summarize_seeds
 from imprint.plots import STYLE, density_axis, plot_displacement_maps, plot_gallery
 from imprint.runs import RunFolder, RunFolderError, group_members, is_group, write_text
 
-__all__ = ["REPORT_SECTIONS", "build_report", "build_comparison", "COMPARE_SECTIONS"]
+__all__ = ["build_report", "build_comparison", "report_sections", "COMPARE_SECTIONS"]
 
-# (id, title, [(figure path relative to RUN/analysis with {r} = best round dir, caption)])
-REPORT_SECTIONS: list[tuple[str, str, list[tuple[str, str]]]] = [
-    ("config", "Config and environment", []),
-    ("rounds", "Rounds", []),
-    (
-        "accuracy",
-        "Accuracy against remaining weights",
-        [
-            (
-                "accuracy.png",
-                "Best validation top-1 per round; the star marks the best round, the "
-                "dotted line the study round (the sparsest keeping >= 97% of the dense "
-                "top-1). Look for accuracy holding or rising as weights go.",
-            ),
-        ],
-    ),
-    (
-        "curves",
-        "Training and validation curves",
-        [
-            (
-                "{r}/curves.png",
-                "Loss and accuracy over the analysed round's SGD steps: look for "
-                "convergence within the round and no overfitting.",
-            ),
-        ],
-    ),
-    (
-        "connectivity",
-        "Connectivity",
-        [
-            (
-                "{r}/cin_hist_l0.png",
-                "C_in of first-layer units (log counts): a mode at a few "
-                "inputs and a tail, as in the paper.",
-            ),
-            ("{r}/cin_hist_l1.png", "C_in of second-layer units through effective masks."),
-        ],
-    ),
-    (
-        "pixel-map",
-        "Pixel map",
-        [
-            (
-                "{r}/pixel_map.png",
-                "Connections per input pixel: where the first layer still looks.",
-            ),
-        ],
-    ),
-    (
-        "locality-maps",
-        "Locality maps",
-        [
-            (
-                "{r}/locality_maps_l0.png",
-                "S_sc(d) and S_dc(d) of layer 1: a bright centre means "
-                "connected inputs are neighbours.",
-            ),
-            (
-                "{r}/connection_resolved_l0.png",
-                "S_sc for units binned by C_in: locality at every "
-                "connectivity, not only for sparse units.",
-            ),
-            ("{r}/locality_maps_l1.png", "The same for layer 2 in input space (effective masks)."),
-        ],
-    ),
-    (
-        "galleries",
-        "Mask galleries",
-        [
-            (
-                "{r}/gallery_most_l0.png",
-                "Masks of the most connected first-layer units: look for "
-                "compact blobs, bars and repeated shapes.",
-            ),
-            (
-                "{r}/gallery_weighted_most_l0.png",
-                "The same masks carrying their weights (red positive, blue negative).",
-            ),
-            ("{r}/gallery_least_l0.png", "Least connected units (C_in >= 2)."),
-            ("{r}/gallery_most_l1.png", "Aggregated layer-2 features: effective masks M1 M2."),
-            ("{r}/gallery_weighted_most_l1.png", "Aggregated layer-2 weights (W1 M1)(W2 M2)."),
-        ],
-    ),
-    (
-        "evolution",
-        "Evolution over rounds",
-        [
-            (
-                "evolution.gif",
-                "The analysed round's most connected units, round by round: watch "
-                "diffuse masks condense into local patterns.",
-            ),
-        ],
-    ),
-    (
-        "ablation",
-        "Node ablation",
-        [
-            (
-                "{r}/ablation.png",
-                "Accuracy after removing first-layer units without retraining: "
-                "if the most connected go first and accuracy drops fastest, they "
-                "carry the task.",
-            ),
-        ],
-    ),
-    (
-        "invariance",
-        "Translational invariance",
-        [
-            (
-                "{r}/invariance.png",
-                "Masks equal up to a 2-D shift, one cluster per row: the same "
-                "pattern at different positions, like a convolution filter.",
-            ),
-        ],
-    ),
-    (
-        "class-response",
-        "Class response",
-        [
-            (
-                "{r}/class_response.png",
-                "Class-averaged activations: near-zero rows are units that "
-                "respond alike to every class (generic features).",
-            ),
-        ],
-    ),
-    (
-        "scalar-locality",
-        "Scalar locality with its null",
-        [
-            (
-                "locality.png",
-                "Neighbour locality index of the first layer: the excess fraction of "
-                "same-channel input pairs within 1.5 px, (f - f0) / (1 - f0); 0 for random "
-                "masks of equal C_in, 1 when every pair is a neighbour pair. Band: ± 1 sd.",
-            ),
-            (
-                "mass_within.png",
-                "Fraction of S_sc mass within 2 px against its random-mask null. Band: ± 1 sd.",
-            ),
-        ],
-    ),
-    (
-        "non-gaussianity",
-        "Non-Gaussianity",
-        [
-            (
-                "kurtosis.png",
-                "Excess kurtosis of first-layer pre-activations (0 = Gaussian), after "
-                "Redman et al.",
-            ),
-        ],
-    ),
-]
+CONFIG = Section("config", "Config and environment")
+ROUNDS = Section("rounds", "Rounds")
 COMPARE_SECTIONS = ("runs", "accuracy", "locality", "maps", "galleries", "table")
 
 CSS = """
@@ -272,13 +126,29 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
         raise RunFolderError(f"Cannot read {path}: {error.strerror}.") from None
 
 
+def report_sections() -> list[Section]:
+    """A run report's sections in page order: config and rounds, then the figure
+    sections of the analyses registry (a group's report adds "readings" after rounds)."""
+    return [CONFIG, ROUNDS, *_figure_section_order()]
+
+
+def _figure_section_order() -> list[Section]:
+    """imprint.analyses.SECTIONS, then any other section an entry names."""
+    order = list(analyses.SECTIONS)
+    for entry in (*analyses.OVER_ROUNDS, *analyses.ROUND_ANALYSES):
+        if entry.section not in order:
+            order.append(entry.section)
+    return order
+
+
 def build_report(
     run_dir: str | Path, which: str = "study", options: AnalysisOptions | None = None, log=print
 ) -> Path:
     """Write RUN/report.html for round ``which`` (study, best, last or a number) from
-    RUN/analysis, running the analysis first where its results are missing. For a
-    group folder, GROUP/report.html: every reading as mean ± sd over its seeds, bands
-    over seeds on the over-round figures, and one seed's figures as an example."""
+    RUN/analysis, running the analysis first where its results or a figure the
+    registry expects are missing. For a group folder, GROUP/report.html: every reading
+    as mean ± sd over its seeds, bands over seeds on the over-round figures, and one
+    seed's figures as an example."""
     if is_group(run_dir):
         return _build_group_report(Path(run_dir), which, options, log)
     folder = RunFolder(run_dir)
@@ -286,13 +156,25 @@ def build_report(
         raise RunFolderError(f"{folder.root} is not an imprint run folder (no config.toml).")
     analysis = folder.root / "analysis"
     (shown,) = resolve_rounds(folder, "last" if which == "all" else which)
-    round_dir = f"round_{shown:03d}"
+    round_dir = analysis / f"round_{shown:03d}"
+    layers = hidden_layers(folder.round_masks(shown))
+
+    def collect() -> list[_Item]:
+        return _figure_items(analysis, analysis, round_dir, layers, "", group=False)
+
     done = folder.completed_rounds()
     rounds_csv = analysis / "rounds.csv"
-    stale = not rounds_csv.exists() or len(_read_csv(rounds_csv)) != len(done)
-    if stale or not (analysis / round_dir / "results.json").exists():
-        log(f"Analysing round {shown} of {folder.root} first.")
+    stale = (
+        not rounds_csv.exists()
+        or len(_read_csv(rounds_csv)) != len(done)
+        or not (round_dir / "results.json").exists()
+    )
+    items = collect()
+    if stale or _missing(items):
+        why = "first" if stale else f"again: {_missing_list(items)}"
+        log(f"Analysing round {shown} of {folder.root} {why}.")
         analyze_run(folder.root, str(shown), options or AnalysisOptions(), log)
+        items = collect()
     manifest = json.loads(folder.manifest_path.read_text())
     record = json.loads(folder.run_path.read_text()) if folder.run_path.exists() else {}
     metrics = [folder.round_metrics(r) for r in done]
@@ -300,8 +182,8 @@ def build_report(
     rows = _read_csv(folder.summary_path)
     sections = [
         _config_section(folder, manifest, record),
-        ("rounds", "Rounds", _rounds_note(shown, study, "") + _table(rows)),
-        *_figure_sections(analysis, analysis, round_dir, ""),
+        (ROUNDS.id, ROUNDS.title, _rounds_note(shown, study, "") + _table(rows)),
+        *_figure_sections(items, rounds_csv),
     ]
     config = folder.read_config()
     subtitle = (
@@ -327,7 +209,7 @@ def _config_section(
         f"<h3>environment</h3>{_table(env)}{'<h3>run</h3>' + _table(run) if run else ''}"
         "</div></div>"
     )
-    return ("config", "Config and environment", content)
+    return (CONFIG.id, CONFIG.title, content)
 
 
 def _rounds_note(shown: int, study: int, spread: str) -> str:
@@ -339,27 +221,109 @@ def _rounds_note(shown: int, study: int, spread: str) -> str:
     )
 
 
-def _figure_sections(
-    over_rounds: Path, per_round: Path, round_dir: str, prefix: str
-) -> list[tuple[str, str, str]]:
-    """The figure sections of REPORT_SECTIONS: over-round figures from ``over_rounds``,
-    the analysed round's from ``per_round``/``round_dir`` (captions after ``prefix``)."""
+@dataclass(frozen=True)
+class _Item:
+    """One figure a registry entry expects, as found: its file and caption, or a note
+    saying why it is not there (the entry's skip reason, or missing)."""
+
+    section: Section
+    path: Path | None = None
+    caption: str = ""
+    note: str = ""
+    missing: str = ""  # the file stem, when neither written nor skipped
+
+
+def _figure_file(stem: Path) -> Path | None:
+    for suffix in (".png", ".gif", ".svg"):
+        if (path := stem.with_name(stem.name + suffix)).is_file():
+            return path
+    return None
+
+
+def _skips(path: Path) -> dict[str, str]:
+    """The "skipped" record (entry -> reason) of results.json, summary.json or
+    readings.json; empty when the file or the record is absent."""
+    try:
+        return json.loads(path.read_text()).get("skipped") or {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _entry_items(
+    entry: analyses.Analysis | analyses.OverRounds,
+    key: str,
+    layer: int,
+    directory: Path,
+    skips: dict[str, str],
+    prefix: str,
+) -> list[_Item]:
+    """The figures of ``entry`` (at ``layer``) in ``directory``, or why they are not there."""
+    if key in skips:
+        where = "over rounds" if isinstance(entry, analyses.OverRounds) else directory.name
+        return [_Item(entry.section, note=f"{prefix}{key} ({where}) skipped: {skips[key]}.")]
+    items = []
+    for spec in entry.figures:
+        stem = spec.file_stem(layer)
+        path = _figure_file(directory / stem)
+        if path is None:
+            note = f"{prefix}{stem} is missing from {directory}: imprint analyze did not write it."
+            items.append(_Item(entry.section, note=note, missing=stem))
+        else:
+            items.append(_Item(entry.section, path, prefix + spec.caption_for(layer)))
+    return items
+
+
+def _figure_items(
+    over_rounds: Path,
+    seed_over_rounds: Path,
+    round_dir: Path,
+    layers: Sequence[int],
+    prefix: str,
+    group: bool,
+) -> list[_Item]:
+    """Every figure of the registry's entries for one report: over-round figures from
+    ``over_rounds`` (a run's analysis/, or a group's), those a group does not draw from
+    ``seed_over_rounds`` (its example seed's), the analysed round's from ``round_dir``
+    for each hidden layer in ``layers``. Captions of one seed's figures follow ``prefix``."""
+    over_skips = _skips(over_rounds / ("readings.json" if group else "summary.json"))
+    seed_skips = _skips(seed_over_rounds / "summary.json")
+    round_skips = _skips(round_dir / "results.json")
+    items: list[_Item] = []
+    for over in analyses.OVER_ROUNDS:
+        if over.groups or not group:
+            items += _entry_items(over, over.name, 0, over_rounds, over_skips, "")
+        else:
+            items += _entry_items(over, over.name, 0, seed_over_rounds, seed_skips, prefix)
+    for entry in analyses.ROUND_ANALYSES:
+        for layer in layers if entry.every_layer else [0]:
+            items += _entry_items(entry, entry.key(layer), layer, round_dir, round_skips, prefix)
+    return items
+
+
+def _missing(items: Sequence[_Item]) -> list[str]:
+    return [item.missing for item in items if item.missing]
+
+
+def _missing_list(items: Sequence[_Item]) -> str:
+    return f"{', '.join(_missing(items))} missing"
+
+
+def _figure_sections(items: Sequence[_Item], rounds_csv: Path) -> list[tuple[str, str, str]]:
+    """The figure sections, in page order: each entry's figures or why they are not
+    there; the scalar-locality section adds the table of ``rounds_csv``."""
     sections = []
-    for sid, title, figures in REPORT_SECTIONS:
-        if not figures:
-            continue
-        parts = []
-        for rel, caption in figures:
-            one_round = "{r}" in rel
-            path = (per_round if one_round else over_rounds) / rel.format(r=round_dir)
-            if path.exists():
-                parts.append(
-                    _figure(_data_uri(path), (prefix if one_round else "") + caption, path.stem)
-                )
-        if sid == "scalar-locality" and (over_rounds / "rounds.csv").exists():
-            parts.append(_table(_readable(_read_csv(over_rounds / "rounds.csv"))))
-        if parts:  # e.g. no layer 2, or no data for ablation: the section is left out
-            sections.append((sid, title, "".join(parts)))
+    for section in _figure_section_order():
+        parts = [
+            _figure(_data_uri(i.path), i.caption, i.path.stem)
+            if i.path is not None
+            else f'<p class="note">{html.escape(i.note)}</p>'
+            for i in items
+            if i.section == section
+        ]
+        if section.id == "scalar-locality" and rounds_csv.exists():
+            parts.append(_table(_readable(_read_csv(rounds_csv))))
+        if parts:
+            sections.append((section.id, section.title, "".join(parts)))
     return sections
 
 
@@ -395,16 +359,28 @@ def _build_group_report(root: Path, which: str, options: AnalysisOptions | None,
     (shown,) = resolve_rounds(
         example, "last" if which == "all" else which, mean_metrics[: len(per_seed[0])]
     )
-    round_dir = f"round_{shown:03d}"
+    seeds = [seed for seed, _ in members]
+    analysis = example.root / "analysis"
+    round_dir = analysis / f"round_{shown:03d}"
+    layers = hidden_layers(example.round_masks(shown))
+    prefix = f"Seed {seeds[0]} (one of {len(seeds)}): "
+
+    def collect() -> list[_Item]:
+        return _figure_items(root / "analysis", analysis, round_dir, layers, prefix, group=True)
+
     readings_path = root / "analysis" / "readings.json"
     current = (
         json.loads(readings_path.read_text()).get("rounds") if readings_path.exists() else None
     )
-    if current != [shown] or not all(
-        (f.root / "analysis" / round_dir / "results.json").exists() for f in folders
-    ):
-        log(f"Analysing round {shown} of every seed of {root} first.")
+    stale = current != [shown] or not all(
+        (f.root / "analysis" / round_dir.name / "results.json").exists() for f in folders
+    )
+    items = collect()
+    if stale or _missing(items):
+        why = "first" if stale else f"again: {_missing_list(items)}"
+        log(f"Analysing round {shown} of every seed of {root} {why}.")
         analyze_run(root, str(shown), options or AnalysisOptions(), log)
+        items = collect()
     readings = json.loads(readings_path.read_text())["readings"]
     study = study_round(mean_metrics)
     table = [
@@ -420,7 +396,6 @@ def _build_group_report(root: Path, which: str, options: AnalysisOptions | None,
         for r in readings
     ]
     record = json.loads(example.run_path.read_text()) if example.run_path.exists() else {}
-    seeds = [seed for seed, _ in members]
     sections = [
         _config_section(group, json.loads(group.manifest_path.read_text()), {"seeds": seeds}),
         (
@@ -434,12 +409,7 @@ def _build_group_report(root: Path, which: str, options: AnalysisOptions | None,
             f"Readings at round {shown} (mean ± sd over {len(seeds)} seeds)",
             _table(table),
         ),
-        *_figure_sections(
-            root / "analysis",
-            example.root / "analysis",
-            round_dir,
-            f"Seed {seeds[0]} (one of {len(seeds)}): ",
-        ),
+        *_figure_sections(items, root / "analysis" / "rounds.csv"),
     ]
     at = mean_metrics[study]
     subtitle = (
