@@ -71,3 +71,36 @@ def test_a_relative_data_root_is_recorded_absolute(tmp_path, monkeypatch):
     with pytest.raises(RunFolderError, match="data.root"):
         run_experiment(load_config(config_file), out, device="cpu", progress=False, log=_quiet)
     assert os.path.isabs(RunFolder(out).read_config().data.root)
+
+
+def test_links_fifos_and_devices_in_a_run_folder_are_refused(tmp_path):
+    """A planted link must not make imprint read (or lock) outside the folder, and a
+    FIFO must not hang it: each is one error naming the file."""
+    out = tmp_path / "run"
+    run_imp(smoke_config("prune.max_rounds=1"), out, device="cpu", progress=False, log=_quiet)
+    folder = RunFolder(out)
+    secret = tmp_path / "secret.json"
+    secret.write_text('{"round": 0}')
+    metrics = folder.round_file(1, "metrics")
+    metrics.unlink()
+    metrics.symlink_to(secret)
+    with pytest.raises(RunFolderError, match="metrics.json is a symbolic link"):
+        folder.round_metrics(1)
+    metrics.unlink()
+    os.mkfifo(metrics)
+    with pytest.raises(RunFolderError, match="metrics.json is not a regular file"):
+        folder.round_metrics(1)
+    mask = folder.round_file(0, "mask")
+    mask.unlink()
+    mask.symlink_to("/dev/zero")
+    with pytest.raises(RunFolderError, match="mask.safetensors is a symbolic link"):
+        folder.round_masks(0)
+    lock = out / ".lock"
+    lock.unlink()
+    target = tmp_path / "outside.txt"
+    target.write_text("keep")
+    lock.symlink_to(target)
+    with pytest.raises(RunFolderError, match=".lock"):
+        with folder.lock():
+            pass
+    assert target.read_text() == "keep"

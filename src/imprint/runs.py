@@ -31,10 +31,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import os
 import platform
+import stat
 import subprocess
 import sys
 import tempfile
@@ -207,7 +209,9 @@ class RunFolder:
         self._refuse_foreign()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            handle = open(self.lock_path, "a+")  # noqa: SIM115 - held for the context
+            # Never through a planted link: O_NOFOLLOW, and the lock file only.
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            handle = os.fdopen(fd, "r+")  # noqa: SIM115 - held for the context
         except OSError as error:
             raise RunFolderError(f"Cannot create {self.lock_path}: {error.strerror}.") from error
         try:
@@ -419,7 +423,7 @@ class RunFolder:
         self, stored: Mapping[str, Any], current: Mapping[str, Any], keys: Sequence[str]
     ) -> None:
         a, b = _flatten(stored), _flatten(current)
-        log = json.loads(self.changes_path.read_text()) if self.changes_path.exists() else []
+        log = json.loads(_read_text(self.changes_path)) if self.changes_path.exists() else []
         log.append(
             {
                 "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -431,8 +435,8 @@ class RunFolder:
 
     def read_config_document(self) -> dict[str, Any]:
         try:
-            return tomllib.loads(self.config_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+            return tomllib.loads(_read_text(self.config_path))
+        except (OSError, tomllib.TOMLDecodeError) as error:
             raise RunFolderError(f"Cannot read {self.config_path}: {error}.") from error
 
     def write_data_record(self, record: Mapping[str, Any]) -> None:
@@ -440,7 +444,7 @@ class RunFolder:
 
     def read_data_record(self) -> dict[str, Any]:
         try:
-            return json.loads(self.data_path.read_text(encoding="utf-8"))
+            return json.loads(_read_text(self.data_path))
         except FileNotFoundError:
             raise RunFolderError(
                 f"{self.data_path} is missing (written when a run starts)."
@@ -486,7 +490,7 @@ class RunFolder:
     def round_metrics(self, index: int) -> dict[str, Any]:
         path = self.round_file(index, "metrics")
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
+            return json.loads(_read_text(path))
         except FileNotFoundError:
             raise RunFolderError(f"{path} is missing: round {index} is not complete.") from None
         except (OSError, ValueError) as error:
@@ -542,7 +546,7 @@ def group_members(root: str | Path) -> list[tuple[int, Path]]:
     """(seed, run folder) of every member of the group folder ``root``, as recorded."""
     path = Path(root) / GROUP_FILE
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        record = json.loads(_read_text(path))
         seeds = record["seeds"]
         if not isinstance(seeds, list) or not all(
             isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds
@@ -555,13 +559,47 @@ def group_members(root: str | Path) -> list[tuple[int, Path]]:
     return [(seed, member_dir(root, seed)) for seed in seeds]
 
 
-def _read(path: Path) -> bytes:
+TEXT_LIMIT = 64 << 20  # a config, JSON record or CSV larger than this is not ours
+TENSOR_LIMIT = 64 << 30  # masks and weights: the paper FCN's are ~60 MB
+
+
+def read_regular(path: Path, limit: int = TENSOR_LIMIT) -> bytes:
+    """The bytes of ``path``, which must be a regular file (not a link, FIFO or device:
+    a planted link must not make imprint read outside the folder, a FIFO must not
+    hang it) of at most ``limit`` bytes. FileNotFoundError if it is missing; every
+    other refusal is a RunFolderError naming the file."""
     try:
-        return path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise RunFolderError(
+                f"{path} is a symbolic link; imprint reads regular files only."
+            ) from None
+        raise RunFolderError(f"Cannot read {path}: {error.strerror or error}.") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise RunFolderError(f"{path} is not a regular file (a FIFO, device or folder).")
+        if info.st_size > limit:
+            raise RunFolderError(f"{path} holds {info.st_size} bytes; at most {limit} expected.")
+        return handle.read()  # sized by fstat: the size was checked above
+
+
+def _read(path: Path, limit: int = TENSOR_LIMIT) -> bytes:
+    try:
+        return read_regular(path, limit)
     except FileNotFoundError:
         raise RunFolderError(f"{path} is missing.") from None
-    except OSError as error:
-        raise RunFolderError(f"Cannot read {path}: {error.strerror or error}.") from None
+
+
+def _read_text(path: Path) -> str:
+    """A text file of the folder (FileNotFoundError if missing, else RunFolderError)."""
+    try:
+        return read_regular(path, TEXT_LIMIT).decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise RunFolderError(f"{path} is not UTF-8 text: {error}.") from None
 
 
 def _parse_tensors(path: Path, raw: bytes) -> dict[str, torch.Tensor]:
