@@ -5,7 +5,7 @@
 # numerics tests run again under the generic (and, on AVX-512 CPUs, the AVX2) ATen kernels.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh test
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         echo "Installing Debian's chromium and chromium-driver for the report tests..."

@@ -197,7 +197,7 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     rows = collect(args.sweep_dir)
     print(
         f"{len(rows)} rows ({_count(len({r['run'] for r in rows}), 'run')}) written to "
-        f"{args.sweep_dir}/results.csv and results.parquet"
+        f"{args.sweep_dir}/results.csv (and results.parquet where pandas is installed)"
     )
     if args.summary:
         rounds = [int(r) for r in args.rounds.split(",")] if args.rounds else []

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -663,7 +664,8 @@ def _progress(
     replicas: int,
     first_step: int,
 ):
-    if not enabled:
+    if not enabled or not sys.stderr.isatty():
+        # Not a terminal (a log file, CI): no redrawn bars; the line per round says it.
         return None, lambda: None
     from tqdm.auto import tqdm
 

@@ -23,6 +23,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from imprint.runs import write_bytes  # noqa: E402
+
 __all__ = [
     "STYLE",
     "Animation",
@@ -82,9 +84,9 @@ def save_figure(
     paths = []
     for fmt in formats:
         path = stem.with_suffix(f".{fmt}")
-        tmp = path.with_name(f".{path.name}.tmp")
-        fig.savefig(tmp, format=fmt)
-        tmp.replace(path)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=fmt)
+        write_bytes(path, buffer.getvalue())  # a fresh temporary, never a planted link
         paths.append(path)
     plt.close(fig)
     return paths
@@ -471,10 +473,9 @@ def write_evolution_gif(
         raise ValueError("The 'frames' parameter must hold at least one frame. Got none.")
     size = images[0].size
     images = [im.resize(size) for im in images]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    buffer = io.BytesIO()
     images[0].save(
-        tmp, format="GIF", save_all=True, append_images=images[1:], duration=duration_ms, loop=0
+        buffer, format="GIF", save_all=True, append_images=images[1:], duration=duration_ms, loop=0
     )
-    tmp.replace(path)
+    write_bytes(path, buffer.getvalue())
     return path

@@ -22,6 +22,7 @@ Finished runs are skipped and interrupted ones resume (each run folder resumes).
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import json
 import math
@@ -42,7 +43,15 @@ from imprint.config import (
     read_toml,
     set_values,
 )
-from imprint.runs import RunFolder, RunFolderError, group_members, is_group, write_csv, write_text
+from imprint.runs import (
+    RunFolder,
+    RunFolderError,
+    group_members,
+    is_group,
+    write_bytes,
+    write_csv,
+    write_text,
+)
 
 __all__ = [
     "SweepRun",
@@ -328,7 +337,11 @@ def expand_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
     return out
 
 
-def collect(sweep_dir: str | Path, out_stem: str | Path | None = None) -> list[dict[str, Any]]:
+def collect(
+    sweep_dir: str | Path,
+    out_stem: str | Path | None = None,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
     """One row per run and round: the overrides, remaining weights, accuracies and the
     locality readings with their within-run spread (:func:`imprint.analyze.round_readings`).
     Writes SWEEP_DIR/results.csv and results.parquet."""
@@ -366,7 +379,11 @@ def collect(sweep_dir: str | Path, out_stem: str | Path | None = None) -> list[d
         columns.extend(k for k in row if k not in columns)
     stem = Path(out_stem) if out_stem else sweep_dir / "results"
     write_csv(stem.with_suffix(".csv"), rows, columns)
-    _write_parquet(rows, columns, stem.with_suffix(".parquet"))
+    if not _write_parquet(rows, columns, stem.with_suffix(".parquet")):
+        log(
+            "results.parquet not written: Parquet needs pandas and pyarrow "
+            "(pip install 'imprint[sweep]'); results.csv has the same table."
+        )
     return rows
 
 
@@ -442,15 +459,17 @@ def _cell(value: Any) -> Any:
     return json.dumps(value) if isinstance(value, (list, dict)) else value
 
 
-def _write_parquet(rows: Sequence[dict[str, Any]], columns: Sequence[str], path: Path) -> None:
+def _write_parquet(rows: Sequence[dict[str, Any]], columns: Sequence[str], path: Path) -> bool:
+    """Write the table as Parquet; False when pandas or pyarrow is not installed."""
     try:
         import pandas as pd
     except ImportError:
-        return  # CSV only; pandas (and pyarrow) come with imprint[sweep]
+        return False
     frame = pd.DataFrame(rows, columns=list(columns))
-    tmp = path.with_name(f".{path.name}.tmp")
+    buffer = io.BytesIO()
     try:
-        frame.to_parquet(tmp, index=False)
+        frame.to_parquet(buffer, index=False)
     except ImportError:
-        return
-    tmp.replace(path)
+        return False
+    write_bytes(path, buffer.getvalue())  # a fresh temporary, never a planted link
+    return True
