@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 
 from imprint.cli import main
 from imprint.config import load_config
@@ -104,3 +105,61 @@ def test_links_fifos_and_devices_in_a_run_folder_are_refused(tmp_path):
         with folder.lock():
             pass
     assert target.read_text() == "keep"
+
+
+@pytest.fixture
+def finished(tmp_path):
+    out = tmp_path / "run"
+    run_imp(smoke_config("prune.max_rounds=2"), out, device="cpu", progress=False, log=_quiet)
+    return RunFolder(out)
+
+
+def test_a_missing_middle_round_is_reported(finished):
+    import shutil
+
+    shutil.rmtree(finished.round_dir(1))
+    with pytest.raises(RunFolderError, match="round 1 is missing, but round 2 is complete"):
+        finished.completed_rounds()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda m: m.pop("best_val_top1"), "'best_val_top1' must be a number in"),
+        (lambda m: m.update(round=True), "'round' must be an integer"),
+        (lambda m: m.update(round=5), "'round' is 5, but the file is round 1's"),
+        (lambda m: m.update(layer_alive=[1, "x", 2]), "'layer_alive' must be a non-empty list"),
+        (lambda m: m.update(locality_index="high"), "'locality_index' must be a number or null"),
+        (lambda m: m.update(density=7.0), "'density' must be a number in"),
+    ],
+)
+def test_tampered_metrics_are_refused_by_name(finished, change, message):
+    import json
+
+    path = finished.round_file(1, "metrics")
+    record = json.loads(path.read_text())
+    change(record)
+    path.write_text(json.dumps(record))
+    with pytest.raises(RunFolderError, match=message):
+        finished.round_metrics(1)
+
+
+def test_tampered_masks_and_weights_are_refused(finished):
+    from safetensors.torch import save_file
+
+    masks = finished.round_masks(1)
+    path = finished.round_file(1, "mask")
+    save_file({k: torch.zeros_like(v) for k, v in masks.items()}, str(path))
+    with pytest.raises(RunFolderError, match="every connection is pruned"):
+        finished.round_masks(1)
+    save_file({k: v.float() for k, v in masks.items()}, str(path))
+    with pytest.raises(RunFolderError, match="must be bool tensors"):
+        finished.round_masks(1)
+    save_file({k: v for k, v in masks.items() if k != "layers.1.bias"}, str(path))
+    with pytest.raises(RunFolderError, match="expected the masks"):
+        finished.round_masks(1)
+    state = finished.round_state(0)
+    state["layers.0.weight"][0, 0] = float("nan")
+    save_file(state, str(finished.round_file(0, "final")))
+    with pytest.raises(RunFolderError, match="'layers.0.weight' holds NaN"):
+        finished.round_state(0)

@@ -34,6 +34,7 @@ import csv
 import errno
 import io
 import json
+import math
 import os
 import platform
 import stat
@@ -43,7 +44,7 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 from safetensors import SafetensorError
@@ -68,6 +69,9 @@ __all__ = [
     "member_dir",
     "group_members",
     "machine_record",
+    "RoundMetrics",
+    "check_round_metrics",
+    "read_regular",
 ]
 
 
@@ -94,6 +98,101 @@ _START_FILES = (
 
 class RunFolderError(RuntimeError):
     """A run folder that cannot be used as asked; the message names the file."""
+
+
+class _Readings(TypedDict, total=False):
+    """The locality readings stored with a round (analysis.locality.locality_readings):
+    each with _sd, _low, _high, _null, _n (and _reason when it has no value)."""
+
+    locality_index: float | None
+    neighbour_enrichment: float | None
+    mass_within_r: float | None
+    locality_ratio: float | None
+
+
+class RoundMetrics(_Readings):
+    """A round's metrics.json: the one record of a completed round."""
+
+    round: int
+    density: float  # alive fraction of the prunable weights and biases
+    layer_density: list[float]  # per linear layer
+    layer_alive: list[int]
+    connected_units: list[int]  # units with an incoming connection, per linear layer
+    units: list[int]
+    best_val_top1: float  # the round's figure of merit (best validation top-1)
+    best_step: int
+    val_top5_at_best: float
+    best_val_top5: float
+    final_val_top1: float
+    final_val_loss: float
+    seconds: float
+
+
+_INTS = ("round", "best_step")
+_FRACTIONS = (
+    "density",
+    "best_val_top1",
+    "val_top5_at_best",
+    "best_val_top5",
+    "final_val_top1",
+)
+_LAYER_LISTS = (
+    ("layer_density", float),
+    ("layer_alive", int),
+    ("connected_units", int),
+    ("units", int),
+)
+
+
+def check_round_metrics(record: Any, index: int, source: Path) -> RoundMetrics:
+    """``record`` as a :class:`RoundMetrics` of round ``index``, or a RunFolderError
+    naming the file and the key that is missing or of the wrong type."""
+
+    def fail(why: str) -> RunFolderError:
+        return RunFolderError(f"{source}: {why} (a damaged or foreign metrics file).")
+
+    if not isinstance(record, dict):
+        raise fail("not a JSON object")
+    for key in _INTS:
+        value = record.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise fail(f"'{key}' must be an integer >= 0, got {value!r}")
+    if record["round"] != index:
+        raise fail(f"'round' is {record['round']}, but the file is round {index}'s")
+    for key in _FRACTIONS:
+        value = record.get(key)
+        if not _number(value) or not 0 <= value <= 1:
+            raise fail(f"'{key}' must be a number in [0, 1], got {value!r}")
+    for key in ("final_val_loss", "seconds"):
+        if not _number(record.get(key)):
+            raise fail(f"'{key}' must be a finite number, got {record.get(key)!r}")
+    lengths = set()
+    for key, kind in _LAYER_LISTS:
+        value = record.get(key)
+        ok = isinstance(value, list) and all(
+            _number(v) if kind is float else isinstance(v, int) and not isinstance(v, bool)
+            for v in value
+        )
+        if not ok or not value:
+            raise fail(f"'{key}' must be a non-empty list of {kind.__name__}s, got {value!r}")
+        lengths.add(len(value))
+    if len(lengths) != 1:
+        raise fail("the per-layer lists have different lengths")
+    for key, value in record.items():
+        if key.startswith(("locality_", "mass_within", "neighbour_")) and not key.endswith(
+            "_reason"
+        ):
+            if value is not None and not _number(value):
+                raise fail(f"'{key}' must be a number or null, got {value!r}")
+    return record  # type: ignore[return-value]
+
+
+def _finite_or_none(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _file_mode() -> int:
@@ -465,10 +564,21 @@ class RunFolder:
 
     # ---------------------------------------------------------------- rounds
     def completed_rounds(self) -> list[int]:
-        """Rounds 0..k whose metrics.json exists (written last), contiguous from 0."""
+        """Rounds 0..k whose metrics.json exists (written last), contiguous from 0. A
+        completed round after a missing one is a damaged folder: refused, named."""
         done = []
         while self.round_file(len(done), "metrics").exists():
             done.append(len(done))
+        later = sorted(
+            int(path.parent.name)
+            for path in self.root.glob("rounds/[0-9][0-9][0-9]/metrics.json")
+            if int(path.parent.name) > len(done)
+        )
+        if later:
+            raise RunFolderError(
+                f"{self.root}: round {len(done)} is missing, but round {later[0]} is complete "
+                f"({self.round_file(len(done), 'metrics')} absent): a damaged run folder."
+            )
         return done
 
     def save_round(
@@ -485,22 +595,61 @@ class RunFolder:
         self.save_tensors(self.round_file(index, "start"), start)
         self.save_tensors(self.round_file(index, "final"), final)
         write_csv(self.round_file(index, "curves"), curves, curve_columns)
-        write_text(self.round_file(index, "metrics"), json.dumps(metrics, indent=2) + "\n")
+        record = {k: _finite_or_none(v) for k, v in metrics.items()}  # JSON has no NaN
+        write_text(self.round_file(index, "metrics"), json.dumps(record, indent=2) + "\n")
 
-    def round_metrics(self, index: int) -> dict[str, Any]:
+    def round_metrics(self, index: int) -> RoundMetrics:
         path = self.round_file(index, "metrics")
         try:
-            return json.loads(_read_text(path))
+            return check_round_metrics(json.loads(_read_text(path)), index, path)
         except FileNotFoundError:
             raise RunFolderError(f"{path} is missing: round {index} is not complete.") from None
         except (OSError, ValueError) as error:
             raise RunFolderError(f"{path} is not readable JSON: {error}.") from None
 
     def round_masks(self, index: int) -> dict[str, torch.Tensor]:
-        return self.load_tensors(self.round_file(index, "mask"))
+        """Round ``index``'s masks, checked: bool tensors, one weight and one bias mask
+        per linear layer, shapes that chain (layer l+1's inputs are layer l's units),
+        and not all pruned."""
+        path = self.round_file(index, "mask")
+        masks = self.load_tensors(path)
+        n_layers = sum(
+            1 for name in masks if name.startswith("layers.") and name.endswith(".weight")
+        )
+        expected = {f"layers.{i}.{kind}" for i in range(n_layers) for kind in ("weight", "bias")}
+        if not n_layers or set(masks) != expected:
+            raise RunFolderError(
+                f"{path}: expected the masks layers.0..{max(n_layers - 1, 0)}.weight|bias, "
+                f"got {sorted(masks)[:6]}."
+            )
+        previous_units = None
+        for layer in range(n_layers):
+            weight, bias = masks[f"layers.{layer}.weight"], masks[f"layers.{layer}.bias"]
+            if weight.dtype != torch.bool or bias.dtype != torch.bool:
+                raise RunFolderError(f"{path}: layer {layer}'s masks must be bool tensors.")
+            if weight.dim() != 2 or tuple(bias.shape) != (weight.shape[0],):
+                raise RunFolderError(
+                    f"{path}: layer {layer}'s masks have shapes {tuple(weight.shape)} and "
+                    f"{tuple(bias.shape)}; expected (out, in) and (out,)."
+                )
+            if previous_units is not None and weight.shape[1] != previous_units:
+                raise RunFolderError(
+                    f"{path}: layer {layer} has {weight.shape[1]} inputs; layer {layer - 1} "
+                    f"has {previous_units} units."
+                )
+            previous_units = weight.shape[0]
+        if not any(bool(mask.any()) for mask in masks.values()):
+            raise RunFolderError(f"{path}: every connection is pruned (a damaged mask file).")
+        return masks
 
     def round_state(self, index: int, which: str = "final") -> dict[str, torch.Tensor]:
-        return self.load_tensors(self.round_file(index, which))
+        """Round ``index``'s start or final state; NaN or infinite values are refused."""
+        path = self.round_file(index, which)
+        state = self.load_tensors(path)
+        for name, value in state.items():
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                raise RunFolderError(f"{path}: '{name}' holds NaN or infinite values.")
+        return state
 
     def write_summary(self, rows: Sequence[Mapping[str, Any]]) -> None:
         columns: list[str] = []
