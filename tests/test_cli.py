@@ -66,3 +66,55 @@ def test_help_of_every_command():
         )
         assert result.returncode == 0
         assert "usage: imprint" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--set", "train.stpes=5"],
+            "--set train.stpes=5: unknown key 'train.stpes'. Did you mean 'train.steps'?",
+        ),
+        (["--set", "train.steps", "2000"], "write --set train.steps=2000 (key=value, no space)"),
+        (["--set", "train.steps=true"], "--set train.steps=true: 'train.steps' must be a number"),
+        (
+            ["--set", 'data.name="mnist"'],
+            "data.name = 'mnist' has no key(s) class_xi, height, n_train, width: they are "
+            "options of another dataset",
+        ),
+        (["--seeds", "1,x"], "The '--seeds' option must list seeds"),
+    ],
+)
+def test_option_mistakes_are_one_line_naming_the_option(tmp_path, capsys, args, message):
+    code = main(["run", str(CONFIGS / "smoke.toml"), "--out", str(tmp_path / "x"), *args])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_analysis_options_are_checked_before_any_work(tmp_path, capsys):
+    for args, message in (
+        (["analyze", str(tmp_path), "--formats", "exe"], "'--formats' option must list"),
+        (["analyze", str(tmp_path), "--gallery-size", "-5"], "'--gallery-size' option must be"),
+        (["compare", str(tmp_path), "--density", "0"], "'--density' option must be in (0, 1]"),
+        (["report", str(tmp_path), "--round", "all"], "report names one round"),
+    ):
+        assert main(args) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_version_and_help_are_fast_and_light():
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from imprint.cli import main\n"
+            "try: main(['--version'])\nexcept SystemExit: pass\n"
+            "print('torch' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.startswith("imprint ") and done.stdout.strip().endswith("False")

@@ -107,12 +107,18 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from imprint.analyze import AnalysisOptions, analyze_run
     from imprint.imp import resolve_device
 
+    formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
+    if not formats or not set(formats) <= FIGURE_FORMATS:
+        raise ConfigError(
+            f"The '--formats' option must list figure formats among "
+            f"{', '.join(sorted(FIGURE_FORMATS))}. Got {args.formats!r}."
+        )
+    if args.gallery_size < 1:
+        raise ConfigError(f"The '--gallery-size' option must be >= 1. Got {args.gallery_size}.")
     options = AnalysisOptions(
-        gallery_size=args.gallery_size,
-        formats=tuple(args.formats.split(",")),
-        device=str(resolve_device(args.device)),
+        gallery_size=args.gallery_size, formats=formats, device=str(resolve_device(args.device))
     )
-    summary = analyze_run(args.run, args.round, options)
+    summary = analyze_run(args.run, args.round, options, log=_log(args))
     for result in [] if "seeds" in summary else summary["per_round"]:
         layer0 = result["layers"].get("0", {})
         print(
@@ -156,18 +162,37 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from imprint.report import build_report
 
-    path = build_report(args.run, args.round)
+    if args.round == "all":
+        raise ConfigError(
+            "The '--round' option of report names one round (study, best, last or a "
+            "number): a report tells one round's story. `imprint analyze RUN --round all` "
+            "analyses every round."
+        )
+    path = build_report(args.run, args.round, log=_log(args))
     print(f"Report: {path}")
     return 0
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from imprint.report import build_comparison
     from imprint.sweep import expand_run_dirs
 
-    path = build_comparison(expand_run_dirs(args.runs), args.out, density=args.density)
+    if args.density is not None and not 0 < args.density <= 1:
+        raise ConfigError(f"The '--density' option must be in (0, 1]. Got {args.density}.")
+    # Next to the inputs: in the one folder given (a sweep, a group or a run), else in
+    # the folder that holds the first one.
+    first = Path(args.runs[0])
+    out = args.out or str((first if len(args.runs) == 1 else first.parent) / "compare.html")
+    path = build_comparison(expand_run_dirs(args.runs), out, density=args.density)
     print(f"Comparison: {path}")
     return 0
+
+
+def _log(args: argparse.Namespace):
+    """print, or nothing with --quiet."""
+    return (lambda _: None) if getattr(args, "quiet", False) else print
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
@@ -302,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "cpu", "cuda"],
         help="where to evaluate the network (default: auto = cuda when available)",
     )
+    analyze.add_argument("--quiet", action="store_true", help="no progress lines")
     analyze.set_defaults(handler=_cmd_analyze)
 
     report = commands.add_parser(
@@ -317,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="study (default: the sparsest round keeping >= 97%% of the dense top-1), "
         "best (highest top-1), last, or a number",
     )
+    report.add_argument("--quiet", action="store_true", help="no progress lines")
     report.set_defaults(handler=_cmd_report)
 
     compare = commands.add_parser(
@@ -327,7 +354,12 @@ def build_parser() -> argparse.ArgumentParser:
         "table of scalar results.",
     )
     compare.add_argument("runs", nargs="+", help="run folders, or sweep folders (all their runs)")
-    compare.add_argument("--out", default="compare.html", help="output page (compare.html)")
+    compare.add_argument(
+        "--out",
+        default=None,
+        help="output page (default: compare.html in the folder given, or beside the first "
+        "of several)",
+    )
     compare.add_argument(
         "--density",
         type=float,
@@ -410,20 +442,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)  # --help and --version end here, before torch loads
+    words = list(sys.argv[1:] if argv is None else argv)
+    for flag, value, after in zip(words, words[1:], [*words[2:], None]):
+        if flag == "--set" and "=" not in value and after is not None and not after.startswith("-"):
+            print(
+                f"imprint: error: --set {value} {after}: write --set {value}={after} "
+                "(key=value, no space).",
+                file=sys.stderr,
+            )
+            return 2
+    args = build_parser().parse_args(words)  # --help and --version end here, before torch loads
     try:
         return args.handler(args)
     except KeyboardInterrupt:
-        print(
-            "\nimprint: interrupted; completed rounds are kept. Run the same command to resume.",
-            file=sys.stderr,
-        )
+        print(f"\nimprint: {INTERRUPTED.get(args.command, 'interrupted.')}", file=sys.stderr)
         return 130
     except Exception as error:
         if not _expected(error):
             raise
         print(f"imprint: error: {error}", file=sys.stderr)
         return 2
+
+
+FIGURE_FORMATS = {"png", "svg", "pdf"}
+INTERRUPTED = {
+    "run": "interrupted; completed rounds (and the round in progress, up to its last "
+    "checkpoint) are kept. Run the same command to resume.",
+    "sweep": "interrupted; finished runs are kept and interrupted ones resume. Run the "
+    "same command to continue.",
+    "analyze": "analysis interrupted; the figures written so far are kept. Run the same "
+    "command to analyse again.",
+    "report": "interrupted; no report written. Run the same command again.",
+    "compare": "interrupted; no comparison written. Run the same command again.",
+}
 
 
 def _expected(error: Exception) -> bool:

@@ -12,6 +12,7 @@ The defaults of every field are the paper's setting (Pellegrini & Biroli, ICML
 
 from __future__ import annotations
 
+import difflib
 import json
 import sys
 from pathlib import Path
@@ -228,39 +229,85 @@ class Config(_Section):
 # --------------------------------------------------------------------------- loading
 
 
-def _format_errors(error: ValidationError, source: str) -> str:
+def _format_errors(
+    error: ValidationError, source: str, overridden: dict[str, str] | None = None
+) -> str:
+    """One line per problem, each naming where the value came from: the config file, or
+    ``--set key=value`` when an override set it (``overridden``: dotted key -> its text)."""
+    overridden = overridden or {}
     lines = []
+    unknown_data: list[str] = []
     for item in error.errors():
         loc = ".".join(str(part) for part in _user_loc(item["loc"]))
         kind = item["type"]
+        where = _origin(loc, source, overridden)
         if kind == "extra_forbidden":
             parent = _section_for(item["loc"][:-1])  # tags included: they pick the model
-            allowed = ", ".join(sorted(parent.model_fields)) if parent else "?"
-            lines.append(f"{source}: unknown key '{loc}'. Allowed keys here: {allowed}.")
-        elif kind == "literal_error":
+            allowed = sorted(parent.model_fields) if parent else []
+            key = loc.rpartition(".")[2]
+            if loc.startswith("data.") and loc not in overridden and _other_datasets_key(key):
+                unknown_data.append(key)
+                continue
+            close = difflib.get_close_matches(loc.rpartition(".")[2], allowed, n=1)
+            hint = f" Did you mean '{loc.rpartition('.')[0]}.{close[0]}'?" if close else ""
+            lines.append(
+                f"{where}: unknown key '{loc}'.{hint} Allowed keys here: {', '.join(allowed)}."
+            )
+            continue
+        if kind == "literal_error":
             expected = item.get("ctx", {}).get("expected", "")
-            lines.append(f"{source}: '{loc}' must be one of {expected}. Got {item.get('input')!r}.")
+            lines.append(f"{where}: '{loc}' must be one of {expected}. Got {item.get('input')!r}.")
         elif kind == "union_tag_invalid":
             expected = item.get("ctx", {}).get("expected_tags", "")
             tag = item.get("ctx", {}).get("tag")
-            lines.append(f"{source}: '{loc}.name' must be one of {expected}. Got {tag!r}.")
+            lines.append(f"{where}: '{loc}.name' must be one of {expected}. Got {tag!r}.")
         elif kind == "value_error" and isinstance(item["ctx"]["error"], BooleanValue):
             wrong = item["ctx"]["error"]
             key = f"{loc}.{wrong.field}" if loc else wrong.field
+            where = _origin(key, source, overridden)
             lines.append(
-                f"{source}: '{key}' must be a number, not true or false. "
+                f"{where}: '{key}' must be a number, not true or false. "
                 f"Got {json.dumps(wrong.value)}."  # as TOML writes it: true, [true, 2]
             )
         elif kind == "value_error":
             # Our own validators already name the key and what came.
-            lines.append(f"{source}: {str(item['ctx']['error'])}")
+            lines.append(f"{where}: {str(item['ctx']['error'])}")
         else:
             msg = item["msg"]
-            where = f"'{loc}'" if loc else "config"
+            key = f"'{loc}'" if loc else "config"
             got = item.get("input")
             got_text = "" if isinstance(got, dict) else f" Got {got!r}."
-            lines.append(f"{source}: {where}: {msg}.{got_text}")
+            lines.append(f"{where}: {key}: {msg}.{got_text}")
+    if unknown_data:
+        name = _data_name(error)
+        lines.append(
+            f"{source}: data.name = {name!r} has no key(s) {', '.join(sorted(unknown_data))}: "
+            f"they are options of another dataset (the config file was written for one). "
+            f"Remove them from the [data] table, or start from a config written for {name!r} "
+            "(`imprint datasets` lists each dataset's keys)."
+        )
     return "\n".join(lines)
+
+
+def _origin(loc: str, source: str, overridden: dict[str, str]) -> str:
+    """``--set key=value`` when an override set ``loc`` (or a section above it)."""
+    parts = loc.split(".")
+    for end in range(len(parts), 0, -1):
+        key = ".".join(parts[:end])
+        if key in overridden:
+            return f"--set {overridden[key]}"
+    return source
+
+
+def _other_datasets_key(key: str) -> bool:
+    return any(key in model.model_fields for model in _DATA_MODELS.values())
+
+
+def _data_name(error: ValidationError) -> str:
+    for item in error.errors():
+        if item["loc"] and item["loc"][0] == "data" and len(item["loc"]) > 1:
+            return str(item["loc"][1])
+    return "?"
 
 
 _DATA_MODELS: dict[str, type[BaseModel]] = {
@@ -296,12 +343,14 @@ def _section_for(loc: tuple) -> type[BaseModel] | None:
     return model
 
 
-def parse_config(document: dict[str, Any], source: str = "config") -> Config:
+def parse_config(
+    document: dict[str, Any], source: str = "config", overridden: dict[str, str] | None = None
+) -> Config:
     """Validate a config document (a nested dict), raising :class:`ConfigError`."""
     try:
         return Config.model_validate(document)
     except ValidationError as error:
-        raise ConfigError(_format_errors(error, source)) from None
+        raise ConfigError(_format_errors(error, source, overridden)) from None
 
 
 def _parse_value(text: str) -> Any:
@@ -337,7 +386,8 @@ def apply_overrides(document: dict[str, Any], overrides: list[str]) -> dict[str,
         key = key.strip()
         if not sep or not key:
             raise ConfigError(
-                f"--set expects key=value (for example train.steps=2000). Got {item!r}."
+                f"--set expects key=value (for example train.steps=2000). Got {item!r}"
+                + (f"; write --set {key}=VALUE, with '=' and no space." if key else ".")
             )
         values[key] = _parse_value(value.strip())
     return set_values(document, values)
@@ -357,7 +407,8 @@ def read_toml(path: str | Path, what: str = "Config file") -> dict[str, Any]:
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Read a TOML config, apply ``--set`` overrides, validate. Fails before any work."""
     document = apply_overrides(read_toml(path), overrides or [])
-    return parse_config(document, source=str(path))
+    overridden = {item.partition("=")[0].strip(): item for item in overrides or []}
+    return parse_config(document, source=str(path), overridden=overridden)
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:
