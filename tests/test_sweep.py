@@ -15,7 +15,7 @@ import pytest
 from imprint.cli import main
 from imprint.config import ConfigError
 from imprint.runs import RunFolder
-from imprint.sweep import collect, load_sweep, run_sweep, sweep_run_folders
+from imprint.sweep import collect, load_sweep, run_sweep, summarize, sweep_run_folders
 from tests.conftest import CONFIGS, ROOT
 
 
@@ -49,7 +49,8 @@ def test_expansion_is_stable_and_validated(tmp_path):
 
 def test_shipped_sweeps_expand():
     synthetic = load_sweep(ROOT / "sweeps" / "synthetic.toml")
-    assert len(synthetic.runs) == 27
+    assert len(synthetic.runs) == 12  # variants, each three seeds trained together
+    assert all(r.config.seeds.group == [0, 1, 2] for r in synthetic.runs)
     paper = load_sweep(ROOT / "sweeps" / "paper.toml")
     assert len(paper.runs) == 36
     assert {r.config.data.task for r in paper.runs} == {"classes", "superclasses", "modulo"}
@@ -193,3 +194,32 @@ def test_collect_summary_cli(tmp_path, capsys):
     assert "| prune.procedure | round |" in printed
     assert "| imp | 1 | 70.0" in printed and "| oneshot | 1 | 70.0" in printed
     assert (figures / "locality_ratio.png").is_file()
+
+
+def test_seeds_together_in_a_sweep(tmp_path):
+    """`together = true`: each grid point is one group of the sweep's seeds; collect and
+    summarize see one row per seed, as for separate runs."""
+    path = tmp_path / "s.toml"
+    path.write_text(
+        _sweep_file(tmp_path)
+        .read_text()
+        .replace("seeds = [0, 1]", "seeds = [0, 1]\ntogether = true")
+    )
+    sweep = load_sweep(path)
+    assert len(sweep.runs) == 2 and all(r.config.seeds.group == [0, 1] for r in sweep.runs)
+    out = tmp_path / "out"
+    run_sweep(sweep, out, log=lambda _: None)
+    messages = []
+    run_sweep(sweep, out, log=messages.append)
+    assert "2 finished, 0 to run" in messages[0]
+    rows = collect(out, log=lambda _: None)
+    assert len(rows) == 8  # 2 groups x 2 seeds x rounds 0..1
+    assert {(r["prune.procedure"], r["seed"]) for r in rows} == {
+        (p, s) for p in ("imp", "oneshot") for s in (0, 1)
+    }
+    table = summarize(rows, by="prune.procedure", rounds=[1])
+    assert all(row["runs"] == 2 for row in table)
+    bad = tmp_path / "b.toml"
+    bad.write_text(f'base = "{CONFIGS / "smoke.toml"}"\ntogether = true\n')
+    with pytest.raises(ConfigError, match="'together' needs 'seeds'"):
+        load_sweep(bad)
