@@ -163,3 +163,16 @@ def test_tampered_masks_and_weights_are_refused(finished):
     save_file(state, str(finished.round_file(0, "final")))
     with pytest.raises(RunFolderError, match="'layers.0.weight' holds NaN"):
         finished.round_state(0)
+
+
+def test_metrics_written_with_nan_readings_still_read(finished):
+    """Folders written before readings were stored as null hold NaN (not JSON, but
+    what Python wrote): such a reading reads as None, the rest as before."""
+    import json
+
+    path = finished.round_file(1, "metrics")
+    record = json.loads(path.read_text())
+    record["locality_index"] = float("nan")
+    path.write_text(json.dumps(record))
+    assert finished.round_metrics(1)["locality_index"] is None
+    assert finished.round_metrics(1)["best_val_top1"] == record["best_val_top1"]

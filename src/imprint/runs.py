@@ -178,11 +178,13 @@ def check_round_metrics(record: Any, index: int, source: Path) -> RoundMetrics:
         lengths.add(len(value))
     if len(lengths) != 1:
         raise fail("the per-layer lists have different lengths")
-    for key, value in record.items():
+    for key, value in list(record.items()):
         if key.startswith(("locality_", "mass_within", "neighbour_")) and not key.endswith(
             "_reason"
         ):
-            if value is not None and not _number(value):
+            if isinstance(value, float) and math.isnan(value):
+                record[key] = None  # written as NaN before readings were stored as null
+            elif value is not None and not _number(value):
                 raise fail(f"'{key}' must be a number or null, got {value!r}")
     return record  # type: ignore[return-value]
 
