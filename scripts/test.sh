@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
-# The README's test command: set up (venv, package, and the headless browser the
-# report tests use), then run the test suite. Slow checks are excluded; pass -m slow
+# The README's test command: set up (venv, package, test tools, the headless browser the
+# report tests use and the Fashion-MNIST files), then run the test suite. Slow checks are excluded; pass -m slow
 # to run them. Screenshots of the report pages land in test-artifacts/. Then the
 # numerics tests run again under the generic (and, on AVX-512 CPUs, the AVX2) ATen kernels.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
-if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+# Debian packages the tests use: the headless browser of the report tests and the real
+# Fashion-MNIST files (tests that need them are skipped, with the reason, without them).
+packages=()
+command -v chromium >/dev/null || packages+=(chromium)
+command -v chromedriver >/dev/null || packages+=(chromium-driver)
+[ -d /usr/share/datasets/fashion-mnist ] || packages+=(dataset-fashion-mnist)
+if [ "${#packages[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        echo "Installing Debian's chromium and chromium-driver for the report tests..."
+        echo "Installing Debian's ${packages[*]} for the tests..."
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-            chromium chromium-driver >/dev/null
+            "${packages[@]}" >/dev/null
     else
-        echo "chromium/chromedriver missing and not root: the browser test will be skipped."
+        echo "Missing ${packages[*]} and not root: the tests that need them will be skipped."
     fi
 fi
 .venv/bin/python -m pytest -q "$@"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import gzip
 import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import model_validator
 
@@ -25,11 +25,27 @@ if TYPE_CHECKING:
 __all__ = ["MNISTData", "read_mnist", "read_idx", "MNIST_FILES", "DATASET"]
 
 
+# Where the files are when data.root is not set: Debian and Ubuntu's
+# dataset-fashion-mnist package installs the four official files here.
+DEFAULT_ROOTS = {"mnist": "data/mnist", "fashion_mnist": "/usr/share/datasets/fashion-mnist"}
+
+
 class MNISTData(FileOptions):
-    """MNIST / Fashion-MNIST IDX files, plain or gzipped."""
+    """MNIST / Fashion-MNIST IDX files, plain or gzipped. Without data.root,
+    fashion_mnist reads /usr/share/datasets/fashion-mnist (Debian's
+    dataset-fashion-mnist package) and mnist data/mnist."""
 
     name: Literal["mnist", "fashion_mnist"] = "mnist"
     root: str = "data/mnist"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_root(cls, document: Any) -> Any:
+        if isinstance(document, dict) and "root" not in document:
+            name = document.get("name", "mnist")
+            if name in DEFAULT_ROOTS:
+                document = {**document, "root": DEFAULT_ROOTS[name]}
+        return document
 
     @model_validator(mode="after")
     def _no_superclasses(self) -> MNISTData:
@@ -106,7 +122,15 @@ def read_mnist(config: MNISTData) -> RawData:
 
     root = Path(config.root)
     if not root.is_dir():
-        raise DataError(f"data.root: {root} is not a folder (expected the {config.name} files).")
+        hint = (
+            " On Debian or Ubuntu: apt-get install dataset-fashion-mnist; elsewhere put the "
+            "four official files there."
+            if config.name == "fashion_mnist"
+            else ""
+        )
+        raise DataError(
+            f"data.root: {root} is not a folder (expected the {config.name} files).{hint}"
+        )
     x_train, y_train = _split(root, "train")
     x_val, y_val = _split(root, "t10k")
     return RawData(x_train, y_train, x_val, y_val, (1, 28, 28), 10)
