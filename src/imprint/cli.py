@@ -18,11 +18,12 @@ def format_round_table(rounds: Sequence[dict], pruned: Sequence[int]) -> str:
     from imprint.analysis.uncertainty import format_spread, reading_from_columns
 
     group = bool(rounds) and "seeds" in rounds[0]
+    top5 = not group and bool(rounds) and rounds[0]["units"][-1] > 5  # 5 classes or fewer: 1
     header = [
         "round",
         *[f"left L{layer}" for layer in pruned],
         "best top-1",
-        *([] if group else ["top-5"]),
+        *(["top-5"] if top5 else []),
         *[f"conn. L{layer}" for layer in pruned],
         "locality index",
         *(["seeds"] if group else []),
@@ -42,7 +43,7 @@ def format_round_table(rounds: Sequence[dict], pruned: Sequence[int]) -> str:
                 str(m["round"]),
                 *[f"{m['layer_density'][layer]:.2%}" for layer in pruned],
                 top1,
-                *([] if group else [f"{m['val_top5_at_best']:.4f}"]),
+                *([f"{m['val_top5_at_best']:.4f}"] if top5 else []),
                 *conn,
                 locality,
                 *([str(m["seeds"])] if group else []),

@@ -19,6 +19,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never opens a window
 
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
@@ -45,7 +46,7 @@ __all__ = [
 
 STYLE = {
     "figure.dpi": 110,
-    "savefig.dpi": 110,
+    "savefig.dpi": 200,  # PNGs sharp enough to zoom into; SVG for papers
     "font.size": 9,
     "axes.titlesize": 10,
     "axes.labelsize": 9,
@@ -96,13 +97,19 @@ def _percent(density: Sequence[float]) -> np.ndarray:
     return 100.0 * np.asarray(density, dtype=float)
 
 
+_PLAIN = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")
+
+
 def density_axis(ax: Any, ylabel: str, log_y: bool = False) -> None:
     """The x axis every over-rounds figure shares: % of prunable weights left, log scale,
     reversed so that pruning proceeds to the right."""
     ax.set_xscale("log")
     ax.invert_xaxis()
+    ax.xaxis.set_major_formatter(_PLAIN)  # 100, 10, 1, 0.1: not 10^2 or 2x10^0
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     if log_y:
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(_PLAIN)
     ax.set_xlabel("prunable weights left (%)")
     ax.set_ylabel(ylabel)
 

@@ -492,7 +492,7 @@ class RunFolder:
                 )
             if changed:
                 self._log_changes(stored, document, changed)
-                write_text(self.config_path, tomli_w.dumps(document))
+                write_text(self.config_path, toml_document(document))
             return True
         self._refuse_foreign()
         try:
@@ -513,7 +513,7 @@ class RunFolder:
         }
         write_text(self.manifest_path, json.dumps(manifest, indent=2) + "\n")
         # config.toml last: its presence means the folder is an imprint run.
-        write_text(self.config_path, tomli_w.dumps(document))
+        write_text(self.config_path, toml_document(document))
         return False
 
     @property
@@ -661,6 +661,28 @@ class RunFolder:
 
     def write_run_record(self, record: Mapping[str, Any]) -> None:
         write_text(self.run_path, json.dumps(record, indent=2) + "\n")
+
+
+def toml_document(document: Mapping[str, Any]) -> str:
+    """A config document as TOML: one table per section, arrays on one line (tomli_w
+    puts each element of a nested array on its own line), checked by reading it back."""
+    lines: list[str] = []
+    for section, table in document.items():
+        if not isinstance(table, Mapping):
+            raise ValueError(f"top-level entry {section!r} of a config must be a table")
+        lines.append(f"[{section}]")
+        lines += [f"{key} = {_toml_value(value)}" for key, value in table.items()]
+        lines.append("")
+    text = "\n".join(lines)
+    if tomllib.loads(text) != dict(document):  # never write what would not read back
+        return tomli_w.dumps(document)
+    return text
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return tomli_w.dumps({"v": value}).partition("=")[2].strip()
 
 
 def machine_record() -> dict[str, Any]:
