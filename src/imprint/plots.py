@@ -330,13 +330,17 @@ def plot_gallery(
     cols = min(columns, n)
     rows = (n + cols - 1) // cols
     peak = float(np.abs(data).max()) or 1.0
-    canvas = _mosaic(data, cols)
+    binary = not signed and bool(np.isin(data, (0.0, 1.0)).all())  # a mask: no colour scale
+    # Room for a legible label above each tile: the gap between rows, in pixels, sized
+    # so that the 7 pt label fits (a tile is ~0.75 in high).
+    gap = max(1, round(0.16 * height)) if labels is not None else 1
+    canvas = _mosaic(data, cols, gap)
     tile = 0.75 if max(height, width) <= 16 else 0.9
     fig, ax = _axes(
         None,
         (
             tile * cols * width / max(height, width) + 1.4,
-            tile * rows * height / max(height, width) + 0.7,
+            tile * rows * (height + gap) / max(height, width) + 0.7,
         ),
     )
     if channels == 3:
@@ -355,21 +359,22 @@ def plot_gallery(
             vmax=peak,
             interpolation="nearest",
         )
-        fig.colorbar(im, ax=ax, shrink=0.7, label="weight" if signed else "paths")
+        if not binary:
+            fig.colorbar(im, ax=ax, shrink=0.7, label="weight" if signed else "paths")
     if labels is not None:
         for i, label in enumerate(labels[:n]):
             r, c = divmod(i, cols)
             ax.text(
-                c * (width + 1),
-                r * (height + 1) - 0.6,
+                c * (width + gap),
+                r * (height + gap) - 0.3,
                 label,
-                fontsize=5,
+                fontsize=7,
                 va="bottom",
                 ha="left",
                 clip_on=False,
             )
     ax.set_axis_off()
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=9, pad=12 if labels is not None else 4)
     return fig
 
 
