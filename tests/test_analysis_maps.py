@@ -557,3 +557,17 @@ def test_mass_null_is_the_full_mask_and_grows_to_one():
     assert mass_within_radius_null(shape, 0.5) == 0.0
     assert mass_within_radius_null(shape, 100) == pytest.approx(1.0)
     assert math.isnan(mass_within_radius_null((2, 1, 1), 1))
+
+
+def test_resolved_edges_bin_what_exists():
+    from imprint.analysis.maps import resolved_edges
+
+    sparse = torch.tensor([0, 1, 2, 2, 2, 3, 3, 4, 5, 9])
+    edges = resolved_edges(sparse, width=10)
+    assert edges[0] == 2 and edges[-1] == 10  # units with C_in 0 or 1 left out
+    assert list(edges) == sorted(set(edges))
+    covered = sum(int(((sparse >= a) & (sparse < b)).sum()) for a, b in zip(edges, edges[1:]))
+    assert covered == int((sparse >= 2).sum())
+    wide = torch.tensor([3, 12, 25, 40])
+    assert resolved_edges(wide, width=10) == (2, 10, 20, 30, 40, 41)
+    assert resolved_edges(torch.tensor([0, 1, 1])) == ()

@@ -42,7 +42,7 @@ from imprint.analysis.connectivity import (
 )
 from imprint.analysis.invariance import class_response, translational_invariance
 from imprint.analysis.locality import MASS_RADIUS, locality_readings, to_image_space
-from imprint.analysis.maps import connection_resolved_maps, locality_maps
+from imprint.analysis.maps import connection_resolved_maps, locality_maps, resolved_edges
 from imprint.analysis.uncertainty import mean_reading
 from imprint.analysis.units import select_units, unit_images
 from imprint.config import Config
@@ -363,7 +363,11 @@ def _plot_locality_maps(res: Result) -> list[Any]:
 def _connection_resolved(r: Round, layer: int) -> Result:
     if reason := _no_geometry(r):
         return skip(reason)
-    resolved = connection_resolved_maps(r.layer(0).image > 0, r.shape, r.options.bin_width)
+    mask = r.layer(0).image > 0
+    edges = resolved_edges(mask.sum(dim=1), r.options.bin_width)
+    if len(edges) < 2:
+        return skip("no unit has two inputs: there is no pair to map")
+    resolved = connection_resolved_maps(mask, r.shape, list(edges))
     shown = [i for i in range(len(resolved.n_units)) if int(resolved.n_units[i]) > 0]
     return Result(
         arrays={
@@ -373,12 +377,16 @@ def _connection_resolved(r: Round, layer: int) -> Result:
         shown={
             "maps": [resolved.s_sc[i] for i in shown],
             "labels": [
-                f"C_in {resolved.edges[i]}-{resolved.edges[i + 1] - 1}: "
-                f"{int(resolved.n_units[i])} units"
+                f"C_in {_span(resolved.edges[i], resolved.edges[i + 1] - 1)}: "
+                f"{int(resolved.n_units[i])} unit{'s' if int(resolved.n_units[i]) != 1 else ''}"
                 for i in shown
             ],
         },
     )
+
+
+def _span(low: int, high: int) -> str:
+    return str(low) if low == high else f"{low}-{high}"
 
 
 def _plot_connection_resolved(res: Result) -> list[Any]:
@@ -765,8 +773,9 @@ ROUND_ANALYSES: tuple[Analysis, ...] = (
         (
             Figure(
                 "connection_resolved_l0",
-                "S_sc for layer-0 units binned by C_in: locality at every connectivity, "
-                "not only for sparse units.",
+                "S_sc for layer-0 units binned by C_in (units with two inputs or more; bins "
+                "of 10 inputs as the paper, or, when C_in is small, bins of about equal "
+                "numbers of units): locality at every connectivity, not only for sparse units.",
             ),
         ),
         _connection_resolved,

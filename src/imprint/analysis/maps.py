@@ -36,6 +36,7 @@ that tests and the benchmark compare with.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -51,6 +52,7 @@ __all__ = [
     "locality_maps",
     "locality_maps_pairloop",
     "mass_within_radius",
+    "resolved_edges",
     "mass_within_radius_null",
 ]
 
@@ -408,6 +410,23 @@ class ConnectionResolvedMaps:
 
     def bin(self, i: int) -> LocalityMaps:
         return LocalityMaps(self.s_sc[i], self.s_dc[i], self.shape, int(self.n_units[i]))
+
+
+def resolved_edges(c_in: torch.Tensor, width: int = 10, max_bins: int = 6) -> tuple[int, ...]:
+    """C_in bin edges for connection-resolved maps, by what exists: units with at least
+    two inputs (fewer have no pair to map). Bins of ``width`` (the paper's 10) when C_in
+    spans at least two of them; else at most ``max_bins`` bins holding about equal
+    numbers of units, edges at distinct C_in values (sparse rounds: C_in 2, 3, 4-5, ...).
+    Empty when no unit has two inputs."""
+    values = c_in[c_in >= 2].long().cpu()
+    if values.numel() == 0:
+        return ()
+    top = int(values.max())
+    if top >= 2 * width:
+        return tuple(sorted({2, *range(width, top + 1, width), top + 1}))
+    quantiles = torch.quantile(values.double(), torch.linspace(0, 1, max_bins + 1).double())
+    edges = sorted({int(math.ceil(q)) for q in quantiles[1:-1].tolist()} | {2, top + 1})
+    return tuple(e for e in edges if 2 <= e <= top + 1)
 
 
 def connection_resolved_maps(
