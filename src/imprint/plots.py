@@ -452,7 +452,7 @@ def plot_groups_over_density(
         x = _percent([r["density"] for r in rows])
         y = np.array([r[metric] for r in rows], dtype=float)
         sd = np.array([r.get(f"{metric}_sd", 0.0) for r in rows], dtype=float)
-        color = f"C{i % 10}"
+        color = matplotlib.colormaps["tab20"](i % 20) if len(groups) > 10 else f"C{i}"
         ax.plot(x, y, "o-", ms=3, color=color, label=f"{group} ({rows[0]['runs']} seeds)")
         ax.fill_between(x, y - sd, y + sd, color=color, alpha=0.15)
     if null is not None:
