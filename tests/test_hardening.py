@@ -12,7 +12,7 @@ from imprint.cli import main
 from imprint.config import load_config
 from imprint.imp import run_experiment, run_imp
 from imprint.runs import RunFolder, RunFolderError
-from tests.conftest import smoke_config, smoke_run_args
+from tests.conftest import CONFIGS, smoke_config, smoke_run_args
 from tests.data_fixtures import write_mnist
 
 
@@ -176,3 +176,78 @@ def test_metrics_written_with_nan_readings_still_read(finished):
     path.write_text(json.dumps(record))
     assert finished.round_metrics(1)["locality_index"] is None
     assert finished.round_metrics(1)["best_val_top1"] == record["best_val_top1"]
+
+
+def test_data_with_nan_or_one_class_is_refused_at_load(monkeypatch):
+    import dataclasses
+
+    import imprint.data.registry as registry
+    from imprint.data import DataError, load_dataset
+    from imprint.data.base import ImageData
+
+    config = smoke_config().data
+    data = load_dataset(config)
+    nlgp = registry.dataset_for("nlgp")
+
+    def reading(images):
+        monkeypatch.setattr(
+            registry, "dataset_for", lambda name: dataclasses.replace(nlgp, read=lambda _: images)
+        )
+
+    broken = data.x_train.clone()
+    broken[3, 5] = float("nan")
+    reading(ImageData(broken, data.y_train, data.x_val, data.y_val, data.shape, 4))
+    with pytest.raises(DataError, match="training images hold NaN"):
+        load_dataset(config)
+    reading(ImageData(data.x_train, data.y_train * 0, data.x_val, data.y_val * 0, data.shape, 1))
+    with pytest.raises(DataError, match="1 class"):
+        load_dataset(config)
+
+
+def test_a_model_too_large_for_memory_is_refused_before_building(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(smoke_run_args(out, "model.hidden=[1000000000]"))
+    err = capsys.readouterr().err
+    assert code == 2 and "training needs about" in err and "GiB available" in err
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]
+
+
+def test_hostile_sweep_names_are_refused(tmp_path):
+    import json
+
+    from imprint.config import ConfigError
+    from imprint.sweep import load_sweep, sweep_run_folders
+
+    sweep_file = tmp_path / "s.toml"
+    sweep_file.write_text(f'base = "{CONFIGS / "smoke.toml"}"\n[[variants]]\nname = "../../../x"\n')
+    with pytest.raises(ConfigError, match="a variant's name must be"):
+        load_sweep(sweep_file)
+    (tmp_path / "sw").mkdir()
+    (tmp_path / "sw" / "sweep.json").write_text(
+        json.dumps({"name": "x", "runs": [{"name": "/etc", "overrides": {}}]})
+    )
+    with pytest.raises(RunFolderError, match="not a plain folder name"):
+        sweep_run_folders(tmp_path / "sw")
+
+
+def test_an_unforeseen_error_is_one_line(tmp_path, capsys, monkeypatch):
+    import imprint.imp
+
+    def boom(*args, **kwargs):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(imprint.imp, "run_experiment", boom)
+    monkeypatch.delenv("IMPRINT_DEBUG", raising=False)
+    code = main(smoke_run_args(tmp_path / "run"))
+    err = capsys.readouterr().err
+    assert code == 70
+    assert err.strip().startswith("imprint: internal error: ZeroDivisionError")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_analyze_takes_the_folder_lock(finished):
+    from imprint.analyze import analyze_run
+
+    with finished.lock():
+        with pytest.raises(RunFolderError, match="is in use by"):
+            analyze_run(finished.root, "last", log=_quiet)

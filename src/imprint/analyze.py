@@ -288,7 +288,6 @@ def analyze_run(
     summary with the paths written. ``metrics`` (a group's mean over seeds) decides
     the study and best rounds instead of the run's own.
     """
-    from imprint.imp import study_round
 
     options = options or AnalysisOptions()
     if is_group(run_dir):
@@ -296,6 +295,19 @@ def analyze_run(
     folder = RunFolder(run_dir)
     if not folder.config_path.exists():
         raise RunFolderError(f"{folder.root} is not an imprint run folder (no config.toml).")
+    with folder.lock():  # no run or other analysis writes this folder meanwhile
+        return _analyze_locked(folder, which, options, log, metrics)
+
+
+def _analyze_locked(
+    folder: RunFolder,
+    which: str,
+    options: AnalysisOptions,
+    log: Callable[[str], None],
+    metrics: Sequence[dict[str, Any]] | None,
+) -> dict[str, Any]:
+    from imprint.imp import study_round
+
     config = folder.read_config()
     selected = resolve_rounds(folder, which, metrics)
     done = folder.completed_rounds()

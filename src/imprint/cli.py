@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -459,10 +460,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\nimprint: {INTERRUPTED.get(args.command, 'interrupted.')}", file=sys.stderr)
         return 130
     except Exception as error:
-        if not _expected(error):
+        if _expected(error):
+            print(f"imprint: error: {error}", file=sys.stderr)
+            return 2
+        if os.environ.get("IMPRINT_DEBUG"):
             raise
-        print(f"imprint: error: {error}", file=sys.stderr)
-        return 2
+        # The last resort: an error imprint did not foresee is still one line.
+        print(
+            f"imprint: internal error: {type(error).__name__}: {error}. This is a bug in "
+            "imprint: please report it with the command you ran (IMPRINT_DEBUG=1 shows "
+            "the traceback).",
+            file=sys.stderr,
+        )
+        return 70
 
 
 FIGURE_FORMATS = {"png", "svg", "pdf"}

@@ -53,7 +53,14 @@ from imprint.runs import (
     member_dir,
     write_text,
 )
-from imprint.train import CURVE_COLUMNS, RoundResult, TrainingState, train_replicas
+from imprint.train import (
+    CURVE_COLUMNS,
+    RoundResult,
+    TrainingState,
+    available_bytes,
+    train_replicas,
+    training_bytes,
+)
 
 __all__ = [
     "RunResult",
@@ -318,6 +325,22 @@ def _group_summary_row(row: dict[str, Any], pruned: list[int]) -> dict[str, Any]
     return flat
 
 
+def _check_memory(config: Config, data: ImageData, replicas: int, device: torch.device) -> None:
+    """Refuse, before building anything, a model that cannot fit: one line with the
+    estimate, instead of minutes of allocation and an out-of-memory kill."""
+    dims = [data.input_dim, *config.model.hidden, data.num_classes]
+    need = training_bytes(dims, replicas, config.train.batch_size, config.train.eval_batch_size)
+    have = available_bytes(device)
+    if have is not None and need > have:
+        raise ConfigError(
+            f"model.hidden = {list(config.model.hidden)} with {data.input_dim} inputs"
+            f"{f' and {replicas} seeds' if replicas > 1 else ''}: training needs about "
+            f"{need / 2**30:.1f} GiB, more than the {have / 2**30:.1f} GiB available on "
+            f"{device.type}. Use narrower layers, a smaller train.batch_size or "
+            "train.eval_batch_size, or fewer seeds at once."
+        )
+
+
 @contextlib.contextmanager
 def _discard_failed_start(folder: RunFolder, resumed: bool):
     """A first start that fails before any round or checkpoint exists (missing data,
@@ -527,6 +550,7 @@ def _train_members(
         f"images of shape {data.shape}, {data.num_classes} classes "
         f"({time.perf_counter() - started:.1f} s). Device: {device}."
     )
+    _check_memory(config, data, len(members), device)
     data = data.to(device)
     for member in members:
         member.setup(data, device)

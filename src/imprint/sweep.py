@@ -94,6 +94,19 @@ def _flat_table(table: Any, where: str, source: Path) -> dict[str, Any]:
     return flat
 
 
+_SAFE_NAME = re.compile(r"[A-Za-z0-9=.,_-]{1,255}")
+
+
+def _safe_entry(name: Any, plan_path: Path) -> str:
+    """A run name read back from sweep.json: a plain folder name, never a path."""
+    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name) or name.startswith("."):
+        raise RunFolderError(
+            f"{plan_path}: run name {name!r} is not a plain folder name (letters, digits "
+            "and . , _ = -): a damaged or hostile sweep.json."
+        )
+    return name
+
+
 def _slug(overrides: dict[str, Any]) -> str:
     parts = []
     for key, value in overrides.items():
@@ -152,6 +165,13 @@ def load_sweep(path: str | Path) -> Sweep:
     for variant in variants:
         variant = _flat_table(variant, "variants", source)
         label = variant.pop("name", None)
+        if label is not None and (
+            not isinstance(label, str) or not _SAFE_NAME.fullmatch(label) or label.startswith(".")
+        ):
+            raise ConfigError(
+                f"{source}: a variant's name must be letters, digits and . , _ = - "
+                f"(it names folders). Got {label!r}."
+            )
         for combo in itertools.product(*(grid[k] for k in keys)):
             for seed in seed_sets:
                 shown = {**variant, **dict(zip(keys, combo))}  # names, plan and table columns
@@ -309,15 +329,18 @@ def sweep_run_folders(sweep_dir: str | Path) -> list[tuple[Path, dict[str, Any]]
     except (OSError, ValueError) as error:
         raise RunFolderError(f"{plan_path} is not readable JSON: {error}.") from None
     out = []
-    for entry in plan["runs"]:
-        folder = sweep_dir / "runs" / entry["name"]
+    try:
+        entries = [(_safe_entry(e["name"], plan_path), e["overrides"]) for e in plan["runs"]]
+        if not all(isinstance(overrides, dict) for _, overrides in entries):
+            raise TypeError("overrides must be tables")
+    except (KeyError, TypeError) as error:
+        raise RunFolderError(f"{plan_path}: not a sweep plan ({error!r}).") from None
+    for name, overrides in entries:
+        folder = sweep_dir / "runs" / name
         members = (
-            [
-                (member, {**entry["overrides"], "seed": seed})
-                for seed, member in group_members(folder)
-            ]
+            [(member, {**overrides, "seed": seed}) for seed, member in group_members(folder)]
             if is_group(folder)
-            else [(folder, entry["overrides"])]
+            else [(folder, overrides)]
         )
         out += [(f, o) for f, o in members if RunFolder(f).completed_rounds()]
     return out

@@ -53,6 +53,8 @@ __all__ = [
     "precision_context",
     "state_copy",
     "TrainingState",
+    "training_bytes",
+    "available_bytes",
 ]
 
 CURVE_COLUMNS = ("step", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5")
@@ -129,6 +131,31 @@ def _curve_row(row: dict[str, Any]) -> dict[str, float]:
     if set(row) != set(CURVE_COLUMNS) or not all(isinstance(v, (int, float)) for v in row.values()):
         raise ValueError(f"a curve row must map {CURVE_COLUMNS} to numbers, got {row!r}")
     return dict(row)
+
+
+def training_bytes(dims: Sequence[int], replicas: int, batch: int, eval_batch: int) -> int:
+    """A generous estimate of the memory one round of ``replicas`` FCNs of layer widths
+    ``dims`` takes: per parameter the stacked weights, gradients, momentum, masks and
+    the start, final, rewind and checkpoint copies (10 float32 words); per step the
+    activations and their gradients (8 words per unit and example); the evaluation
+    chunk's activations (3 words per unit of the widest layer)."""
+    params = sum(a * b + b for a, b in zip(dims[:-1], dims[1:]))
+    words = replicas * (10 * params + 8 * batch * sum(dims) + 3 * eval_batch * max(dims))
+    return 4 * words
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """Memory free for a new allocation on ``device`` (None when unknown)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def state_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -515,6 +542,14 @@ def _validation_rows(
     loss, top1, topk = _evaluate_net(net, data, config.eval_batch_size)
     sums = torch.stack([correct_sum, loss, top1, topk]).tolist()  # (4, R)
     n, seen = data.x_val.shape[0], n_steps * config.batch_size
+    for r, value in enumerate(sums[1]):
+        if not math.isfinite(value):
+            which = f" of replica {r}" if net.replicas > 1 else ""
+            raise TrainingDiverged(
+                f"The validation loss{which} became {value} at step {step} (the training loss "
+                f"was finite): the evaluation-mode net (BN running averages) diverged. "
+                "Completed rounds are kept in the run folder."
+            )
     return [
         {
             "step": step,

@@ -9,6 +9,7 @@ Which reader builds it is decided by :mod:`imprint.data.registry` from data.name
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from imprint.data.base import DataError, ImageData
@@ -49,6 +50,31 @@ def load_dataset(config: DataSection) -> ImageData:
         from imprint.data.files import finish
 
         data = finish(data, config)
+    _check_loaded(data, config)
     if getattr(config, "permute_pixels", False):
         data = data.permuted(pixel_permutation(data.input_dim, config.seed))
     return data
+
+
+def _check_loaded(data: ImageData, config: DataSection) -> None:
+    """What no reader may hand to training: NaN or infinite inputs (in the images, the
+    mean image or the scale), or a task with fewer than two classes."""
+    import torch
+
+    name = getattr(config, "name", "data")
+    for what, value in (
+        ("training images", data.x_train),
+        ("validation images", data.x_val),
+        ("mean image (offset)", data.offset),
+        ("scale", data.scale),
+    ):
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            if not bool(torch.isfinite(value).all()):
+                raise DataError(f"data.name = {name!r}: the {what} hold NaN or infinite values.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise DataError(f"data.name = {name!r}: the {what} is {value}.")
+    if data.num_classes < 2:
+        raise DataError(
+            f"data.name = {name!r}: the task has {data.num_classes} class(es); "
+            "classification needs at least 2 (check data.classes, data.task, data.mapping_file)."
+        )
