@@ -30,20 +30,18 @@ import numpy as np
 import torch
 
 from imprint.analysis.ablation import ABLATION_MODES, node_ablation
-from imprint.analysis.activity import excess_kurtosis, hidden_activity
+from imprint.analysis.activity import hidden_activity, kurtosis_reading
 from imprint.analysis.connectivity import (
     Connectivity,
     connectivity,
     effective_mask,
     effective_weights,
-    ipr,
-    ipr_null,
+    ipr_reading,
     pixel_map,
 )
 from imprint.analysis.invariance import class_response, translational_invariance
 from imprint.analysis.locality import MASS_RADIUS, locality_readings, to_image_space
 from imprint.analysis.maps import connection_resolved_maps, locality_maps, resolved_edges
-from imprint.analysis.uncertainty import mean_reading
 from imprint.analysis.units import select_units, unit_images
 from imprint.config import Config
 from imprint.data import ImageData
@@ -320,8 +318,7 @@ def _plot_connectivity(res: Result) -> list[Any]:
 
 def _ipr(r: Round, layer: int) -> Result:
     one = r.layer(layer)
-    reading = mean_reading(ipr(one.weights[one.conn.c_in > 0]), null=ipr_null(one.eff.shape[1]))
-    return Result(json_safe(reading.columns("ipr_mean")))
+    return Result(json_safe(ipr_reading(one.weights, one.conn.c_in).columns("ipr_mean")))
 
 
 def _no_figures(res: Result) -> list[Any]:
@@ -546,11 +543,11 @@ def _kurtosis(r: Round, layer: int) -> Result:
     if reason := _no_data(r, "the pre-activation kurtosis"):
         return skip(reason)
     connected = r.c_in0 > 0
-    kurt = excess_kurtosis(r.activity[:, connected]) if bool(connected.any()) else None
+    reading, kurt = kurtosis_reading(r.activity, connected)
     if kurt is None:
         return Result({"kurtosis": None})
-    reading = mean_reading(torch.tensor(kurt.per_unit), null=0.0).columns("mean")
-    return Result({"kurtosis": {**json_safe(reading), "median": _finite(kurt.median), "null": 0.0}})
+    columns = json_safe(reading.columns("mean"))
+    return Result({"kurtosis": {**columns, "median": _finite(kurt.median), "null": 0.0}})
 
 
 def _class_response(r: Round, layer: int) -> Result:

@@ -37,10 +37,10 @@ import torch
 
 from imprint import analyses
 from imprint.analyses import AnalysisOptions, History, Round, json_safe
-from imprint.analysis.activity import excess_kurtosis, hidden_activity
-from imprint.analysis.connectivity import ipr, ipr_null
+from imprint.analysis.activity import hidden_activity, kurtosis_reading
+from imprint.analysis.connectivity import ipr_reading
 from imprint.analysis.locality import MASS_RADIUS, locality_readings, to_image_space
-from imprint.analysis.uncertainty import across_seeds, mean_reading
+from imprint.analysis.uncertainty import across_seeds
 from imprint.config import Config
 from imprint.data import DataError, ImageData, load_dataset, pixel_permutation
 from imprint.model import FCN, build_model
@@ -252,7 +252,6 @@ def _round_scalars(
     masks = folder.round_masks(index)
     metrics = folder.round_metrics(index)
     shape = _input_shape(folder, masks)
-    first = to_image_space(masks["layers.0.weight"], _permutation(config, masks))
     row: dict[str, Any] = {
         "round": index,
         "density": metrics["density"],
@@ -263,14 +262,12 @@ def _round_scalars(
     if _has_geometry(shape):
         row.update(round_readings(folder, index))
     state = folder.round_state(index, "final")
-    connected = masks["layers.0.weight"].any(dim=1)  # (units,)
-    weights = state["layers.0.weight"][connected]  # (connected units, D)
-    row.update(mean_reading(ipr(weights), null=ipr_null(first.shape[1])).columns("ipr_l0"))
+    c_in = masks["layers.0.weight"].sum(dim=1)  # (units,)
+    row.update(ipr_reading(state["layers.0.weight"], c_in).columns("ipr_l0"))
     if data is not None:
         model = _model(config, data, state, device)
-        pre = hidden_activity(model, data, layer=0)[:, connected.cpu()]
-        per_unit = torch.tensor(excess_kurtosis(pre).per_unit if pre.shape[1] else [])
-        row.update(mean_reading(per_unit, null=0.0).columns("kurtosis_l0"))
+        reading, _ = kurtosis_reading(hidden_activity(model, data, layer=0), c_in.cpu() > 0)
+        row.update(reading.columns("kurtosis_l0"))
     return row
 
 

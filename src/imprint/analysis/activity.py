@@ -9,7 +9,7 @@ import torch
 from imprint.data import ImageData
 from imprint.model import FCN
 
-__all__ = ["Kurtosis", "hidden_activity", "excess_kurtosis"]
+__all__ = ["kurtosis_reading", "Kurtosis", "hidden_activity", "excess_kurtosis"]
 
 
 @torch.no_grad()
@@ -52,3 +52,16 @@ def excess_kurtosis(values: torch.Tensor) -> Kurtosis:
     mean = finite.mean().item() if finite.numel() else float("nan")
     median = finite.median().item() if finite.numel() else float("nan")
     return Kurtosis(kurt.tolist(), mean, median)
+
+
+def kurtosis_reading(pre_activations: torch.Tensor, connected: torch.Tensor):
+    """The mean excess kurtosis of the connected units' pre-activations ((n, units),
+    ``connected`` a (units,) bool), bootstrapped over units, null 0 (Gaussian): the one
+    place this reading is computed. Also returns the :class:`Kurtosis` (None when no
+    unit is connected)."""
+    from imprint.analysis.uncertainty import mean_reading
+
+    if not bool(connected.any()):
+        return mean_reading(torch.tensor([]), null=0.0), None
+    kurt = excess_kurtosis(pre_activations[:, connected.to(pre_activations.device)])
+    return mean_reading(torch.tensor(kurt.per_unit), null=0.0), kurt

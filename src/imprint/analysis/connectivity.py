@@ -24,6 +24,7 @@ import torch
 from imprint.prune import layer_names
 
 __all__ = [
+    "ipr_reading",
     "Connectivity",
     "connectivity",
     "effective_mask",
@@ -216,3 +217,12 @@ def ipr_null(n: int | torch.Tensor) -> float | torch.Tensor:
     if not isinstance(n, int) or n < 0:
         raise ValueError(f"The 'n' parameter must be an int >= 0. Got {n!r}.")
     return 3.0 / (n + 2) if n > 0 else float("nan")
+
+
+def ipr_reading(weights: torch.Tensor, c_in: torch.Tensor):
+    """The mean IPR of the connected units' weights (rows of ``weights``, (units, D),
+    with ``c_in`` > 0), bootstrapped over units, with the null 3/(D+2): the one place
+    this reading is computed."""
+    from imprint.analysis.uncertainty import mean_reading
+
+    return mean_reading(ipr(weights[c_in > 0]), null=float(ipr_null(weights.shape[1])))
