@@ -18,9 +18,9 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from imprint.data.base import BooleanValue, FileOptions, refuse_booleans
+from imprint.data.base import BooleanValue, FileOptions, StrictSection
 from imprint.data.cifar import CIFARData
 from imprint.data.folder import FolderData
 from imprint.data.imagenet import ImageNetData
@@ -59,16 +59,7 @@ class ConfigError(ValueError):
     """A config document or override that cannot be used; the message names the key."""
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(
-        frozen=True, extra="forbid", validate_default=True, allow_inf_nan=False
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _numbers_are_not_booleans(cls, document: Any) -> Any:
-        refuse_booleans(cls, document)
-        return document
+_Section = StrictSection  # every section follows the same rules as the data sections
 
 
 PositiveInt = Annotated[int, Field(gt=0)]

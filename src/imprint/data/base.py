@@ -103,13 +103,9 @@ class ImageData:
 # --------------------------------------------------------------------------- configs
 
 
-class DataSection(BaseModel):
-    """Base of every data config: frozen, unknown keys refused, defaults validated.
-
-    A data config has a ``name`` field typed ``Literal[...]`` (the values of data.name
-    it answers to; the config's union is discriminated on it). Defining
-    ``permute_pixels`` and ``seed`` gives it the pixel-permutation control.
-    """
+class StrictSection(BaseModel):
+    """A config section: frozen, unknown keys refused, defaults validated, every float
+    finite, and true/false refused where a number is expected."""
 
     model_config = ConfigDict(
         frozen=True, extra="forbid", validate_default=True, allow_inf_nan=False
@@ -120,6 +116,15 @@ class DataSection(BaseModel):
     def _numbers_are_not_booleans(cls, document: Any) -> Any:
         refuse_booleans(cls, document)
         return document
+
+
+class DataSection(StrictSection):
+    """Base of every data config: frozen, unknown keys refused, defaults validated.
+
+    A data config has a ``name`` field typed ``Literal[...]`` (the values of data.name
+    it answers to; the config's union is discriminated on it). Defining
+    ``permute_pixels`` and ``seed`` gives it the pixel-permutation control.
+    """
 
 
 def refuse_booleans(model: type[BaseModel], document: Any) -> None:

@@ -11,7 +11,14 @@ import torch
 
 from imprint.config import Config
 from imprint.data import ImageData
-from imprint.prune import Masks, apply_masks, full_masks, layer_counts, schedule_counts
+from imprint.prune import (
+    Masks,
+    apply_masks,
+    full_masks,
+    layer_counts,
+    prune_by_scores,
+    schedule_counts,
+)
 
 __all__ = [
     "Procedure",
@@ -71,6 +78,14 @@ class RoundInputs:
 
     def dense_masks(self) -> Masks:
         return full_masks(self.init_state)
+
+    def keep_highest(self, scores: Tensors, masks: Masks | None = None) -> Masks:
+        """``masks`` (default: dense) pruned in one step to round r's target, keeping
+        the entries of highest ``scores``: what every one-shot criterion does."""
+        target = self.target()
+        scope = "global" if isinstance(target, int) else "layer"
+        base = self.dense_masks() if masks is None else masks
+        return prune_by_scores(scores, base, keep=target, scope=scope)
 
     def generator(self, purpose: str, round_index: int | None = None) -> torch.Generator:
         """A CPU generator of its own stream: (purpose, seeds.prune, round)."""

@@ -24,10 +24,7 @@ def _iterative_magnitude(inputs: RoundInputs) -> Masks:
 def _oneshot(inputs: RoundInputs) -> Masks:
     """Round 0's trained weights pruned by magnitude to round r's density in one step."""
     assert inputs.dense_final is not None
-    target = inputs.target()
-    scope = "global" if isinstance(target, int) else "layer"
-    scores = magnitudes(inputs.dense_final, inputs.layers)
-    return prune_by_scores(scores, inputs.dense_masks(), keep=target, scope=scope)
+    return inputs.keep_highest(magnitudes(inputs.dense_final, inputs.layers))
 
 
 def _random(inputs: RoundInputs) -> Masks:

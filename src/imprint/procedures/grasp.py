@@ -19,7 +19,7 @@ from imprint.procedures.gradients import (
     parameters,
     score_batch,
 )
-from imprint.prune import Masks, prune_by_scores
+from imprint.prune import Masks
 
 
 def hessian_gradient(
@@ -46,9 +46,7 @@ def grasp_scores(inputs: RoundInputs) -> dict[str, torch.Tensor]:
 
 
 def _mask(inputs: RoundInputs) -> Masks:
-    target = inputs.target()
-    scope = "global" if isinstance(target, int) else "layer"
-    return prune_by_scores(grasp_scores(inputs), inputs.dense_masks(), keep=target, scope=scope)
+    return inputs.keep_highest(grasp_scores(inputs))
 
 
 GRASP = Procedure(

@@ -17,7 +17,7 @@ from imprint.procedures.gradients import (
     parameters,
     score_batch,
 )
-from imprint.prune import Masks, prune_by_scores
+from imprint.prune import Masks
 
 
 def snip_scores(inputs: RoundInputs) -> dict[str, torch.Tensor]:
@@ -31,9 +31,7 @@ def snip_scores(inputs: RoundInputs) -> dict[str, torch.Tensor]:
 
 
 def _mask(inputs: RoundInputs) -> Masks:
-    target = inputs.target()
-    scope = "global" if isinstance(target, int) else "layer"
-    return prune_by_scores(snip_scores(inputs), inputs.dense_masks(), keep=target, scope=scope)
+    return inputs.keep_highest(snip_scores(inputs))
 
 
 SNIP = Procedure(
