@@ -251,3 +251,18 @@ def test_analyze_takes_the_folder_lock(finished):
     with finished.lock():
         with pytest.raises(RunFolderError, match="is in use by"):
             analyze_run(finished.root, "last", log=_quiet)
+
+
+def test_the_pixel_permutation_is_stored_with_the_run(tmp_path):
+    from safetensors.torch import save_file
+
+    from imprint.data import pixel_permutation
+
+    out = tmp_path / "run"
+    config = smoke_config("prune.max_rounds=0", "data.permute_pixels=true")
+    run_imp(config, out, device="cpu", progress=False, log=_quiet)
+    folder = RunFolder(out)
+    assert torch.equal(folder.permutation(), pixel_permutation(64, config.data.seed))
+    save_file({"permutation": torch.zeros(64, dtype=torch.int64)}, str(folder.permutation_path))
+    with pytest.raises(RunFolderError, match="not a permutation of the inputs"):
+        folder.permutation()

@@ -42,7 +42,7 @@ from imprint.analysis.connectivity import ipr_reading
 from imprint.analysis.locality import MASS_RADIUS, locality_readings, to_image_space
 from imprint.analysis.uncertainty import across_seeds
 from imprint.config import Config
-from imprint.data import DataError, ImageData, load_dataset, pixel_permutation
+from imprint.data import DataError, ImageData, load_dataset
 from imprint.model import FCN, build_model
 from imprint.plots import save_figure
 from imprint.runs import (
@@ -156,7 +156,7 @@ def analyze_round(
         metrics=metrics,
         curves=_read_curves(folder, index),
         shape=_input_shape(folder, masks),
-        perm=_permutation(config, masks),
+        perm=_permutation(folder),
         config=config,
         data=data,
         data_note=data_note,
@@ -208,7 +208,7 @@ def round_readings(folder: RunFolder, index: int) -> dict[str, Any]:
     shape = _input_shape(folder, masks)
     if not _has_geometry(shape):
         return {}
-    first = to_image_space(masks["layers.0.weight"], _permutation(folder.read_config(), masks))
+    first = to_image_space(masks["layers.0.weight"], _permutation(folder))
     return json_safe(locality_readings(first, shape))
 
 
@@ -239,10 +239,8 @@ def _input_shape(folder: RunFolder, masks: dict[str, torch.Tensor]) -> tuple[int
     return shape  # type: ignore[return-value]
 
 
-def _permutation(config: Config, masks: dict[str, torch.Tensor]) -> torch.Tensor | None:
-    if not config.data.permute_pixels:
-        return None
-    return pixel_permutation(masks["layers.0.weight"].shape[1], config.data.seed)
+def _permutation(folder: RunFolder) -> torch.Tensor | None:
+    return folder.permutation()  # stored with the run: never re-derived here
 
 
 def _round_scalars(
@@ -328,7 +326,7 @@ def _analyze_locked(
         options,
         round_masks=folder.round_masks,
         shape=_input_shape(folder, masks),
-        perm=_permutation(config, masks),
+        perm=_permutation(folder),
         anchor=selected[-1],
     )
     written, skipped = _over_round_figures(history, out, options, group=False)

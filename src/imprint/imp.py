@@ -450,6 +450,8 @@ class _Member:
                     "permuted": data.permutation is not None,
                 }
             )
+        if data.permutation is not None and not folder.permutation_path.exists():
+            folder.save_permutation(data.permutation)
         self.model = build_model(config.model, data.input_dim, data.num_classes, config.seeds.init)
         if folder.init_path.exists():
             self.init_state = folder.load_tensors(folder.init_path)

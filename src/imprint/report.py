@@ -34,7 +34,6 @@ from imprint.analysis.uncertainty import format_spread, reading_from_columns
 from imprint.analysis.units import select_units, unit_images
 from imprint.analyze import analyze_run, resolve_rounds, round_readings
 from imprint.config import config_to_dict
-from imprint.data import pixel_permutation
 from imprint.imp import study_round, summarize_seeds
 from imprint.plots import STYLE, density_axis, plot_displacement_maps, plot_gallery
 from imprint.runs import RunFolder, RunFolderError, group_members, is_group, write_text
@@ -492,9 +491,7 @@ def _shape_and_first(folder: RunFolder, index: int) -> tuple[tuple[int, int, int
     masks = folder.round_masks(index)
     shape = tuple(int(v) for v in folder.read_data_record()["shape"])
     first = masks["layers.0.weight"]
-    config = folder.read_config()
-    if config.data.permute_pixels:
-        first = to_image_space(first, pixel_permutation(first.shape[1], config.data.seed))
+    first = to_image_space(first, folder.permutation())
     return shape, first  # type: ignore[return-value]
 
 

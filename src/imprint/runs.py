@@ -88,6 +88,7 @@ _START_FILES = (
     "manifest.json",
     "data.json",
     "init.safetensors",
+    "permutation.safetensors",
     "rewind.safetensors",
     "summary.csv",
     "run.json",
@@ -385,6 +386,36 @@ class RunFolder:
     @property
     def data_path(self) -> Path:
         return self.root / "data.json"
+
+    @property
+    def permutation_path(self) -> Path:
+        return self.root / "permutation.safetensors"
+
+    def save_permutation(self, permutation: torch.Tensor) -> None:
+        self.save_tensors(self.permutation_path, {"permutation": permutation.cpu()})
+
+    def permutation(self) -> torch.Tensor | None:
+        """The pixel permutation the run trained under (network input j = image pixel
+        permutation[j]), or None without the control: read from permutation.safetensors,
+        checked to be a permutation; derived from the config only for folders written
+        before it was stored."""
+        config = self.read_config()
+        if not getattr(config.data, "permute_pixels", False):
+            return None
+        if self.permutation_path.exists():
+            perm = self.load_tensors(self.permutation_path).get("permutation")
+            dim = None if perm is None else perm.numel()
+            if (
+                perm is None
+                or perm.dtype != torch.int64
+                or not torch.equal(torch.sort(perm).values, torch.arange(dim))
+            ):
+                raise RunFolderError(f"{self.permutation_path}: not a permutation of the inputs.")
+            return perm
+        from imprint.data import pixel_permutation
+
+        shape = self.read_data_record()["shape"]
+        return pixel_permutation(math.prod(int(v) for v in shape), config.data.seed)
 
     @property
     def init_path(self) -> Path:
