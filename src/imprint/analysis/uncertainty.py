@@ -57,6 +57,7 @@ class Reading:
             return self.reason or "n/a"
         if not math.isfinite(self.sd):
             return f"{self.value:.{digits}f}"
+        digits = _digits(self.sd, digits)
         return f"{self.value:.{digits}f} ± {self.sd:.{digits}f}"
 
     def columns(self, name: str) -> dict[str, Any]:
@@ -168,7 +169,16 @@ def format_spread(mean: float, sd: float, digits: int = 2, percent: bool = False
     scale, unit = (100.0, "%") if percent else (1.0, "")
     if not math.isfinite(sd):
         return f"{mean * scale:.{digits}f}{unit}"
+    digits = _digits(sd * scale, digits)
     return f"{mean * scale:.{digits}f} ± {sd * scale:.{digits}f}{unit}"
+
+
+def _digits(sd: float, digits: int) -> int:
+    """More decimals when the sd would print as zero (up to 4): 0.0063 ± 0.0010, not
+    0.01 ± 0.00."""
+    if 0 < sd < 0.5 * 10**-digits:
+        return min(4, max(digits, 1 - math.floor(math.log10(sd))))
+    return digits
 
 
 def reading_from_columns(row: Mapping[str, Any], name: str) -> Reading:
