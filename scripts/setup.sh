@@ -18,18 +18,18 @@ fi
 stamp=.venv/.imprint-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     say "upgrading pip"
-    .venv/bin/python -m pip install --quiet --upgrade pip
+    .venv/bin/python -m pip install --quiet --quiet --upgrade pip
     say "installing $TORCH (CPU build unless IMPRINT_TORCH says otherwise; ~1 minute)"
-    .venv/bin/python -m pip install --quiet "$TORCH"
+    .venv/bin/python -m pip install --quiet --quiet "$TORCH"
     say "installing imprint and its dependencies"
-    .venv/bin/python -m pip install --quiet -e .
+    .venv/bin/python -m pip install --quiet --quiet -e .
     touch "$stamp"
 fi
 if [ "$EXTRAS" = "test" ]; then
     test_stamp=.venv/.imprint-test-installed
     if [ ! -f "$test_stamp" ] || [ pyproject.toml -nt "$test_stamp" ]; then
         say "installing the test tools (pytest, hypothesis, ruff, selenium, pandas, pyarrow, ray)"
-        .venv/bin/python -m pip install --quiet -e ".[test]"
+        .venv/bin/python -m pip install --quiet --quiet -e ".[test]"
         touch "$test_stamp"
     fi
 fi
