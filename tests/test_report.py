@@ -104,3 +104,35 @@ def test_pages_render_in_chromium(report, runs, tmp_path):
             assert set(sections) <= set(state["sections"])
     finally:
         driver.quit()
+
+
+def test_rounds_table_is_readable():
+    """Plain column names, percentages, readings with their sd in one cell, "too few
+    pairs" where a reading has no value, no constant or duplicated columns."""
+    from imprint.report import _readable
+
+    rows = [
+        {
+            "round": "0",
+            "density": "1.0",
+            "density_l0": "1.0",
+            "val_top5_at_best": "1.0",
+            "best_val_top1": "0.99",
+            "locality_index": "0.0",
+            "locality_index_sd": "0.0",
+        },
+        {
+            "round": "1",
+            "density": "0.5",
+            "density_l0": "0.5",
+            "val_top5_at_best": "1.0",
+            "best_val_top1": "0.98",
+            "locality_index": "nan",
+            "locality_index_sd": "nan",
+        },
+    ]
+    table = _readable(rows)
+    assert list(table[0]) == ["round", "weights left", "best top-1", "locality index"]
+    assert table[1]["weights left"] == "50.00%" and table[0]["best top-1"] == "99.00%"
+    assert table[0]["locality index"] == "0.000 ± 0.000"
+    assert table[1]["locality index"] == "too few pairs"

@@ -181,7 +181,7 @@ def build_report(
     rows = _read_csv(folder.summary_path)
     sections = [
         _config_section(folder, manifest, record),
-        (ROUNDS.id, ROUNDS.title, _rounds_note(shown, study, "") + _table(rows)),
+        (ROUNDS.id, ROUNDS.title, _rounds_note(shown, study, "") + _table(_readable(rows))),
         *_figure_sections(items, rounds_csv),
     ]
     config = folder.read_config()
@@ -326,24 +326,72 @@ def _figure_sections(items: Sequence[_Item], rounds_csv: Path) -> list[tuple[str
     return sections
 
 
+# Column names of rounds tables as a reader wants them; fractions shown as percentages.
+_COLUMN_NAMES = {
+    "round": "round",
+    "seeds": "seeds",
+    "density": "weights left",
+    "best_val_top1": "best top-1",
+    "val_top5_at_best": "top-5",
+    "locality_index": "locality index",
+    "neighbour_enrichment": "neighbour enrichment",
+    "mass_within_r": "S_sc mass < 2 px",
+    "locality_ratio": "pair-distance ratio",
+    "seconds": "seconds",
+}
+_PERCENT = ("density", "best_val_top1", "val_top5_at_best")
+_PAIR_READINGS = ("locality_index", "mass_within", "neighbour_")  # NaN: too few pairs
+
+
 def _readable(rows: list[dict[str, str]]) -> list[dict[str, str]]:
-    """Readings with their sd as one "value ± sd" column; bounds and counts left out."""
+    """A rounds table for reading: plain column names, percentages where the CLI prints
+    percentages, each reading with its sd as one "value ± sd" cell ("too few pairs"
+    where there is no value), and no column that is the same in every row."""
     out = []
     for row in rows:
         entry: dict[str, str] = {}
         for key, value in row.items():
             if key.endswith(("_sd", "_low", "_high", "_n", "_reason")):
                 continue
-            sd = row.get(f"{key}_sd")
-            reason = row.get(f"{key}_reason")
+            name = _column_name(key)
+            sd, reason = row.get(f"{key}_sd"), row.get(f"{key}_reason")
+            number = _number_or_nan(value)
             if reason:
-                entry[key] = reason
+                entry[name] = reason
+            elif key.startswith(_PAIR_READINGS) and not math.isfinite(number):
+                entry[name] = "too few pairs"
+            elif key in _PERCENT or key.startswith("density_l"):
+                spread = _number_or_nan(sd) if sd not in (None, "") else math.nan
+                entry[name] = format_spread(number, spread, 2, percent=True)
             elif sd not in (None, ""):
-                entry[key] = format_spread(float(value or "nan"), float(sd), 3)
+                entry[name] = format_spread(number, _number_or_nan(sd), 3)
             else:
-                entry[key] = _fmt(value)
+                entry[name] = _fmt(value)
         out.append(entry)
-    return out
+    if not out:
+        return out
+    columns = [k for k in out[0] if k == "round" or len({r.get(k) for r in out}) > 1]
+    shown: list[str] = []  # a column equal to an earlier one (left L0 = weights left) once
+    for key in columns:
+        if not any(all(r.get(key) == r.get(other) for r in out) for other in shown):
+            shown.append(key)
+    return [{k: r.get(k, "") for k in shown} for r in out]
+
+
+def _column_name(key: str) -> str:
+    if key in _COLUMN_NAMES:
+        return _COLUMN_NAMES[key]
+    for prefix, label in (("density_l", "left L"), ("connected_l", "connected L")):
+        if key.startswith(prefix):
+            return label + key.removeprefix(prefix)
+    return key.replace("_", " ")
+
+
+def _number_or_nan(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def _build_group_report(root: Path, which: str, options: AnalysisOptions | None, log) -> Path:
