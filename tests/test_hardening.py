@@ -266,3 +266,11 @@ def test_the_pixel_permutation_is_stored_with_the_run(tmp_path):
     save_file({"permutation": torch.zeros(64, dtype=torch.int64)}, str(folder.permutation_path))
     with pytest.raises(RunFolderError, match="not a permutation of the inputs"):
         folder.permutation()
+
+
+def test_report_and_compare_out_never_overwrite_run_files(finished, capsys):
+    config_text = (finished.root / "config.toml").read_text()
+    for command in ("report", "compare"):
+        code = main([command, str(finished.root), "--out", str(finished.root / "config.toml")])
+        assert code == 2 and "must end in .html" in capsys.readouterr().err
+    assert (finished.root / "config.toml").read_text() == config_text

@@ -28,6 +28,7 @@ import csv
 import io
 import json
 import math
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -173,6 +174,7 @@ def analyze_round(
     arrays: dict[str, np.ndarray] = {}
     skipped: dict[str, str] = {}
     written: list[Path] = []
+    started = time.perf_counter()
     for entry in analyses.ROUND_ANALYSES:
         for layer in one.hidden_layers if entry.every_layer else [0]:
             result = entry.compute(one, layer)
@@ -183,6 +185,10 @@ def analyze_round(
             target.update(result.numbers)
             arrays.update(result.arrays)
             written += _draw(entry, result, layer, out, options)
+    log(
+        f"round {index}: {len(written)} figures, {len(skipped)} analyses skipped "
+        f"({time.perf_counter() - started:.0f} s)"
+    )
     results["skipped"] = skipped
     write_text(out / "results.json", json.dumps(results, indent=2, default=_json_default) + "\n")
     buffer = io.BytesIO()
@@ -314,6 +320,7 @@ def _analyze_locked(
         data, data_note = None, str(error)
 
     out = folder.root / "analysis"
+    log(f"{folder.root}: readings of {len(done)} rounds (rounds.csv)...")
     rows = [_round_scalars(folder, config, r, data, options.device) for r in done]
     write_csv(out / "rounds.csv", rows, _columns(rows))
     round_metrics = [folder.round_metrics(r) for r in done]

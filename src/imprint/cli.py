@@ -170,7 +170,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
             "number): a report tells one round's story. `imprint analyze RUN --round all` "
             "analyses every round."
         )
-    path = build_report(args.run, args.round, log=_log(args))
+    path = build_report(args.run, args.round, log=_log(args), out=args.out)
     print(f"Report: {path}")
     return 0
 
@@ -344,6 +344,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="study",
         help="study (default: the sparsest round keeping >= 97%% of the dense top-1), "
         "best (highest top-1), last, or a number",
+    )
+    report.add_argument(
+        "--out",
+        default=None,
+        help="the page to write (an .html file; default RUN/report.html): one page per "
+        "round with --round N --out RUN/report-round-N.html",
     )
     report.add_argument("--quiet", action="store_true", help="no progress lines")
     report.set_defaults(handler=_cmd_report)

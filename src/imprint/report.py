@@ -141,7 +141,11 @@ def _figure_section_order() -> list[Section]:
 
 
 def build_report(
-    run_dir: str | Path, which: str = "study", options: AnalysisOptions | None = None, log=print
+    run_dir: str | Path,
+    which: str = "study",
+    options: AnalysisOptions | None = None,
+    log=print,
+    out: str | Path | None = None,
 ) -> Path:
     """Write RUN/report.html for round ``which`` (study, best, last or a number) from
     RUN/analysis, running the analysis first where its results or a figure the
@@ -149,7 +153,7 @@ def build_report(
     as mean ± sd over its seeds, bands over seeds on the over-round figures, and one
     seed's figures as an example."""
     if is_group(run_dir):
-        return _build_group_report(Path(run_dir), which, options, log)
+        return _build_group_report(Path(run_dir), which, options, log, out)
     folder = RunFolder(run_dir)
     if not folder.config_path.exists():
         raise RunFolderError(f"{folder.root} is not an imprint run folder (no config.toml).")
@@ -192,8 +196,19 @@ def build_report(
         f"best round {record.get('best_round', '?')} (top-1 {_fmt(record.get('best_val_top1'))})"
         f"; round {shown} analysed below"
     )
-    path = folder.root / "report.html"
+    path = output_page(out or folder.root / "report.html")
     write_text(path, _page(f"imprint report: {folder.root.name}", subtitle, sections))
+    return path
+
+
+def output_page(path: str | Path) -> Path:
+    """Where a page may go: an .html file name, not a folder or link, so that --out can
+    never overwrite a run's own files (config.toml, masks, ...)."""
+    path = Path(path)
+    if path.suffix.lower() != ".html":
+        raise RunFolderError(f"--out {path}: a page's file name must end in .html.")
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise RunFolderError(f"--out {path}: exists and is not a regular file.")
     return path
 
 
@@ -394,7 +409,9 @@ def _number_or_nan(value: Any) -> float:
         return math.nan
 
 
-def _build_group_report(root: Path, which: str, options: AnalysisOptions | None, log) -> Path:
+def _build_group_report(
+    root: Path, which: str, options: AnalysisOptions | None, log, out: str | Path | None = None
+) -> Path:
     group = RunFolder(root)
     members = group_members(root)
     folders = [RunFolder(path) for _, path in members]
@@ -465,7 +482,7 @@ def _build_group_report(root: Path, which: str, options: AnalysisOptions | None,
         f"{format_spread(at['best_val_top1'], at['best_val_top1_sd'], 4)}); "
         f"round {shown} analysed below; stop: {record.get('stop_reason', '?')}"
     )
-    path = root / "report.html"
+    path = output_page(out or root / "report.html")
     write_text(path, _page(f"imprint report: {root.name}", subtitle, sections))
     return path
 
@@ -681,7 +698,7 @@ def build_comparison(
         )
     )
     sections.append(("table", "Scalar results at equal density", _table(rows)))
-    path = Path(out)
+    path = output_page(out)
     write_text(
         path,
         _page(
