@@ -31,6 +31,20 @@ def smoke_run_args(out, *overrides: str, device: str = "cpu") -> list[str]:
     ]
 
 
+def interrupt_at(monkeypatch, round_index: int, step: int) -> None:
+    """Make a run stop (as a kill would) right after writing that round's checkpoint."""
+    from imprint.runs import RunFolder
+
+    save = RunFolder.save_checkpoint
+
+    def save_then_stop(self, tensors, metadata):
+        save(self, tensors, metadata)
+        if (metadata["round"], metadata["step"]) == (round_index, step):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(RunFolder, "save_checkpoint", save_then_stop)
+
+
 # Float checks of the analysis code, marked `numerics` here rather than in their files
 # (the training tests carry the marker themselves): scripts/test.sh reruns the numerics
 # tests under other ATen CPU capabilities, where vectorised sums round differently.

@@ -16,7 +16,7 @@ import torch
 from imprint.cli import main
 from imprint.imp import member_config, run_group, run_imp, study_round, summarize_seeds
 from imprint.runs import RunFolder, group_members, is_group
-from tests.conftest import ROOT, smoke_config, smoke_run_args
+from tests.conftest import ROOT, interrupt_at, smoke_config, smoke_run_args
 
 SETS = ("train.momentum=0.9",)
 
@@ -108,22 +108,11 @@ def test_members_agree_with_separate_runs_to_float_rounding(tmp_path):
         )
 
 
-def _interrupt_at(monkeypatch, round_index: int, step: int) -> None:
-    save = RunFolder.save_checkpoint
-
-    def save_then_stop(self, tensors, metadata):
-        save(self, tensors, metadata)
-        if (metadata["round"], metadata["step"]) == (round_index, step):
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(RunFolder, "save_checkpoint", save_then_stop)
-
-
 def test_group_resumes_inside_a_round_identically(tmp_path, monkeypatch):
     _group(tmp_path / "plain", [0, 1, 2], "train.checkpoint_every=0")
     out = tmp_path / "g"
     with monkeypatch.context() as patch:
-        _interrupt_at(patch, 2, 30)
+        interrupt_at(patch, 2, 30)
         with pytest.raises(KeyboardInterrupt):
             _group(out, [0, 1, 2], "train.checkpoint_every=15")
     assert (out / "checkpoint.safetensors").exists()  # the group's, not a member's

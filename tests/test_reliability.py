@@ -20,7 +20,7 @@ from imprint import runs as runs_module
 from imprint.imp import run_imp
 from imprint.runs import RunFolder, RunFolderError
 from imprint.train import TrainingDiverged
-from tests.conftest import ROOT, smoke_config, smoke_run_args
+from tests.conftest import ROOT, interrupt_at, smoke_config, smoke_run_args
 
 KILLS = int(os.environ.get("IMPRINT_KILLS", "21"))
 # Rounds of 400 steps with a checkpoint every 20: a kill usually lands inside a round.
@@ -163,24 +163,12 @@ def test_sigkill_at_random_moments_then_resume(tmp_path, reference):
     (ROOT / "test-artifacts" / "kill-test.json").write_text(json.dumps(report, indent=2))
 
 
-def _interrupt_at(monkeypatch, round_index: int, step: int) -> None:
-    """Make run_imp stop (as a kill would) right after writing that checkpoint."""
-    save = RunFolder.save_checkpoint
-
-    def save_then_stop(self, tensors, metadata):
-        save(self, tensors, metadata)
-        if (metadata["round"], metadata["step"]) == (round_index, step):
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(RunFolder, "save_checkpoint", save_then_stop)
-
-
 def test_resume_inside_a_round_matches_the_uninterrupted_run(tmp_path, monkeypatch):
     sets = ("train.checkpoint_every=15", "train.momentum=0.9")
     plain = _run(tmp_path / "plain", "train.checkpoint_every=0", "train.momentum=0.9")
     out = tmp_path / "run"
     with monkeypatch.context() as patch:
-        _interrupt_at(patch, 2, 30)
+        interrupt_at(patch, 2, 30)
         with pytest.raises(KeyboardInterrupt):
             _run(out, *sets)
     assert RunFolder(out).completed_rounds() == [0, 1]
@@ -213,7 +201,7 @@ def test_unusable_checkpoint_restarts_its_round(tmp_path, monkeypatch, damage):
     _run(reference, *sets)
     out = tmp_path / "run"
     with monkeypatch.context() as patch:
-        _interrupt_at(patch, 1, 20)
+        interrupt_at(patch, 1, 20)
         with pytest.raises(KeyboardInterrupt):
             _run(out, *sets)
     folder = RunFolder(out)
@@ -243,7 +231,7 @@ def test_unusable_checkpoint_restarts_its_round(tmp_path, monkeypatch, damage):
 def test_checkpoint_interval_may_change_on_resume(tmp_path, monkeypatch):
     out = tmp_path / "run"
     with monkeypatch.context() as patch:
-        _interrupt_at(patch, 1, 20)
+        interrupt_at(patch, 1, 20)
         with pytest.raises(KeyboardInterrupt):
             _run(out, "train.checkpoint_every=10", "prune.max_rounds=1")
     lines = []

@@ -41,7 +41,7 @@ from imprint.analyses import AnalysisOptions, History, Round, json_safe
 from imprint.analysis.activity import hidden_activity, kurtosis_reading
 from imprint.analysis.connectivity import ipr_reading
 from imprint.analysis.locality import MASS_RADIUS, locality_readings, to_image_space
-from imprint.analysis.uncertainty import across_seeds
+from imprint.analysis.uncertainty import across_seeds, as_number
 from imprint.config import Config
 from imprint.data import DataError, ImageData, load_dataset
 from imprint.model import FCN, build_model
@@ -374,13 +374,6 @@ def _over_round_figures(
     return written, skipped
 
 
-def _number(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
 def analyze_group(
     group_dir: str | Path,
     which: str = "study",
@@ -435,7 +428,7 @@ def _mean_rows(seed_rows: Sequence[Sequence[dict[str, str]]]) -> list[dict[str, 
         for key in reached[0]:
             if key == "round" or key.endswith(("_sd", "_low", "_high", "_n", "_reason")):
                 continue
-            values = [_number(r.get(key)) for r in reached]
+            values = [as_number(r.get(key)) for r in reached]
             if any(math.isfinite(v) for v in values):
                 mean, sd, _ = across_seeds(values)
                 row[key], row[f"{key}_sd"] = mean, sd
@@ -480,7 +473,7 @@ def _mean_readings(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                         value = value[step]
                     else:
                         value = None
-                values.append(_number(value))
+                values.append(as_number(value))
             entry[name], entry[f"{name}_sd"], entry[f"{name}_n"] = across_seeds(values)
         out.append(json_safe(entry))
     return out

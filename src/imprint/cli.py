@@ -105,7 +105,7 @@ def _seed_list(text: str) -> str:
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
-    from imprint.analysis.uncertainty import format_spread, reading_from_columns
+    from imprint.analysis.uncertainty import as_number, format_spread, reading_from_columns
     from imprint.analyze import AnalysisOptions, analyze_run
     from imprint.imp import resolve_device
 
@@ -131,7 +131,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         )
     for reading in summary.get("readings", []):
         top1, locality = (
-            format_spread(_float(reading[name]), _float(reading[f"{name}_sd"]), digits)
+            format_spread(as_number(reading[name]), as_number(reading[f"{name}_sd"]), digits)
             for name, digits in (("best_val_top1", 4), ("locality_index", 2))
         )
         print(
@@ -140,10 +140,6 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         )
     print(f"Results in {args.run}/analysis")
     return 0
-
-
-def _float(value: object) -> float:
-    return float(value) if isinstance(value, (int, float)) else float("nan")
 
 
 def _cmd_datasets(args: argparse.Namespace) -> int:

@@ -31,7 +31,12 @@ from typing import Any
 import torch
 
 from imprint.analysis.locality import locality_readings, to_image_space
-from imprint.analysis.uncertainty import across_seeds, format_spread, reading_from_columns
+from imprint.analysis.uncertainty import (
+    across_seeds,
+    as_number,
+    format_spread,
+    reading_from_columns,
+)
 from imprint.config import Config, ConfigError, SeedConfig, config_to_dict
 from imprint.data import ImageData, load_dataset
 from imprint.model import build_model
@@ -381,7 +386,7 @@ def summarize_seeds(runs: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, 
         reached = [r[index] for r in runs if len(r) > index]
         row: dict[str, Any] = {"round": index, "seeds": len(reached)}
         for key in GROUP_READINGS:
-            mean, sd, n = across_seeds(_number(m.get(key)) for m in reached)
+            mean, sd, n = across_seeds(as_number(m.get(key)) for m in reached)
             row[key], row[f"{key}_sd"] = mean, sd
             if key.startswith("locality_index"):
                 row[f"{key}_n"] = n
@@ -403,10 +408,6 @@ GROUP_READINGS = (
     "mass_within_r",
     "locality_ratio",
 )
-
-
-def _number(value: Any) -> float:
-    return float(value) if isinstance(value, (int, float)) else float("nan")
 
 
 class _Member:
@@ -673,7 +674,9 @@ def _round_line(saved: list[dict[str, Any]], pruned: list[int]) -> str:
     if len(saved) == 1:
         locality = reading_from_columns(first, "locality_index").format()
     else:
-        locality = format_spread(*across_seeds(_number(m.get("locality_index")) for m in saved)[:2])
+        locality = format_spread(
+            *across_seeds(as_number(m.get("locality_index")) for m in saved)[:2]
+        )
     seeds = f", {len(saved)} seeds" if len(saved) > 1 else ""
     return (
         f"round {first['round']:3d}  weights left {dens}  best top-1 {top1}  "

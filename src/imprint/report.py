@@ -30,7 +30,7 @@ from imprint import analyses
 from imprint.analyses import AnalysisOptions, Section, hidden_layers
 from imprint.analysis.locality import to_image_space
 from imprint.analysis.maps import locality_maps
-from imprint.analysis.uncertainty import format_spread, reading_from_columns
+from imprint.analysis.uncertainty import as_number, format_spread, reading_from_columns
 from imprint.analysis.units import select_units, unit_images
 from imprint.analyze import analyze_run, resolve_rounds, round_readings
 from imprint.config import config_to_dict
@@ -370,16 +370,16 @@ def _readable(rows: list[dict[str, str]]) -> list[dict[str, str]]:
                 continue
             name = _column_name(key)
             sd, reason = row.get(f"{key}_sd"), row.get(f"{key}_reason")
-            number = _number_or_nan(value)
+            number = as_number(value)
             if reason:
                 entry[name] = reason
             elif key.startswith(_PAIR_READINGS) and not math.isfinite(number):
                 entry[name] = "too few pairs"
             elif key in _PERCENT or key.startswith("density_l"):
-                spread = _number_or_nan(sd) if sd not in (None, "") else math.nan
+                spread = as_number(sd) if sd not in (None, "") else math.nan
                 entry[name] = format_spread(number, spread, 2, percent=True)
             elif sd not in (None, ""):
-                entry[name] = format_spread(number, _number_or_nan(sd), 3)
+                entry[name] = format_spread(number, as_number(sd), 3)
             else:
                 entry[name] = _fmt(value)
         out.append(entry)
@@ -400,13 +400,6 @@ def _column_name(key: str) -> str:
         if key.startswith(prefix):
             return label + key.removeprefix(prefix)
     return key.replace("_", " ")
-
-
-def _number_or_nan(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def _build_group_report(
@@ -451,9 +444,11 @@ def _build_group_report(
         {
             "round": r["round"],
             "weights left": f"{r['density']:.2%}",
-            "best top-1": format_spread(_num(r["best_val_top1"]), _num(r["best_val_top1_sd"]), 4),
+            "best top-1": format_spread(
+                as_number(r["best_val_top1"]), as_number(r["best_val_top1_sd"]), 4
+            ),
             **{
-                label: format_spread(_num(r[name]), _num(r[f"{name}_sd"]), digits)
+                label: format_spread(as_number(r[name]), as_number(r[f"{name}_sd"]), digits)
                 for label, name, digits in _GROUP_COLUMNS
             },
         }
@@ -495,10 +490,6 @@ _GROUP_COLUMNS = (
     ("shifted copies", "fraction_shifted", 2),
     ("kurtosis", "kurtosis_mean", 2),
 )
-
-
-def _num(value: Any) -> float:
-    return float(value) if isinstance(value, (int, float)) else float("nan")
 
 
 # ------------------------------------------------------------------------- comparison

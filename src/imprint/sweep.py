@@ -25,7 +25,6 @@ import hashlib
 import io
 import itertools
 import json
-import math
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -34,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imprint.analysis.uncertainty import across_seeds, format_spread
+from imprint.analysis.uncertainty import across_seeds, as_number, format_spread
 from imprint.config import (
     Config,
     ConfigError,
@@ -431,17 +430,10 @@ def summarize(
     for (group, index), members in groups.items():
         entry: dict[str, Any] = {by: group, "round": index, "runs": len(members)}
         for name in metrics:
-            values = [_float(m.get(name)) for m in members]
+            values = [as_number(m.get(name)) for m in members]
             entry[name], entry[f"{name}_sd"], entry[f"{name}_n"] = across_seeds(values)
         table.append(entry)
     return table
-
-
-def _float(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def format_summary(table: Sequence[dict[str, Any]], by: str) -> str:

@@ -29,6 +29,7 @@ __all__ = [
     "mean_reading",
     "across_seeds",
     "format_spread",
+    "as_number",
 ]
 
 N_BOOT = 1000  # bootstrap resamples: the sd is then known to about 2% of itself
@@ -147,6 +148,17 @@ def mean_reading(
         return Reading(_NAN, null=null, n=n, reason=f"too few {what} ({n}; needs {min_units})")
     weights = bootstrap_counts(n, n_boot, seed)  # (B, n)
     return _summary(v.mean().item(), (weights @ v) / n, null, n)
+
+
+def as_number(value: Any) -> float:
+    """A reading as a float: NaN for None, "", text or a missing value (CSV cells and
+    JSON nulls included)."""
+    if isinstance(value, bool):
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def across_seeds(values: Iterable[float]) -> tuple[float, float, int]:
