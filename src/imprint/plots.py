@@ -105,7 +105,10 @@ def density_axis(ax: Any, ylabel: str, log_y: bool = False) -> None:
     reversed so that pruning proceeds to the right."""
     ax.set_xscale("log")
     ax.invert_xaxis()
-    ax.xaxis.set_major_formatter(_PLAIN)  # 100, 10, 1, 0.1: not 10^2 or 2x10^0
+    # 100, 50, 20, 10, ...: plain numbers (not 10^2 or 2x10^0), labelled even when the
+    # rounds span less than a decade
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(_PLAIN)
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     if log_y:
         ax.set_yscale("log")
