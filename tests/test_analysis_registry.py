@@ -110,7 +110,8 @@ def test_every_entry_is_written_and_reported(run):
     for entry in analyses.OVER_ROUNDS:
         for spec in entry.figures:
             suffix = ".gif" if entry.name == "evolution" else ".png"
-            expected.append((analysis / f"{spec.stem}{suffix}", spec.caption))
+            where = round_dir if entry.in_round_folder else analysis
+            expected.append((where / f"{spec.stem}{suffix}", spec.caption))
     for entry in analyses.ROUND_ANALYSES:
         for layer in layers if entry.every_layer else [0]:
             for spec in entry.figures:

@@ -50,7 +50,7 @@ def test_writes_every_figure_and_table(analysed):
         "locality.png",
         "mass_within.png",
         "kurtosis.png",
-        "evolution.gif",
+        "round_003/evolution.gif",  # with the round whose units it follows
         "summary.json",
     ):
         assert (out / name).is_file(), name
@@ -79,8 +79,9 @@ def test_writes_every_figure_and_table(analysed):
         for path in result["figures"]:
             with Image.open(folder.root / path) as image:
                 assert image.size[0] > 100 and image.size[1] > 50
-    with Image.open(out / "evolution.gif") as gif:
+    with Image.open(out / "round_003" / "evolution.gif") as gif:
         assert gif.n_frames == 4
+    assert not (out / "evolution.gif").exists()
 
 
 def test_numbers_agree_with_the_masks(analysed):

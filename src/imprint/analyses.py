@@ -248,6 +248,9 @@ class OverRounds:
     compute: Callable[[History], Result]
     plot: Callable[[Result], Sequence[Any]]
     groups: bool = True
+    # Written with the analysed round (analysis/round_NNN/), not in analysis/: a figure
+    # that belongs to the round it follows (the evolution of that round's units).
+    in_round_folder: bool = False
 
 
 def hidden_layers(masks: Mapping[str, torch.Tensor]) -> list[int]:
@@ -878,6 +881,7 @@ OVER_ROUNDS: tuple[OverRounds, ...] = (
         _evolution,
         _plot_evolution,
         groups=False,
+        in_round_folder=True,
     ),
     OverRounds(
         "locality",

@@ -14,8 +14,8 @@ this module; file stems from the registry)::
       locality.png|svg          marked; locality index, S_sc mass within 2 px and
       mass_within.png|svg       kurtosis over rounds (nulls, ± 1 sd bands); the same
       kurtosis.png|svg          units' masks across rounds
-      evolution.gif
       round_NNN/
+        evolution.gif         round NNN's most connected units across every round
         results.json          the round's numbers; "skipped": analysis -> why it could
                               not run on this round (no data, no 2-D geometry, ...)
         arrays.npz            C_in, pixel maps, S maps, ablation curves, class means
@@ -370,7 +370,8 @@ def _over_round_figures(
         if result.skip:
             skipped[entry.name] = result.skip
         else:
-            written += _draw(entry, result, 0, out, options)
+            folder = out / f"round_{history.anchor:03d}" if entry.in_round_folder else out
+            written += _draw(entry, result, 0, folder, options)
     return written, skipped
 
 

@@ -305,9 +305,11 @@ def _figure_items(
     items: list[_Item] = []
     for over in analyses.OVER_ROUNDS:
         if over.groups or not group:
-            items += _entry_items(over, over.name, 0, over_rounds, over_skips, "")
+            where = round_dir if over.in_round_folder else over_rounds
+            items += _entry_items(over, over.name, 0, where, over_skips, "")
         else:
-            items += _entry_items(over, over.name, 0, seed_over_rounds, seed_skips, prefix)
+            where = round_dir if over.in_round_folder else seed_over_rounds
+            items += _entry_items(over, over.name, 0, where, seed_skips, prefix)
     for entry in analyses.ROUND_ANALYSES:
         for layer in layers if entry.every_layer else [0]:
             items += _entry_items(entry, entry.key(layer), layer, round_dir, round_skips, prefix)
