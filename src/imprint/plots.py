@@ -219,6 +219,7 @@ def plot_cin_histogram(c_in: torch.Tensor, title: str = "", ax: Any | None = Non
         # integer-centred bins while they are few; 50 equal bins beyond
         bins = np.arange(lo, hi + 2) - 0.5 if hi - lo < 50 else 50
         ax.hist(connected, bins=bins, color="C0", log=True)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # counts
     ax.set_xlabel("C_in: inputs connected to the unit")
     ax.set_ylabel("units (log)")
     ax.set_title(
@@ -251,7 +252,9 @@ def plot_pixel_map(
         fig, axes = plt.subplots(1, channels, figsize=(3.8 * channels, 3.3), squeeze=False)
     for c, a in enumerate(axes[0]):
         im = a.imshow(image[c], cmap=COUNT_CMAP, interpolation="nearest")
-        fig.colorbar(im, ax=a, label="connections")
+        bar = fig.colorbar(im, ax=a, label="connections")
+        bar.locator = matplotlib.ticker.MaxNLocator(integer=True)  # counts: whole ticks
+        bar.update_ticks()
         a.set_title(title if channels == 1 else f"{title}, channel {c}")
         a.set_xlabel("x (pixels)")
         a.set_ylabel("y (pixels)")
@@ -430,7 +433,7 @@ def plot_class_response(
     ax.set_yticklabels([f"unit {u} ({s:.2f})" for u, s in zip(units, scores)], fontsize=6)
     ax.set_xlabel("class")
     ax.set_title(
-        "class response of the most connected units\n(class-independence 1 - eta^2 in brackets)"
+        "class response of the most connected units\n(class-independence 1 - η² in brackets)"
     )
     return fig
 
