@@ -48,6 +48,8 @@ from imprint.prune import (
     full_masks,
     layer_counts,
     layer_names,
+    magnitudes,
+    prune_by_scores,
 )
 from imprint.runs import (
     GROUP_FILE,
@@ -471,6 +473,7 @@ class _Member:
     def round_start(self, index: int, data: ImageData) -> tuple[Masks, dict[str, torch.Tensor]]:
         """Round ``index``'s masks and starting weights."""
         config, folder = self.config, self.folder
+        self.round_target: dict[int, int] | int | None = None  # where gradual pruning ends
         if index < len(self.done):  # already saved: retrained only for the batch's sake
             return folder.round_masks(index), folder.round_state(index, "start")
         if index == 0:
@@ -495,6 +498,8 @@ class _Member:
             build_state=fresh_state,
         )
         masks = procedure.mask(inputs)
+        if procedure.gradual is not None:
+            self.round_target = inputs.target()
         try:
             return masks, procedure.start(inputs, masks)
         except ValueError as error:
@@ -593,28 +598,104 @@ def _train_members(
             len(team),
             0 if resume is None else resume.step,
         )
+        schedule = get_procedure(config.prune.procedure).gradual
         try:
-            results = train_replicas(
-                [m.model for m in team],
-                device_masks,
-                data,
-                config.train,
-                gens,
-                rewind_step=config.prune.rewind_step if index == 0 else None,
-                on_eval=on_eval,
-                on_checkpoint=save_checkpoint,
-                resume=resume,
-            )
+            if index > 0 and schedule is not None:
+                results, final_masks = _train_gradually(
+                    team, starts, data, config, gens, schedule, on_eval, device
+                )
+            else:
+                results = train_replicas(
+                    [m.model for m in team],
+                    device_masks,
+                    data,
+                    config.train,
+                    gens,
+                    rewind_step=config.prune.rewind_step if index == 0 else None,
+                    on_eval=on_eval,
+                    on_checkpoint=save_checkpoint,
+                    resume=resume,
+                )
+                final_masks = [masks for masks, _ in starts]
         finally:
             close()
         saved = []
-        for member, (masks, start), result in zip(team, starts, results):
+        for member, masks, (_, start), result in zip(team, final_masks, starts, results):
             metrics = member.complete(index, masks, start, result, data)
             if metrics is not None:
                 saved.append(metrics)
         checkpoints.remove_checkpoint()  # after every metrics.json: the round is complete
         if saved:
             log(_round_line(saved, team[0].pruned))
+
+
+def _train_gradually(
+    team: list[_Member],
+    starts: list[tuple[Masks, dict[str, torch.Tensor]]],
+    data: ImageData,
+    config: Config,
+    gens: list[torch.Generator],
+    schedule: Callable[..., Any],
+    on_eval: Callable[[int, list[dict[str, float]]], None] | None,
+    device: torch.device,
+) -> tuple[list[RoundResult], list[Masks]]:
+    """A round of a gradual procedure: before each of the round's n validation
+    intervals, every seed's mask is pruned by magnitude to ``schedule(k, n, first,
+    target)`` entries (its round_target at k = n), and the interval trains under it.
+    The round's figures of merit are those of its last interval, at its final mask. No
+    checkpoints inside such a round: a killed one trains again from its start, the
+    same way."""
+    steps, every = config.train.steps, config.train.eval_every
+    ends = [*range(every, steps, every), steps]
+    layers = sorted(_layer_rates(config))
+    masks = [dict(m) for m, _ in starts]
+    firsts: list[Any] = []
+    for member, mask in zip(team, masks):
+        counts = layer_counts(mask)
+        if isinstance(member.round_target, int):
+            firsts.append(sum(counts[layer][0] for layer in layers))
+        else:
+            firsts.append({layer: counts[layer][0] for layer in layers})
+    curves: list[list[dict[str, float]]] = [[] for _ in team]
+    seconds, begin, results = 0.0, 0, []
+    for k, end in enumerate(ends, 1):
+        for i, member in enumerate(team):
+            target = member.round_target
+            if target is None:  # a seed that completed this round already
+                continue
+            keep = schedule(k, len(ends), firsts[i], target)
+            scope = "global" if isinstance(target, int) else "layer"
+            state = member.model.state_dict()
+            scores = magnitudes({name: value.cpu() for name, value in state.items()}, layers)
+            masks[i] = prune_by_scores(scores, masks[i], keep=keep, scope=scope)
+            member.model.load_state_dict(apply_masks(state, masks[i]))
+        interval = config.train.model_copy(
+            update={"steps": end - begin, "eval_every": end - begin, "checkpoint_every": 0}
+        )
+        device_masks = [{n: v.to(device) for n, v in m.items()} for m in masks]
+        results = train_replicas([m.model for m in team], device_masks, data, interval, gens)
+        for curve, result in zip(curves, results):
+            curve += [{**row, "step": row["step"] + begin} for row in result.curves]
+        if on_eval is not None:
+            on_eval(end, [curve[-1] for curve in curves])
+        seconds += results[0].seconds
+        begin = end
+    rounds = []
+    for curve, result in zip(curves, results):
+        last = curve[-1]  # the figure of merit at the round's final mask
+        rounds.append(
+            RoundResult(
+                curves=curve,
+                best_top1=last["val_top1"],
+                best_step=int(last["step"]),
+                top5_at_best=last["val_top5"],
+                best_top5=last["val_top5"],
+                final=result.final,
+                seconds=seconds,
+                final_state=result.final_state,
+            )
+        )
+    return rounds, masks
 
 
 def _checkpoint_key(

@@ -11,7 +11,7 @@ To add one: a module here defining a ``Procedure``, and one line in ``PROCEDURES
 
 from __future__ import annotations
 
-from imprint.procedures import classic, grasp, snip, synflow
+from imprint.procedures import classic, gmp, grasp, snip, synflow
 from imprint.procedures.base import Procedure, RoundInputs
 
 __all__ = ["PROCEDURES", "Procedure", "RoundInputs", "get_procedure", "procedure_names"]
@@ -27,6 +27,7 @@ PROCEDURES: dict[str, Procedure] = {
         snip.SNIP,
         grasp.GRASP,
         synflow.SYNFLOW,
+        gmp.GMP,
     )
 }
 

@@ -133,6 +133,12 @@ class Procedure:
     start: StartRule
     needs_reference: bool = False  # prune.reference_run is required
     options: tuple[str, ...] = ()  # prune.* options the rule reads, for docs
+    # Pruning during the round's training instead of before it: called at each
+    # validation point k of n with the round's first and target counts, it gives the
+    # counts to keep from then on (the round's mask is then the last one, at the target).
+    gradual: Callable[[int, int, Mapping[int, int] | int, Mapping[int, int] | int], Any] | None = (
+        None
+    )
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "summary": self.summary, "start": self.start.__doc__}
