@@ -42,6 +42,7 @@ __all__ = [
     "plot_class_response",
     "write_evolution_gif",
     "plot_groups_over_density",
+    "group_color",
 ]
 
 STYLE = {
@@ -438,6 +439,11 @@ def plot_class_response(
     return fig
 
 
+def group_color(i: int, n: int) -> Any:
+    """The colour of group i of n: the default cycle, or 20 distinct ones past 10."""
+    return matplotlib.colormaps["tab20"](i % 20) if n > 10 else f"C{i}"
+
+
 def plot_groups_over_density(
     table: Sequence[Mapping[str, Any]],
     by: str,
@@ -458,7 +464,7 @@ def plot_groups_over_density(
         x = _percent([r["density"] for r in rows])
         y = np.array([r[metric] for r in rows], dtype=float)
         sd = np.array([r.get(f"{metric}_sd", 0.0) for r in rows], dtype=float)
-        color = matplotlib.colormaps["tab20"](i % 20) if len(groups) > 10 else f"C{i}"
+        color = group_color(i, len(groups))
         ax.plot(x, y, "o-", ms=3, color=color, label=f"{group} ({rows[0]['runs']} seeds)")
         ax.fill_between(x, y - sd, y + sd, color=color, alpha=0.15)
     if null is not None:

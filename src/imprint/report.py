@@ -18,6 +18,7 @@ import html
 import io
 import json
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ from imprint.analysis.units import select_units, unit_images
 from imprint.analyze import analyze_run, resolve_rounds, round_readings
 from imprint.config import config_to_dict
 from imprint.imp import study_round, summarize_seeds
-from imprint.plots import STYLE, density_axis, plot_displacement_maps, plot_gallery
+from imprint.plots import STYLE, density_axis, group_color, plot_displacement_maps, plot_gallery
 from imprint.runs import RunFolder, RunFolderError, group_members, is_group, write_text
 
 __all__ = ["build_report", "build_comparison", "report_sections", "COMPARE_SECTIONS"]
@@ -566,18 +567,21 @@ def _overlay(runs: list[_Run], value: str, ylabel: str, log_y: bool = False) -> 
         n = min(len(r.metrics) for r in members)
         x = 100 * np.array([members[0].metrics[k]["density"] for k in range(n)])
         ys = np.array([[_value(r, k, value) for k in range(n)] for r in members])
-        mean = np.nanmean(ys, axis=0)
+        with warnings.catch_warnings():  # a round where no run has a value ("too few pairs")
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.nanmean(ys, axis=0)
+            sd = np.nanstd(ys, axis=0, ddof=1) if len(members) > 1 else None
+        color = group_color(i, len(groups))
         ax.plot(
             x,
             mean,
             "o-",
             ms=3,
-            color=f"C{i}",
+            color=color,
             label=f"{group} ({len(members)} run{'s' if len(members) > 1 else ''})",
         )
-        if len(members) > 1:
-            sd = np.nanstd(ys, axis=0, ddof=1)
-            ax.fill_between(x, mean - sd, mean + sd, color=f"C{i}", alpha=0.2)
+        if sd is not None:
+            ax.fill_between(x, mean - sd, mean + sd, color=color, alpha=0.2)
     density_axis(ax, ylabel, log_y)
     ax.legend(fontsize=7, loc="best")
     return _png(fig)
