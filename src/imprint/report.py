@@ -578,13 +578,50 @@ def _overlay(runs: list[_Run], value: str, ylabel: str, log_y: bool = False) -> 
             "o-",
             ms=3,
             color=color,
-            label=f"{group} ({len(members)} run{'s' if len(members) > 1 else ''})",
+            label=f"{_short(group)} ({len(members)} run{'s' if len(members) > 1 else ''})",
         )
         if sd is not None:
             ax.fill_between(x, mean - sd, mean + sd, color=color, alpha=0.2)
     density_axis(ax, ylabel, log_y)
-    ax.legend(fontsize=7, loc="best")
+    if len(groups) > 4:  # many groups: the legend below the axes, never over the data
+        fig.set_size_inches(6.2, 3.9 + 0.17 * len(groups))
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=1)
+    else:
+        ax.legend(fontsize=7, loc="best")
     return _png(fig)
+
+
+def _short(group: str) -> str:
+    """A legend label: section prefixes and quotes dropped (data.gain="10" -> gain=10)."""
+    parts = [part.strip().split(".", 1)[-1].replace('"', "") for part in group.split(",")]
+    return ", ".join(parts)
+
+
+def _listing(runs: list[_Run]) -> list[dict[str, Any]]:
+    """One row per group of runs that differ only in their seeds (one per run when
+    every run is its own group): what varies, how many seeds, where the runs are."""
+    groups: dict[str, list[_Run]] = {}
+    for run in runs:
+        groups.setdefault(run.group, []).append(run)
+    rows = []
+    for group, members in groups.items():
+        folders = sorted(
+            {str(r.folder.root.parent if len(members) > 1 else r.folder.root) for r in members}
+        )
+        seeds = sorted({r.folder.read_config().seeds.init for r in members})
+        rounds = sorted({len(r.metrics) for r in members})
+        rows.append(
+            {
+                "group (what differs)": group,
+                "runs": len(members),
+                "seeds": ", ".join(map(str, seeds)),
+                "rounds": "-".join(map(str, (rounds[0], rounds[-1])))
+                if len(rounds) > 1
+                else rounds[0],
+                "where": ", ".join(folders),
+            }
+        )
+    return rows
 
 
 def _value(run: _Run, index: int, name: str) -> float:
@@ -617,11 +654,7 @@ def build_comparison(
         raise ValueError(f"The 'density' parameter must be in (0, 1]. Got {density}.")
 
     sections: list[tuple[str, str, str]] = []
-    listing = [
-        {"run": str(r.folder.root), "label": r.label, "group": r.group, "rounds": len(r.metrics)}
-        for r in runs
-    ]
-    sections.append(("runs", "Runs", _table(listing)))
+    sections.append(("runs", "Runs", _table(_listing(runs))))
     sections.append(
         (
             "accuracy",
