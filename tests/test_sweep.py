@@ -76,7 +76,8 @@ def test_local_parallel_collect_and_compare(tmp_path, capsys):
     assert (pd.read_csv(out / "results.csv")["density"].round(6) == frame["density"].round(6)).all()
     assert main(["compare", str(out), "--out", str(tmp_path / "c.html")]) == 0
     page = (tmp_path / "c.html").read_text()
-    assert page.count("<td>prune.procedure=&quot;oneshot&quot;</td>") == 2
+    # the two seeds of one-shot: one row of the runs table, two runs, seeds 0 and 1
+    assert "<td>prune.procedure=&quot;oneshot&quot;</td><td>2</td><td>0, 1</td>" in page
 
 
 def test_killed_sweep_finishes_only_missing_work(tmp_path):
