@@ -64,9 +64,9 @@ def test_comparison_groups_seeds(runs, tmp_path):
     page = path.read_text()
     for sid in COMPARE_SECTIONS:
         assert f'<section id="{sid}">' in page
-    # two groups: the seeds of the IMP config, and the one-shot run
-    assert page.count("<td>prune.procedure=&quot;imp&quot;</td>") == 2  # group column
-    assert page.count("<td>prune.procedure=&quot;oneshot&quot;</td>") == 1
+    # two groups: the seeds of the IMP config (one row, 2 runs), and the one-shot run
+    assert page.count("<td>prune.procedure=&quot;imp&quot;</td><td>2</td>") == 1
+    assert page.count("<td>prune.procedure=&quot;oneshot&quot;</td><td>1</td>") == 1
     with pytest.raises(ValueError, match="'density' parameter must be in"):
         build_comparison(runs, tmp_path / "x.html", density=2.0)
     with pytest.raises(RunFolderError, match="not an imprint run folder"):
