@@ -506,13 +506,14 @@ def compare(
         if name == "imprint" and fused is not None:
             jobs["+compile"] = (fused, calls_for(seconds, fused, device))
     samples = interleaved(jobs, reps, device)
-    # Validations: fewer, longer samples, interleaved among themselves. The plain
-    # loops share one validation function; the strong loop's model stands for both.
+    # Validations: as many samples, interleaved among themselves (the paper FCN's take
+    # ~0.5 s each, one per sample). The plain loops share one validation function; the
+    # strong loop's model stands for both.
     val_jobs = {
-        name: (loops[name].validate, calls_for(seconds / 2, loops[name].validate, device))
+        name: (loops[name].validate, calls_for(seconds / 4, loops[name].validate, device))
         for name in ("imprint", "strong")
     }
-    val_samples = interleaved(val_jobs, max(2, reps // 3), device)
+    val_samples = interleaved(val_jobs, reps, device)
     val_samples["loader"] = val_samples["strong"]
 
     flops = step_flops(dims, batch)
@@ -680,7 +681,7 @@ def main() -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="a smoke check (~40 s on 2 cores): 2 repeats of 0.1 s, no torch.compile row",
+        help="a smoke check (~25 s on 2 cores): 2 repeats of 0.1 s, no torch.compile row",
     )
     args = parser.parse_args()
     reps = args.reps or (2 if args.quick else 8)
