@@ -51,6 +51,7 @@ from imprint.runs import (
     RunFolderError,
     group_members,
     is_group,
+    read_text,
     write_bytes,
     write_csv,
     write_text,
@@ -229,7 +230,7 @@ def _json_default(value: Any) -> Any:
 def _read_curves(folder: RunFolder, index: int) -> list[dict[str, float]]:
     path = folder.round_file(index, "curves")
     try:
-        with path.open() as handle:
+        with io.StringIO(read_text(path)) as handle:
             return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
     except (OSError, ValueError) as error:
         raise RunFolderError(f"{path} is not a readable curves file: {error}.") from None
@@ -310,6 +311,7 @@ def _analyze_locked(
     from imprint.imp import study_round
 
     config = folder.read_config()
+    folder.check_model(config)
     selected = resolve_rounds(folder, which, metrics)
     done = folder.completed_rounds()
     try:
@@ -400,7 +402,10 @@ def analyze_group(
         shared = mean_metrics[: len(metrics)]
         summaries.append(analyze_run(path, which, options, log, metrics=shared))
     out = Path(group_dir) / "analysis"
-    seed_rows = [list(csv.DictReader((f.root / "analysis" / "rounds.csv").open())) for f in folders]
+    seed_rows = [
+        list(csv.DictReader(io.StringIO(read_text(f.root / "analysis" / "rounds.csv"))))
+        for f in folders
+    ]
     rows = _mean_rows(seed_rows)
     write_csv(out / "rounds.csv", rows, _columns(rows))
     history = History(mean_metrics, rows, study_round(mean_metrics), "over seeds", options)

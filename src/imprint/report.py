@@ -37,7 +37,16 @@ from imprint.analyze import analyze_run, resolve_rounds, round_readings
 from imprint.config import config_to_dict
 from imprint.imp import study_round, summarize_seeds
 from imprint.plots import STYLE, density_axis, group_color, plot_displacement_maps, plot_gallery
-from imprint.runs import RunFolder, RunFolderError, group_members, is_group, write_text
+from imprint.runs import (
+    RunFolder,
+    RunFolderError,
+    group_members,
+    is_group,
+    read_json,
+    read_regular,
+    read_text,
+    write_text,
+)
 
 __all__ = ["build_report", "build_comparison", "report_sections", "COMPARE_SECTIONS"]
 
@@ -69,7 +78,8 @@ pre{background:#f5f5f5;padding:8px;font-size:12px;overflow:auto;max-height:360px
 
 def _data_uri(path: Path) -> str:
     kind = {"png": "image/png", "gif": "image/gif", "svg": "image/svg+xml"}[path.suffix[1:]]
-    return f"data:{kind};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+    data = read_regular(path)  # a regular file of the folder: never a planted link
+    return f"data:{kind};base64,{base64.b64encode(data).decode('ascii')}"
 
 
 def _figure(uri: str, caption: str, alt: str) -> str:
@@ -120,8 +130,7 @@ def _page(title: str, subtitle: str, sections: list[tuple[str, str, str]]) -> st
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
     try:
-        with path.open(newline="") as handle:
-            return list(csv.DictReader(handle))
+        return list(csv.DictReader(io.StringIO(read_text(path), newline="")))
     except OSError as error:
         raise RunFolderError(f"Cannot read {path}: {error.strerror}.") from None
 
@@ -179,8 +188,8 @@ def build_report(
         log(f"Analysing round {shown} of {folder.root} {why}.")
         analyze_run(folder.root, str(shown), options or AnalysisOptions(), log)
         items = collect()
-    manifest = json.loads(folder.manifest_path.read_text())
-    record = json.loads(folder.run_path.read_text()) if folder.run_path.exists() else {}
+    manifest = read_json(folder.manifest_path)
+    record = read_json(folder.run_path) if folder.run_path.exists() else {}
     metrics = [folder.round_metrics(r) for r in done]
     study = study_round(metrics)
     rows = _read_csv(folder.summary_path)
@@ -220,7 +229,7 @@ def _config_section(
     run = [{"key": k, "value": v} for k, v in record.items()]
     content = (
         f'<div class="grid"><div><h3>config.toml</h3><pre>'
-        f"{html.escape(folder.config_path.read_text())}</pre></div><div>"
+        f"{html.escape(read_text(folder.config_path))}</pre></div><div>"
         f"<h3>environment</h3>{_table(env)}{'<h3>run</h3>' + _table(run) if run else ''}"
         "</div></div>"
     )
@@ -258,10 +267,10 @@ def _figure_file(stem: Path) -> Path | None:
 def _skips(path: Path) -> dict[str, str]:
     """The "skipped" record (entry -> reason) of results.json, summary.json or
     readings.json; empty when the file or the record is absent."""
-    try:
-        return json.loads(path.read_text()).get("skipped") or {}
-    except (OSError, ValueError):
+    if not path.exists():
         return {}
+    skipped = read_json(path).get("skipped") or {}
+    return skipped if isinstance(skipped, dict) else {}
 
 
 def _entry_items(
@@ -429,9 +438,7 @@ def _build_group_report(
         return _figure_items(root / "analysis", analysis, round_dir, layers, prefix, group=True)
 
     readings_path = root / "analysis" / "readings.json"
-    current = (
-        json.loads(readings_path.read_text()).get("rounds") if readings_path.exists() else None
-    )
+    current = read_json(readings_path).get("rounds") if readings_path.exists() else None
     stale = current != [shown] or not all(
         (f.root / "analysis" / round_dir.name / "results.json").exists() for f in folders
     )
@@ -441,7 +448,7 @@ def _build_group_report(
         log(f"Analysing round {shown} of every seed of {root} {why}.")
         analyze_run(root, str(shown), options or AnalysisOptions(), log)
         items = collect()
-    readings = json.loads(readings_path.read_text())["readings"]
+    readings = read_json(readings_path)["readings"]
     study = study_round(mean_metrics)
     table = [
         {
@@ -457,9 +464,9 @@ def _build_group_report(
         }
         for r in readings
     ]
-    record = json.loads(example.run_path.read_text()) if example.run_path.exists() else {}
+    record = read_json(example.run_path) if example.run_path.exists() else {}
     sections = [
-        _config_section(group, json.loads(group.manifest_path.read_text()), {"seeds": seeds}),
+        _config_section(group, read_json(group.manifest_path), {"seeds": seeds}),
         (
             "rounds",
             "Rounds (mean ± sd over seeds)",

@@ -72,6 +72,8 @@ __all__ = [
     "RoundMetrics",
     "check_round_metrics",
     "read_regular",
+    "read_text",
+    "read_json",
 ]
 
 
@@ -585,7 +587,37 @@ class RunFolder:
             raise RunFolderError(f"{self.data_path} is not readable JSON: {error}.") from None
 
     def read_config(self) -> Config:
-        return parse_config(self.read_config_document(), source=str(self.config_path))
+        document = self.read_config_document()
+        missing = [t for t in ("data", "model", "train", "prune", "seeds") if t not in document]
+        if missing:  # imprint writes every table: a missing one is a damaged file
+            raise RunFolderError(
+                f"{self.config_path} lacks the [{'], ['.join(missing)}] table(s) that imprint "
+                "writes: a damaged config file."
+            )
+        return parse_config(document, source=str(self.config_path))
+
+    def check_model(self, config: Config) -> None:
+        """Refuse a folder whose stored weights (init.safetensors) do not have the layer
+        shapes its config and data.json describe: no analysis of mismatched files."""
+        record = self.read_data_record()
+        try:
+            inputs = math.prod(int(v) for v in record["shape"])
+            dims = [inputs, *config.model.hidden, int(record["num_classes"])]
+        except (KeyError, TypeError, ValueError):
+            raise RunFolderError(f"{self.data_path}: no input shape and class count.") from None
+        state = self.load_tensors(self.init_path)
+        for layer, (fan_in, fan_out) in enumerate(zip(dims[:-1], dims[1:])):
+            weight = state.get(f"layers.{layer}.weight")
+            if weight is None or tuple(weight.shape) != (fan_out, fan_in):
+                got = None if weight is None else tuple(weight.shape)
+                raise RunFolderError(
+                    f"{self.init_path}: layer {layer} is {got}; {self.config_path} and "
+                    f"{self.data_path} describe ({fan_out}, {fan_in}): the files disagree."
+                )
+        if f"layers.{len(dims) - 1}.weight" in state:
+            raise RunFolderError(
+                f"{self.init_path} has more layers than {self.config_path} describes."
+            )
 
     # --------------------------------------------------------------- tensors
     def save_tensors(self, path: Path, tensors: Mapping[str, torch.Tensor]) -> None:
@@ -796,6 +828,25 @@ def _read(path: Path, limit: int = TENSOR_LIMIT) -> bytes:
         return read_regular(path, limit)
     except FileNotFoundError:
         raise RunFolderError(f"{path} is missing.") from None
+
+
+def read_text(path: str | Path) -> str:
+    """A text file of a run folder (regular, bounded, UTF-8), or a RunFolderError."""
+    try:
+        return _read_text(Path(path))
+    except FileNotFoundError:
+        raise RunFolderError(f"{path} is missing.") from None
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    """A JSON object stored in a run folder, or a RunFolderError naming the file."""
+    try:
+        record = json.loads(read_text(path))
+    except ValueError as error:
+        raise RunFolderError(f"{path} is not readable JSON: {error}.") from None
+    if not isinstance(record, dict):
+        raise RunFolderError(f"{path} must hold a JSON object. Got {type(record).__name__}.")
+    return record
 
 
 def _read_text(path: Path) -> str:

@@ -47,6 +47,7 @@ from imprint.runs import (
     RunFolderError,
     group_members,
     is_group,
+    read_json,
     write_bytes,
     write_csv,
     write_text,
@@ -237,7 +238,7 @@ def run_sweep(
     }
     plan_path = _plan_path(out)
     if plan_path.exists():
-        previous = json.loads(plan_path.read_text())
+        previous = read_json(plan_path)
         if previous.get("name") != sweep.name:
             raise RunFolderError(
                 f"{out} holds sweep '{previous.get('name')}', not '{sweep.name}'. "
@@ -324,7 +325,7 @@ def sweep_run_folders(sweep_dir: str | Path) -> list[tuple[Path, dict[str, Any]]
     if not plan_path.exists():
         raise RunFolderError(f"{sweep_dir} is not a sweep folder (no sweep.json).")
     try:
-        plan = json.loads(plan_path.read_text())
+        plan = read_json(plan_path)
     except (OSError, ValueError) as error:
         raise RunFolderError(f"{plan_path} is not readable JSON: {error}.") from None
     out = []
@@ -373,7 +374,7 @@ def collect(
     rows: list[dict[str, Any]] = []
     for folder_path, overrides in sweep_run_folders(sweep_dir):
         folder = RunFolder(folder_path)
-        record = json.loads(folder.run_path.read_text()) if folder.run_path.exists() else {}
+        record = read_json(folder.run_path) if folder.run_path.exists() else {}
         for index in folder.completed_rounds():
             metrics = folder.round_metrics(index)
             name = folder_path.name
