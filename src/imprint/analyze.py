@@ -49,7 +49,6 @@ from imprint.plots import save_figure
 from imprint.runs import (
     RunFolder,
     RunFolderError,
-    group_members,
     is_group,
     read_text,
     write_bytes,
@@ -387,15 +386,10 @@ def analyze_group(
     seeds, by default), then write GROUP/analysis: rounds.csv (each reading's mean and
     sd over seeds per round), readings.json (the analysed rounds' readings, mean and sd
     over seeds) and the over-round figures with ± 1 sd bands over seeds."""
-    from imprint.imp import study_round, summarize_seeds
+    from imprint.imp import read_group, study_round
 
     options = options or AnalysisOptions()
-    members = group_members(group_dir)
-    folders = [RunFolder(path) for _, path in members]
-    per_seed = [[f.round_metrics(r) for r in f.completed_rounds()] for f in folders]
-    if not all(per_seed):
-        raise RunFolderError(f"{group_dir}: some seed has no completed round to analyse.")
-    mean_metrics = summarize_seeds(per_seed)
+    members, folders, per_seed, mean_metrics = read_group(group_dir, "analyse")
     summaries = []
     for (seed, path), metrics in zip(members, per_seed):
         log(f"Analysing seed {seed} ({path})...")

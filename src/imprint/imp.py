@@ -56,6 +56,7 @@ from imprint.runs import (
     RESULT_NEUTRAL_KEYS,
     RunFolder,
     RunFolderError,
+    group_members,
     is_group,
     member_dir,
     write_text,
@@ -378,6 +379,22 @@ def _reference_for(config: Config, seed: int) -> _Reference | None:
     if path is None:
         return None
     return _Reference(str(member_dir(path, seed)) if is_group(path) else path)
+
+
+def read_group(
+    root: str | Path, what: str = "read"
+) -> tuple[
+    list[tuple[int, Path]], list[RunFolder], list[list[dict[str, Any]]], list[dict[str, Any]]
+]:
+    """A group folder as analyze and report read it: its (seed, folder) members, their
+    RunFolders, each seed's round metrics and the mean over seeds per round
+    (:func:`summarize_seeds`). A seed without a completed round is refused."""
+    members = group_members(root)
+    folders = [RunFolder(path) for _, path in members]
+    per_seed = [[f.round_metrics(r) for r in f.completed_rounds()] for f in folders]
+    if not all(per_seed):
+        raise RunFolderError(f"{root}: some seed has no completed round to {what}.")
+    return members, folders, per_seed, summarize_seeds(per_seed)
 
 
 def summarize_seeds(runs: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, Any]]:

@@ -35,12 +35,11 @@ from imprint.analysis.uncertainty import as_number, format_spread, reading_from_
 from imprint.analysis.units import select_units, unit_images
 from imprint.analyze import analyze_run, resolve_rounds, round_readings
 from imprint.config import config_to_dict
-from imprint.imp import study_round, summarize_seeds
+from imprint.imp import read_group, study_round
 from imprint.plots import STYLE, density_axis, group_color, plot_displacement_maps, plot_gallery
 from imprint.runs import (
     RunFolder,
     RunFolderError,
-    group_members,
     is_group,
     read_json,
     read_regular,
@@ -418,12 +417,7 @@ def _build_group_report(
     root: Path, which: str, options: AnalysisOptions | None, log, out: str | Path | None = None
 ) -> Path:
     group = RunFolder(root)
-    members = group_members(root)
-    folders = [RunFolder(path) for _, path in members]
-    per_seed = [[f.round_metrics(r) for r in f.completed_rounds()] for f in folders]
-    if not all(per_seed):
-        raise RunFolderError(f"{root}: some seed has no completed round to report.")
-    mean_metrics = summarize_seeds(per_seed)
+    members, folders, per_seed, mean_metrics = read_group(root, "report")
     example = folders[0]
     (shown,) = resolve_rounds(
         example, "last" if which == "all" else which, mean_metrics[: len(per_seed[0])]
