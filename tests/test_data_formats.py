@@ -103,7 +103,7 @@ def test_channel_standardisation_and_permutation(tmp_path):
 @pytest.mark.parametrize(
     ("document", "message"),
     [
-        ({"name": "cifar10", "task": "superclasses"}, "'superclasses' is ImageNet's"),
+        ({"name": "cifar10", "task": "superclasses"}, "data.name = 'cifar10' has none"),
         ({"name": "mnist", "task": "mapping"}, "data.mapping_file must name a CSV file"),
         ({"name": "cifar10", "classes": [3, 3]}, "must not repeat a label"),
         ({"name": "folder", "channels": 2}, "'data.channels'"),
@@ -150,3 +150,57 @@ def test_check_data_and_cli(tmp_path, capsys):
     listing = capsys.readouterr().out
     for name in ("imagenet32", "cifar10", "mnist", "folder", "nlgp"):
         assert name in listing
+
+
+def test_fashion_mnist_superclasses_balanced_and_their_modulo_control(tmp_path):
+    """Tops (0, 2, 4, 6), bottoms (1), footwear (5, 7, 9), bags (8); the dress (3) is
+    left out. Balanced, every superclass has the size of the smallest, each taking an
+    equal share of its labels (their first images); the modulo control groups the
+    same labels by label mod 4."""
+    from imprint.data.files import modulo_superclass_table, superclass_table
+
+    table = superclass_table("fashion_mnist")
+    assert table.tolist() == [0, 1, 0, -1, 0, 2, 0, 2, 3, 2]
+    assert modulo_superclass_table("fashion_mnist").tolist() == [0, 1, 2, -1, 0, 1, 2, 3, 0, 1]
+    assert (modulo_superclass_table("imagenet32") == np.arange(1000) % 10).all()
+    written = write_mnist(tmp_path, n_train=400, n_test=200, seed=3)
+    root = str(tmp_path)
+    for task, grouping in (
+        ("superclasses", table),
+        ("modulo_superclasses", modulo_superclass_table("fashion_mnist")),
+    ):
+        data = load_dataset(MNISTData(name="fashion_mnist", root=root, task=task, balance=True))
+        labels = written["train"][1].astype(np.int64)
+        mapped = grouping[labels]
+        sources = [np.flatnonzero(grouping == k) for k in range(4)]
+        size = min(len(s) * min(int((labels == lab).sum()) for lab in s) for s in sources)
+        expected = np.zeros(labels.shape[0], dtype=bool)
+        for s in sources:
+            for lab in s:
+                expected[np.flatnonzero(labels == lab)[: size // len(s)]] = True
+        assert data.num_classes == 4
+        assert data.y_train.tolist() == mapped[expected].tolist()
+        counts = torch.bincount(data.y_train, minlength=4)
+        assert counts.max() - counts.min() <= 2  # equal up to the per-label rounding
+        images = written["train"][0].reshape(-1, 784)
+        assert torch.equal(data.x_train, torch.from_numpy(images[expected]))
+    unbalanced = load_dataset(MNISTData(name="fashion_mnist", root=root, task="superclasses"))
+    assert unbalanced.y_train.tolist() == [
+        int(table[y]) for y in written["train"][1] if table[y] >= 0
+    ]
+    with pytest.raises(ValueError, match="data.name = 'mnist' has none"):
+        MNISTData(name="mnist", root=root, task="superclasses")
+
+
+def test_crop_drops_the_border_pixels_of_every_image(tmp_path):
+    written = write_mnist(tmp_path, n_train=20, n_test=10, seed=5)
+    data = load_dataset(MNISTData(root=str(tmp_path), crop=3))
+    assert data.shape == (1, 22, 22) and data.input_dim == 22 * 22
+    assert torch.equal(
+        data.x_train, torch.from_numpy(written["train"][0][:, 3:25, 3:25].reshape(20, -1))
+    )
+    mean = written["train"][0][:, 3:25, 3:25].reshape(20, -1).mean(axis=0)
+    assert torch.allclose(data.offset, torch.from_numpy(mean).float(), atol=1e-4)
+    assert load_dataset(MNISTData(root=str(tmp_path), crop=13)).shape == (1, 2, 2)
+    with pytest.raises(DataError, match=r"data.crop = 14 leaves no image.*crop <= 13"):
+        load_dataset(MNISTData(root=str(tmp_path), crop=14))

@@ -42,3 +42,14 @@ def test_known_pixel_statistics(data):
     assert pixels.mean().item() == pytest.approx(0.2860, abs=5e-4)
     assert pixels.std().item() == pytest.approx(0.3530, abs=5e-4)
     assert int(data.y_train[0]) == 9 and int(data.x_train[0].sum()) == 76247
+
+
+@pytest.mark.parametrize("task", ["superclasses", "modulo_superclasses"])
+def test_balanced_superclasses_of_the_real_files(task):
+    """Tops, bottoms, footwear, bags (and their modulo control): 6,000 training and
+    1,000 validation images each (999 where 1,000 does not split over 3 labels)."""
+    config = parse_config({"data": {"name": "fashion_mnist", "task": task, "balance": True}})
+    data = load_dataset(config.data)
+    assert data.num_classes == 4
+    assert torch.bincount(data.y_train.long()).tolist() == [6000] * 4
+    assert all(count in (999, 1000) for count in torch.bincount(data.y_val.long()).tolist())

@@ -167,14 +167,22 @@ class FileOptions(DataSection):
     """
 
     root: str = "data"
-    # "classes": the dataset's own labels; "superclasses": ImageNet's 10 meaningful
-    # groups (the paper); "modulo": label mod k (the paper's meaningless control);
+    # "classes": the dataset's own labels; "superclasses": the dataset's table of
+    # meaningful groups (ImageNet: the paper's 10; Fashion-MNIST: tops, bottoms, footwear,
+    # bags); "modulo_superclasses": the same labels grouped by label mod (number of
+    # superclasses), the meaningless control; "modulo": label mod k (the paper's control);
     # "mapping": labels from data.mapping_file (CSV: label,target).
-    task: Literal["classes", "superclasses", "modulo", "mapping"] = "classes"
+    task: Literal["classes", "superclasses", "modulo_superclasses", "modulo", "mapping"] = (
+        "classes"
+    )
     modulo: Annotated[int, Field(ge=2)] = 10
     mapping_file: str | None = None
     # Keep only these original (0-based) labels; with task "classes" they become 0..n-1.
     classes: list[Annotated[int, Field(ge=0)]] | None = None
+    # Subsample every class of the task to the size of the smallest, each class taking
+    # an equal share of each of its original labels (their first images), in the
+    # training and the validation set: superclasses of unequal sizes become balanced.
+    balance: bool = False
     train_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
     # "first": the first fraction of the training files, as the paper; "random": seeded.
     fraction_mode: Literal["first", "random"] = "first"
@@ -184,6 +192,9 @@ class FileOptions(DataSection):
     n_val: PositiveInt = 10_000
     # "paper": (x - mean image) / 255; "channel": per-channel standardisation.
     normalization: Literal["paper", "channel"] = "paper"
+    # Drop this many pixels at each border of every channel (28x28 with crop 2 becomes
+    # 24x24): the control for near-constant border pixels.
+    crop: Annotated[int, Field(ge=0)] = 0
     permute_pixels: bool = False
     seed: Annotated[int, Field(ge=0)] = 0  # random fraction and the pixel permutation
 
@@ -199,11 +210,14 @@ class FileOptions(DataSection):
 
 
 def refuse_superclasses(name: str, task: str) -> None:
-    """For datasets other than ImageNet: the superclass table is ImageNet's."""
-    if task == "superclasses":
+    """The superclass tasks need the dataset's table (imprint.data.files.SUPERCLASS_TABLES)."""
+    from imprint.data.files import SUPERCLASS_TABLES
+
+    if task in ("superclasses", "modulo_superclasses") and name not in SUPERCLASS_TABLES:
+        have = ", ".join(sorted(SUPERCLASS_TABLES))
         raise ValueError(
-            f"data.task = 'superclasses' is ImageNet's 10-superclass table; "
-            f"data.name = '{name}' has none (use 'mapping' with a CSV file)."
+            f"data.task = {task!r} needs a table of superclasses; data.name = '{name}' has "
+            f"none (datasets with one: {have}; use 'mapping' with a CSV file)."
         )
 
 

@@ -14,7 +14,15 @@ import torch
 
 from imprint.data.base import DataError, FileOptions, ImageData
 
-__all__ = ["RawData", "finish", "superclass_table", "check_images", "check_labels"]
+__all__ = [
+    "RawData",
+    "finish",
+    "superclass_table",
+    "modulo_superclass_table",
+    "SUPERCLASS_TABLES",
+    "check_images",
+    "check_labels",
+]
 
 
 @dataclass(frozen=True)
@@ -58,15 +66,39 @@ def check_labels(labels: object, n: int, low: int, high: int, source: Path) -> n
     return array - low
 
 
-def superclass_table() -> np.ndarray:
-    """The paper's 10 meaningful superclasses: (1000,) superclass of each 0-based label."""
-    table = np.full(1000, -1, dtype=np.int64)
-    text = resources.files("imprint.data").joinpath("imagenet_10_superclasses.csv").read_text()
+# Each dataset with a table of meaningful superclasses ships it as package data: a CSV
+# with columns label (0-based) and superclass; a label it leaves out is not used by the
+# superclass tasks.
+SUPERCLASS_TABLES = {
+    "imagenet32": ("imagenet_10_superclasses.csv", 1000),
+    "imagenet64": ("imagenet_10_superclasses.csv", 1000),
+    "fashion_mnist": ("fashion_mnist_superclasses.csv", 10),
+}
+
+
+def superclass_table(name: str = "imagenet32") -> np.ndarray:
+    """(n_labels,) superclass of each 0-based label of dataset ``name``, -1 = not used.
+
+    ImageNet: the paper's 10 meaningful superclasses, covering all 1000 classes.
+    Fashion-MNIST: tops (T-shirt/top, pullover, coat, shirt), bottoms (trouser),
+    footwear (sandal, sneaker, ankle boot) and bags; the dress, neither top nor bottom,
+    is left out. Balance the counts with data.balance = true.
+    """
+    filename, n_labels = SUPERCLASS_TABLES[name]
+    table = np.full(n_labels, -1, dtype=np.int64)
+    text = resources.files("imprint.data").joinpath(filename).read_text()
     for row in csv.DictReader(io.StringIO(text)):
         table[int(row["label"])] = int(row["superclass"])
-    if (table < 0).any():  # pragma: no cover - the shipped table covers every class
-        raise DataError("imagenet_10_superclasses.csv does not cover all 1000 classes.")
     return table
+
+
+def modulo_superclass_table(name: str) -> np.ndarray:
+    """The meaningless control of :func:`superclass_table`: the same labels, grouped by
+    label mod k with k the number of superclasses (ImageNet: label mod 10)."""
+    table = superclass_table(name)
+    k = int(table.max()) + 1
+    labels = np.arange(table.shape[0])
+    return np.where(table >= 0, labels % k, -1)
 
 
 def _read_mapping(path: Path, n_labels: int) -> np.ndarray:
@@ -104,8 +136,11 @@ def _task(labels: np.ndarray, config: FileOptions, n_labels: int) -> tuple[np.nd
         return lookup[labels], len(config.classes)
     if config.task == "classes":
         return labels, n_labels
-    if config.task == "superclasses":
-        return superclass_table()[labels], 10
+    if config.task in ("superclasses", "modulo_superclasses"):
+        table = (superclass_table if config.task == "superclasses" else modulo_superclass_table)(
+            config.name
+        )
+        return table[labels], int(table.max()) + 1
     if config.task == "modulo":
         return labels % config.modulo, config.modulo
     table = _read_mapping(Path(config.mapping_file or ""), n_labels)
@@ -119,6 +154,7 @@ def finish(raw: RawData, config: FileOptions) -> ImageData:
             raise DataError(
                 f"data.classes names label {label}; {config.name} has labels 0..{raw.n_labels - 1}."
             )
+    raw = _crop(raw, config.crop, config.name)
     x_train, y_train = raw.x_train, raw.y_train
     if config.val_source == "train" or raw.x_val is None:
         if config.val_source != "train":
@@ -142,6 +178,8 @@ def finish(raw: RawData, config: FileOptions) -> ImageData:
             x, y = x[keep], y[keep]
         mapped, n_classes = _task(y, config, raw.n_labels)
         keep = mapped >= 0  # a mapping file may leave labels out
+        if config.balance:
+            keep &= _balanced(y, mapped, n_classes)
         return x[keep], mapped[keep], n_classes
 
     x_train, y_train, n_classes = relabel(x_train, y_train)
@@ -171,6 +209,56 @@ def finish(raw: RawData, config: FileOptions) -> ImageData:
         offset=offset,
         scale=scale,
     )
+
+
+def _crop(raw: RawData, crop: int, name: str) -> RawData:
+    """``raw`` without ``crop`` pixels at each border of every channel."""
+    if crop == 0:
+        return raw
+    channels, height, width = raw.shape
+    if min(height, width) - 2 * crop < 2:
+        raise DataError(
+            f"data.crop = {crop} leaves no image: {name} images are {height}x{width}, and "
+            f"at least 2x2 pixels must remain (crop <= {(min(height, width) - 2) // 2})."
+        )
+
+    def cut(x: np.ndarray | None) -> np.ndarray | None:
+        if x is None:
+            return None
+        images = x.reshape(-1, channels, height, width)[
+            :, :, crop : height - crop, crop : width - crop
+        ]
+        return np.ascontiguousarray(images.reshape(x.shape[0] if x.ndim == 2 else 1, -1))
+
+    mean = cut(raw.mean)
+    return RawData(
+        x_train=cut(raw.x_train),
+        y_train=raw.y_train,
+        x_val=cut(raw.x_val),
+        y_val=raw.y_val,
+        shape=(channels, height - 2 * crop, width - 2 * crop),
+        n_labels=raw.n_labels,
+        mean=None if mean is None else mean.reshape(-1),
+    )
+
+
+def _balanced(labels: np.ndarray, mapped: np.ndarray, n_classes: int) -> np.ndarray:
+    """Which images to keep so that every task class has the same count, each taking an
+    equal share of each of its original labels (the first images of each label)."""
+    keep = np.zeros(labels.shape[0], dtype=bool)
+    sources = [np.unique(labels[mapped == target]) for target in range(n_classes)]
+    if any(source.size == 0 for source in sources):
+        return mapped >= 0  # an empty class: nothing to balance against (refused later)
+    # The largest per-label share q_t with |labels of t| * q_t <= the smallest class.
+    capacity = [
+        source.size * min(int((labels == label).sum()) for label in source) for source in sources
+    ]
+    size = min(capacity)
+    for source in sources:
+        share = size // source.size
+        for label in source:
+            keep[np.flatnonzero(labels == label)[:share]] = True
+    return keep
 
 
 def _normalization(

@@ -48,7 +48,7 @@ class MNISTData(FileOptions):
         return document
 
     @model_validator(mode="after")
-    def _no_superclasses(self) -> MNISTData:
+    def _superclasses_of_fashion_mnist_only(self) -> MNISTData:
         refuse_superclasses(self.name, self.task)
         return self
 
@@ -141,4 +141,8 @@ DATASET = Dataset(
     read=read_mnist,
     shape="(1, 28, 28)",
     files="train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-... (each maybe .gz)",
+    options=(
+        "task = superclasses (fashion_mnist: tops, bottoms, footwear, bags; with balance = "
+        "true); root defaults to /usr/share/datasets/fashion-mnist for fashion_mnist"
+    ),
 )
