@@ -172,9 +172,7 @@ class FileOptions(DataSection):
     # bags); "modulo_superclasses": the same labels grouped by label mod (number of
     # superclasses), the meaningless control; "modulo": label mod k (the paper's control);
     # "mapping": labels from data.mapping_file (CSV: label,target).
-    task: Literal["classes", "superclasses", "modulo_superclasses", "modulo", "mapping"] = (
-        "classes"
-    )
+    task: Literal["classes", "superclasses", "modulo_superclasses", "modulo", "mapping"] = "classes"
     modulo: Annotated[int, Field(ge=2)] = 10
     mapping_file: str | None = None
     # Keep only these original (0-based) labels; with task "classes" they become 0..n-1.
