@@ -274,3 +274,87 @@ def test_report_and_compare_out_never_overwrite_run_files(finished, capsys):
         code = main([command, str(finished.root), "--out", str(finished.root / "config.toml")])
         assert code == 2 and "must end in .html" in capsys.readouterr().err
     assert (finished.root / "config.toml").read_text() == config_text
+
+
+def test_a_small_gzip_that_expands_past_its_header_is_refused(tmp_path):
+    """The IDX reader streams: it reads the header's count and one byte more, so 32 MB
+    of zeros behind a header of 2 images is refused without holding them."""
+    import gzip
+
+    from imprint.config import MNISTData
+    from imprint.data import DataError, load_dataset
+    from tests.data_fixtures import idx_bytes
+
+    write_mnist(tmp_path, n_train=2, n_test=2)
+    images = idx_bytes(torch.zeros(2, 28, 28, dtype=torch.uint8).numpy()) + bytes(32 << 20)
+    packed = gzip.compress(images, compresslevel=9)
+    assert len(packed) < 64 << 10  # a small file
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(packed)
+    with pytest.raises(DataError, match=r"header says \[2, 28, 28\] .* holds more than 1568"):
+        load_dataset(MNISTData(root=str(tmp_path)))
+
+
+def test_pickles_cannot_allocate_arrays_larger_than_themselves(tmp_path):
+    """numpy's reconstruct path builds an array of any shape from a few bytes unless its
+    data follows; calling numpy.ndarray does the same. Both are refused, and numpy's own
+    pickles still read."""
+    import pickle
+    import warnings
+
+    import numpy as np
+
+    from imprint.data import DataError
+    from imprint.data.safe import safe_unpickle
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from numpy.core.multiarray import _reconstruct
+
+    class Uninitialised:
+        def __reduce__(self):
+            return (_reconstruct, (np.ndarray, (200_000, 3072), b"B"))
+
+    class Called:
+        def __reduce__(self):
+            return (np.ndarray, ((200_000, 3072), "B"))
+
+    for hostile, message in ((Uninitialised(), "without its data"), (Called(), "calling")):
+        path = tmp_path / "data_batch_1"
+        path.write_bytes(pickle.dumps({"data": hostile}, protocol=2))
+        assert path.stat().st_size < 300
+        with pytest.raises(DataError, match=message):
+            safe_unpickle(path)
+    fine = {"data": np.arange(12, dtype=np.uint8).reshape(3, 4), "labels": [1, 2, 3]}
+    for protocol in (2, 4, 5):
+        path.write_bytes(pickle.dumps(fine, protocol=protocol))
+        assert np.array_equal(safe_unpickle(path)["data"], fine["data"])
+
+
+def test_mapping_targets_are_bounded_by_the_labels(tmp_path):
+    from imprint.config import MNISTData
+    from imprint.data import DataError, load_dataset
+
+    write_mnist(tmp_path, n_train=20, n_test=10)
+    mapping = tmp_path / "map.csv"
+    mapping.write_text("label,target\n0,0\n1,999999999\n")
+    config = MNISTData(root=str(tmp_path), task="mapping", mapping_file=str(mapping))
+    with pytest.raises(DataError, match=r"map.csv line 3: label and target must be in 0..9"):
+        load_dataset(config)
+
+
+def test_deeply_nested_files_are_one_line_errors(tmp_path, capsys, finished):
+    """A config, a sweep file, a --set value and a run folder's JSON nested 100,000 deep
+    are refused by name (Python's parsers would otherwise recurse until they fail)."""
+    deep = "[" * 100_000 + "]" * 100_000
+    config = tmp_path / "deep.toml"
+    config.write_text(f'[data]\nname = "nlgp"\nx = {deep}\n')
+    assert main(["run", str(config), "--out", str(tmp_path / "r")]) == 2
+    assert "deep.toml is nested too deeply" in capsys.readouterr().err
+    sweep = tmp_path / "deep_sweep.toml"
+    sweep.write_text(f'name = "s"\nbase = "x.toml"\nseeds = [0]\nv = {deep}\n')
+    assert main(["sweep", str(sweep), "--out", str(tmp_path / "s")]) == 2
+    assert "deep_sweep.toml is nested too deeply" in capsys.readouterr().err
+    (finished.round_dir(1) / "metrics.json").write_text(deep)
+    assert main(["report", str(finished.root), "--quiet"]) != 0
+    err = capsys.readouterr().err
+    assert "001/metrics.json is not readable JSON" in err and "Traceback" not in err

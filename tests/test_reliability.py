@@ -18,7 +18,7 @@ import torch
 
 from imprint import runs as runs_module
 from imprint.imp import run_imp
-from imprint.runs import RunFolder, RunFolderError
+from imprint.runs import _TEMP_HOST, RunFolder, RunFolderError
 from imprint.train import TrainingDiverged
 from tests.conftest import ROOT, interrupt_at, smoke_config, smoke_run_args
 
@@ -333,8 +333,45 @@ def test_start_killed_before_config_is_not_foreign(tmp_path):
     out.mkdir()
     (out / ".lock").write_text("")
     (out / "manifest.json").write_text("{")  # half of a start: overwritten
-    (out / ".config.toml.x1.tmp").write_text("partial")
+    stale = out / f".config.toml.{_TEMP_HOST}-{_dead_pid()}.x1.tmp"  # its writer has ended
+    stale.write_text("partial")
     result = _run(out, "prune.max_rounds=0")
     assert len(result.rounds) == 1
     assert json.loads((out / "manifest.json").read_text())["torch"] == torch.__version__
-    assert not (out / ".config.toml.x1.tmp").exists()  # stale temporaries removed
+    assert not stale.exists()  # stale temporaries removed
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_temporaries_of_living_processes_are_kept(tmp_path):
+    """Taking the lock removes the temporaries of ended writers only: those of a process
+    still writing (here a sleeping child), of another machine or of an unknown writer
+    younger than a day stay."""
+    out = tmp_path / "run"
+    _run(out, "prune.max_rounds=0")
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        living = out / f".report.html.{_TEMP_HOST}-{child.pid}.ab12.tmp"
+        dead = out / f".report.html.{_TEMP_HOST}-{_dead_pid()}.cd34.tmp"
+        remote = out / "rounds" / "000" / ".metrics.json.otherhost-1.ef56.tmp"
+        unknown_new = out / ".summary.csv.gh78.tmp"
+        unknown_old = out / ".summary.csv.ij90.tmp"
+        for path in (living, dead, remote, unknown_new, unknown_old):
+            path.write_text("partial")
+        os.utime(unknown_old, (time.time() - 2 * 86_400,) * 2)
+        with RunFolder(out).lock():
+            pass
+        assert [p.exists() for p in (living, dead, remote, unknown_new, unknown_old)] == [
+            True,
+            False,
+            True,
+            True,
+            False,
+        ]
+    finally:
+        child.kill()
+        child.wait()

@@ -247,7 +247,9 @@ def _format_errors(
             continue
         if kind == "literal_error":
             expected = item.get("ctx", {}).get("expected", "")
-            lines.append(f"{where}: '{loc}' must be one of {expected}. Got {item.get('input')!r}.")
+            lines.append(
+                f"{where}: '{loc}' must be one of {expected}. Got {_shown(item.get('input'))}."
+            )
         elif kind == "union_tag_invalid":
             expected = item.get("ctx", {}).get("expected_tags", "")
             tag = item.get("ctx", {}).get("tag")
@@ -267,7 +269,7 @@ def _format_errors(
             msg = item["msg"]
             key = f"'{loc}'" if loc else "config"
             got = item.get("input")
-            got_text = "" if isinstance(got, dict) else f" Got {got!r}."
+            got_text = "" if isinstance(got, dict) else f" Got {_shown(got)}."
             lines.append(f"{where}: {key}: {msg}.{got_text}")
     if unknown_data:
         name = _data_name(error)
@@ -280,13 +282,20 @@ def _format_errors(
     return "\n".join(lines)
 
 
+def _shown(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, shortened so that an error stays one readable line."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 15]}... ({len(text)} characters)"
+
+
 def _origin(loc: str, source: str, overridden: dict[str, str]) -> str:
     """``--set key=value`` when an override set ``loc`` (or a section above it)."""
     parts = loc.split(".")
     for end in range(len(parts), 0, -1):
         key = ".".join(parts[:end])
         if key in overridden:
-            return f"--set {overridden[key]}"
+            item = overridden[key]
+            return f"--set {item if len(item) <= 80 else item[:65] + '...'}"
     return source
 
 
@@ -348,7 +357,7 @@ def _parse_value(text: str) -> Any:
     """A TOML value (``2000``, ``0.1``, ``true``, ``[1, 2]``, ``"imp"``); bare words are strings."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
         return text
 
 
@@ -393,6 +402,8 @@ def read_toml(path: str | Path, what: str = "Config file") -> dict[str, Any]:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"{what} {path} is not valid TOML: {error}") from None
+    except RecursionError:
+        raise ConfigError(f"{what} {path} is nested too deeply to be a config.") from None
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:

@@ -38,9 +38,11 @@ import math
 import os
 import platform
 import stat
+import re
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -210,9 +212,34 @@ def _file_mode() -> int:
 _FILE_MODE = _file_mode()
 
 
+_TEMP_HOST = re.sub(r"[^A-Za-z0-9]", "", platform.node())[:32] or "host"
+
+
+def _writer_gone(temporary: Path) -> bool:
+    """Whether the process that wrote ``temporary`` (.NAME.HOST-PID.XXXX.tmp) has ended;
+    a temporary of another machine, or of an older imprint (no pid), counts as gone only
+    when it is older than a day."""
+    match = re.search(r"\.([A-Za-z0-9]*)-(\d+)\.[^.]*\.tmp$", temporary.name)
+    if match is None or match.group(1) != _TEMP_HOST:
+        try:
+            return time.time() - temporary.lstat().st_mtime > 86_400
+        except OSError:
+            return False
+    try:
+        os.kill(int(match.group(2)), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError, ValueError):
+        return False
+    return False
+
+
 def _atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # The writer's pid in the name: a temporary is removed only once its writer is gone.
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.{_TEMP_HOST}-{os.getpid()}.", suffix=".tmp", dir=path.parent
+    )
     try:
         os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600 files; results are meant to be shared
         with os.fdopen(fd, "wb") as handle:
@@ -362,10 +389,13 @@ class RunFolder:
 
     def _remove_temporaries(self) -> None:
         """Half-written files of a killed process: never read, removed under the lock.
-        Only this folder's own files: a group's member folders have their own lock."""
+        Only this folder's own files (a group's member folders have their own lock), and
+        only those whose writer has ended: a report or analysis writing here at the same
+        moment keeps its temporaries."""
         for pattern in (".*.tmp", "rounds/*/.*.tmp", "analysis/.*.tmp", "analysis/*/.*.tmp"):
             for path in self.root.glob(pattern):
-                path.unlink(missing_ok=True)
+                if _writer_gone(path):
+                    path.unlink(missing_ok=True)
 
     def _refuse_foreign(self) -> None:
         if self.config_path.exists() or not self.root.exists():
@@ -461,7 +491,7 @@ class RunFolder:
             metadata = json.loads(header["__metadata__"]["imprint"])
             if not isinstance(metadata, dict):
                 raise ValueError("the metadata is not a JSON object")
-        except (ValueError, KeyError, TypeError) as error:
+        except (ValueError, KeyError, TypeError, RecursionError) as error:
             raise RunFolderError(f"{path} has no readable imprint metadata: {error}.") from None
         return tensors, metadata
 
@@ -557,7 +587,20 @@ class RunFolder:
         self, stored: Mapping[str, Any], current: Mapping[str, Any], keys: Sequence[str]
     ) -> None:
         a, b = _flatten(stored), _flatten(current)
-        log = json.loads(_read_text(self.changes_path)) if self.changes_path.exists() else []
+        log: list[Any] = []
+        if self.changes_path.exists():
+            try:
+                log = json.loads(_read_text(self.changes_path))
+            except (OSError, ValueError, RecursionError) as error:
+                raise RunFolderError(
+                    f"{self.changes_path} is not readable JSON ({error}); move it away to "
+                    "start a new log of changes."
+                ) from None
+            if not isinstance(log, list):
+                raise RunFolderError(
+                    f"{self.changes_path} must hold a JSON list of changes. "
+                    f"Got {type(log).__name__}."
+                )
         log.append(
             {
                 "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -570,7 +613,7 @@ class RunFolder:
     def read_config_document(self) -> dict[str, Any]:
         try:
             return tomllib.loads(_read_text(self.config_path))
-        except (OSError, tomllib.TOMLDecodeError) as error:
+        except (OSError, tomllib.TOMLDecodeError, RecursionError) as error:
             raise RunFolderError(f"Cannot read {self.config_path}: {error}.") from error
 
     def write_data_record(self, record: Mapping[str, Any]) -> None:
@@ -583,7 +626,7 @@ class RunFolder:
             raise RunFolderError(
                 f"{self.data_path} is missing (written when a run starts)."
             ) from None
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, RecursionError) as error:
             raise RunFolderError(f"{self.data_path} is not readable JSON: {error}.") from None
 
     def read_config(self) -> Config:
@@ -669,7 +712,7 @@ class RunFolder:
             return check_round_metrics(json.loads(_read_text(path)), index, path)
         except FileNotFoundError:
             raise RunFolderError(f"{path} is missing: round {index} is not complete.") from None
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, RecursionError) as error:
             raise RunFolderError(f"{path} is not readable JSON: {error}.") from None
 
     def round_masks(self, index: int) -> dict[str, torch.Tensor]:
@@ -790,7 +833,7 @@ def group_members(root: str | Path) -> list[tuple[int, Path]]:
             raise ValueError("'seeds' must be a list of integers >= 0")
     except FileNotFoundError:
         raise RunFolderError(f"{path} is missing: {root} is not a group folder.") from None
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as error:
         raise RunFolderError(f"{path} is not a readable group record: {error}.") from None
     return [(seed, member_dir(root, seed)) for seed in seeds]
 
@@ -842,7 +885,7 @@ def read_json(path: str | Path) -> dict[str, Any]:
     """A JSON object stored in a run folder, or a RunFolderError naming the file."""
     try:
         record = json.loads(read_text(path))
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:  # RecursionError: nested too deeply
         raise RunFolderError(f"{path} is not readable JSON: {error}.") from None
     if not isinstance(record, dict):
         raise RunFolderError(f"{path} must hold a JSON object. Got {type(record).__name__}.")

@@ -119,10 +119,11 @@ def _read_mapping(path: Path, n_labels: int) -> np.ndarray:
                 f"data.mapping_file: {path} line {line} must have integer 'label' and "
                 f"'target' columns. Got {row}."
             ) from None
-        if not 0 <= label < n_labels or target < 0:
+        if not (0 <= label < n_labels and 0 <= target < n_labels):
+            # A task has at most as many classes as the dataset has labels.
             raise DataError(
-                f"data.mapping_file: {path} line {line}: label must be in 0..{n_labels - 1} "
-                f"and target >= 0. Got {label},{target}."
+                f"data.mapping_file: {path} line {line}: label and target must be in "
+                f"0..{n_labels - 1}. Got {label},{target}."
             )
         table[label] = target
     return table

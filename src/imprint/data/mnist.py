@@ -71,31 +71,59 @@ def _find(root: Path, stem: str) -> Path:
 
 
 def read_idx(path: Path, ndim: int) -> np.ndarray:
-    """An unsigned-byte IDX array with ``ndim`` dimensions."""
+    """An unsigned-byte IDX array with ``ndim`` dimensions.
+
+    The file is streamed (gunzipped on the fly for ``.gz``): never more than the header's
+    count is read, so a small gzip that expands to gigabytes is refused at that count.
+    """
     import numpy as np
 
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        with path.open("rb") as plain, (
+            gzip.GzipFile(fileobj=plain) if path.suffix == ".gz" else plain
+        ) as handle:
+            head = handle.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0:
+                raise DataError(f"{path}: not an IDX file (bad magic number).")
+            if head[2] != _UBYTE or head[3] != ndim:
+                raise DataError(
+                    f"{path}: expected unsigned bytes in {ndim} dimensions (type 0x08, "
+                    f"{ndim}). Got type 0x{head[2]:02x} in {head[3]} dimensions."
+                )
+            sizes = handle.read(4 * ndim)
+            if len(sizes) < 4 * ndim:
+                raise DataError(f"{path}: truncated header.")
+            dims = [int.from_bytes(sizes[4 * i : 4 * i + 4], "big") for i in range(ndim)]
+            count = int(np.prod(dims, dtype=object))
+            if count > _MAX_VALUES:
+                raise DataError(
+                    f"{path}: header says {dims} ({count} values), more than an IDX image "
+                    f"file holds (at most {_MAX_VALUES}); the file is corrupt."
+                )
+            values = _read_exactly(handle, count)
+            extra = len(handle.read(1))
+    except DataError:
+        raise
     except (OSError, EOFError, zlib.error) as error:
         raise DataError(f"{path} is not a readable (gzipped) IDX file ({error}).") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise DataError(f"{path}: not an IDX file (bad magic number).")
-    if raw[2] != _UBYTE or raw[3] != ndim:
+    if len(values) != count or extra:
+        held = f"{len(values)}" if len(values) < count else f"more than {count}"
         raise DataError(
-            f"{path}: expected unsigned bytes in {ndim} dimensions (type 0x08, {ndim}). "
-            f"Got type 0x{raw[2]:02x} in {raw[3]} dimensions."
+            f"{path}: header says {dims} ({count} values) but the file holds {held}; "
+            "the file is truncated or corrupt."
         )
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{path}: truncated header.")
-    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    count = int(np.prod(dims, dtype=np.int64))
-    if count > _MAX_VALUES or len(raw) - header != count:
-        raise DataError(
-            f"{path}: header says {dims} ({count} values) but the file holds "
-            f"{len(raw) - header}; the file is truncated or corrupt."
-        )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+    return np.frombuffer(values, dtype=np.uint8).reshape(dims)
+
+
+def _read_exactly(handle: Any, count: int, chunk: int = 16 << 20) -> bytearray:
+    """Up to ``count`` bytes, read in chunks (memory grows only as data arrives)."""
+    out = bytearray()
+    while len(out) < count:
+        block = handle.read(min(chunk, count - len(out)))
+        if not block:
+            break
+        out += block
+    return out
 
 
 def _split(root: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]:

@@ -23,6 +23,10 @@ _ALLOWED_GLOBALS = {
     ("numpy._core.multiarray", "scalar"),
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
+    # Protocol 5 (numpy >= 1.16): an array from its own bytes, reshaped; as large as the
+    # bytes it is given, no larger.
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
     # Protocol-2 pickles (Python 2's, the formats' original) spell raw bytes as
     # _codecs.encode(text, 'latin1'): a pure string-to-bytes conversion.
     ("_codecs", "encode"),
@@ -44,12 +48,46 @@ _READ_ERRORS = (
 )
 
 
+class _ArrayType:
+    """Stands for numpy.ndarray in a pickle: numpy's own pickles name the class only as
+    the first argument of ``_reconstruct``, so a pickle that calls it (allocating an
+    array of any shape from a few bytes) is refused."""
+
+    def __init__(self, source: Path) -> None:
+        self.source = source
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise DataError(f"{self.source}: refused to build an array by calling numpy.ndarray.")
+
+
+def _checked_reconstruct(source: Path, reconstruct: Any) -> Any:
+    """numpy's ``_reconstruct``, admitting only what numpy's pickles ask of it: an empty
+    ndarray, whose contents the pickle then sets from its own bytes (so an array is
+    never larger than the file). Any other shape is uninitialised memory."""
+
+    def rebuild(subtype: Any, shape: Any, dtype: Any) -> Any:
+        if isinstance(subtype, _ArrayType):
+            subtype = np.ndarray
+        if subtype is not np.ndarray or tuple(np.atleast_1d(shape)) != (0,):
+            raise DataError(
+                f"{source}: refused an array built as {shape!r} without its data "
+                "(numpy's pickles rebuild arrays from shape (0,) and their bytes)."
+            )
+        return reconstruct(subtype, shape, dtype)
+
+    return rebuild
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     def __init__(self, handle: io.BufferedIOBase, source: Path) -> None:
         super().__init__(handle, encoding="latin1")  # the files were written by Python 2
         self.source = source
 
     def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == ("numpy", "ndarray"):
+            return _ArrayType(self.source)
+        if (module, name) in _ALLOWED_GLOBALS and name == "_reconstruct":
+            return _checked_reconstruct(self.source, super().find_class(module, name))
         if (module, name) in _ALLOWED_GLOBALS:
             return super().find_class(module, name)
         raise DataError(
