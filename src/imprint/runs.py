@@ -37,8 +37,8 @@ import json
 import math
 import os
 import platform
-import stat
 import re
+import stat
 import subprocess
 import sys
 import tempfile

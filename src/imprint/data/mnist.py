@@ -79,9 +79,10 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
     import numpy as np
 
     try:
-        with path.open("rb") as plain, (
-            gzip.GzipFile(fileobj=plain) if path.suffix == ".gz" else plain
-        ) as handle:
+        with (
+            path.open("rb") as plain,
+            gzip.GzipFile(fileobj=plain) if path.suffix == ".gz" else plain as handle,
+        ):
             head = handle.read(4)
             if len(head) < 4 or head[0] != 0 or head[1] != 0:
                 raise DataError(f"{path}: not an IDX file (bad magic number).")
