@@ -18,6 +18,7 @@ from imprint.analyze import AnalysisOptions, analyze_run
 from imprint.data import DataError
 from imprint.imp import run_imp
 from imprint.report import build_report, report_sections
+from imprint.runs import RunFolder
 from tests.conftest import smoke_config
 
 OPTIONS = AnalysisOptions(gallery_size=8, evolution_units=8, invariance_units=16, formats=("png",))
@@ -106,6 +107,7 @@ def test_every_entry_is_written_and_reported(run):
     round_dir = analysis / f"round_{LAST:03d}"
     layers = [int(layer) for layer in result["layers"]]
     assert layers == [0, 1]
+    channels = RunFolder(run).read_data_record()["shape"][0]
     expected = []  # (file, caption)
     for entry in analyses.OVER_ROUNDS:
         for spec in entry.figures:
@@ -116,7 +118,7 @@ def test_every_entry_is_written_and_reported(run):
         for layer in layers if entry.every_layer else [0]:
             for spec in entry.figures:
                 path = round_dir / f"{spec.file_stem(layer)}.png"
-                expected.append((path, spec.caption_for(layer)))
+                expected.append((path, spec.caption_for(layer, channels)))
     written = {str(run / p) for p in summary["figures"] + result["figures"]}
     for path, _ in expected:
         assert path.is_file() and str(path) in written, path

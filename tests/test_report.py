@@ -136,3 +136,52 @@ def test_rounds_table_is_readable():
     assert table[1]["weights left"] == "50.00%" and table[0]["best top-1"] == "99.00%"
     assert table[0]["locality index"] == "0.000 ± 0.000"
     assert table[1]["locality index"] == "too few pairs"
+    from imprint.report import _column_name
+
+    assert [_column_name(k) for k in ("ipr_l0", "kurtosis_l1", "connected_l0", "density_l2")] == [
+        "weight IPR, layer 0",
+        "excess kurtosis, layer 1",
+        "connected units, layer 0",
+        "weights left, layer 2",
+    ]
+
+
+def test_captions_speak_of_s_dc_only_with_several_channels(report, tmp_path):
+    """The locality-map caption names S_dc where the images have channels to pair
+    (this module's runs have 3), and not for one-channel images."""
+    from imprint.analyses import ROUND_ANALYSES
+
+    (maps,) = [e for e in ROUND_ANALYSES if e.name == "locality_maps"]
+    assert "S_dc" in maps.figures[0].caption_for(0, channels=3)
+    assert "S_dc" not in maps.figures[0].caption_for(0, channels=1)
+    assert "S_dc(d) (pairs in different channels) of layer 0" in report.read_text()
+    one = tmp_path / "one-channel"
+    run_imp(smoke_config(), one, device="cpu", progress=False, log=_quiet)
+    page = build_report(one, "last", OPTIONS, log=_quiet).read_text()
+    assert "S_sc(d) (pairs in the same channel) of layer 0" in page and "S_dc" not in page
+
+
+def test_legends_sit_outside_the_data():
+    """Curves that cross the whole plot leave no corner for a legend: every line plot
+    puts it below its axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from imprint.plots import plot_accuracy_vs_remaining, plot_curves, plot_scalar_over_rounds
+
+    rounds = [{"round": k, "density": 0.7**k, "best_val_top1": 0.9 - 0.01 * k} for k in range(9)]
+    curves = [
+        {"step": s, "train_loss": 1 / s, "val_loss": 1 / s, "val_top1": 0.5, "train_top1": 0.5}
+        for s in (1, 2, 3)
+    ]
+    figures = (
+        plot_accuracy_vs_remaining(rounds, study=4),
+        plot_scalar_over_rounds(rounds, [0.1 * k for k in range(9)], "x", null=0.0),
+        plot_curves(curves, "round 1"),
+    )
+    for fig in figures:
+        fig.canvas.draw()
+        (ax,) = [a for a in fig.axes if a.get_legend() is not None]
+        legend = ax.get_legend().get_window_extent()
+        assert legend.y1 <= ax.get_window_extent().y0  # entirely below the axes
+        assert fig.bbox.y0 <= legend.y0  # and inside the figure

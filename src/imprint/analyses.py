@@ -102,7 +102,9 @@ class Section:
 class Figure:
     """One figure file of an entry: ``stem`` (``round_NNN/<stem>.png|svg`` for a
     per-round entry, ``analysis/<stem>.*`` over rounds) and its report caption; in
-    both, ``{l}`` stands for the layer of an ``every_layer`` entry."""
+    both, ``{l}`` stands for the layer of an ``every_layer`` entry; in the caption,
+    ``{dc}`` for the words on different-channel pairs, said only of images with several
+    channels."""
 
     stem: str
     caption: str
@@ -110,8 +112,9 @@ class Figure:
     def file_stem(self, layer: int) -> str:
         return self.stem.replace("{l}", str(layer))
 
-    def caption_for(self, layer: int) -> str:
-        return self.caption.replace("{l}", str(layer))
+    def caption_for(self, layer: int, channels: int = 1) -> str:
+        dc = " and S_dc(d) (pairs in different channels)" if channels > 1 else ""
+        return self.caption.replace("{l}", str(layer)).replace("{dc}", dc)
 
 
 @dataclass(frozen=True)
@@ -759,8 +762,9 @@ ROUND_ANALYSES: tuple[Analysis, ...] = (
         (
             Figure(
                 "locality_maps_l{l}",
-                "S_sc(d) and S_dc(d) of layer {l} (in input space through effective masks "
-                "beyond layer 0): a bright centre means connected inputs are neighbours.",
+                "S_sc(d) (pairs in the same channel){dc} of layer {l} (in input space "
+                "through effective masks beyond layer 0): a bright centre means connected "
+                "inputs are neighbours.",
             ),
         ),
         _locality_maps,

@@ -43,6 +43,7 @@ __all__ = [
     "write_evolution_gif",
     "plot_groups_over_density",
     "group_color",
+    "legend_below",
 ]
 
 STYLE = {
@@ -101,6 +102,27 @@ def _percent(density: Sequence[float]) -> np.ndarray:
 _PLAIN = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")
 
 
+def legend_below(
+    ax: Any,
+    handles: Sequence[Any] | None = None,
+    labels: Sequence[str] | None = None,
+    columns: int = 2,
+) -> None:
+    """The legend below the axes, outside the data: curves that sweep across the whole
+    plot (accuracy, locality, kurtosis) leave no corner free."""
+    if handles is None or labels is None:
+        handles, labels = ax.get_legend_handles_labels()
+    ax.legend(
+        handles,
+        labels,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.2),
+        # as many columns as fit the figure's width (about 70 characters at 8 pt)
+        ncol=max(1, min(columns, len(labels), 70 // max(12, *map(len, labels), 12))),
+        frameon=False,
+    )
+
+
 def density_axis(ax: Any, ylabel: str, log_y: bool = False) -> None:
     """The x axis every over-rounds figure shares: % of prunable weights left, log scale,
     reversed so that pruning proceeds to the right."""
@@ -154,7 +176,7 @@ def plot_accuracy_vs_remaining(
     )
     ax.axhline(y[0], color="0.6", lw=0.8, ls="--", label="dense")
     density_axis(ax, "validation top-1 (%)")
-    ax.legend(loc="best")
+    legend_below(ax)
     return fig
 
 
@@ -182,7 +204,7 @@ def plot_scalar_over_rounds(
         nulls = np.broadcast_to(np.asarray(null, dtype=float), x.shape)
         ax.plot(x, nulls, "--", color="0.5", label=null_label)
     density_axis(ax, label, log_y)
-    ax.legend(loc="best")
+    legend_below(ax)
     return fig
 
 
@@ -204,7 +226,7 @@ def plot_curves(
     right.set_ylabel("accuracy (%)")
     lines = ax.get_legend_handles_labels()
     more = right.get_legend_handles_labels()
-    ax.legend(lines[0] + more[0], lines[1] + more[1], loc="center right")
+    legend_below(ax, lines[0] + more[0], lines[1] + more[1], columns=4)
     if title:
         ax.set_title(title)
     return fig
@@ -220,6 +242,7 @@ def plot_cin_histogram(c_in: torch.Tensor, title: str = "", ax: Any | None = Non
         # integer-centred bins while they are few; 50 equal bins beyond
         bins = np.arange(lo, hi + 2) - 0.5 if hi - lo < 50 else 50
         ax.hist(connected, bins=bins, color="C0", log=True)
+        ax.yaxis.set_major_formatter(_PLAIN)  # 1, 10, 100 units, not 10^0
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # counts
     ax.set_xlabel("C_in: inputs connected to the unit")
     ax.set_ylabel("units (log)")
@@ -335,7 +358,6 @@ def plot_gallery(
         data = np.zeros((1, *data.shape[1:]))
     n, channels, height, width = data.shape
     cols = min(columns, n)
-    rows = (n + cols - 1) // cols
     peak = float(np.abs(data).max()) or 1.0
     binary = not signed and bool(np.isin(data, (0.0, 1.0)).all())  # a mask: no colour scale
     # Room for a legible label above each tile: the gap between rows, in pixels, sized
@@ -343,11 +365,14 @@ def plot_gallery(
     gap = max(1, round(0.16 * height)) if labels is not None else 1
     canvas = _mosaic(data, cols, gap)
     tile = 0.75 if max(height, width) <= 16 else 0.9
+    scale_bar = channels != 3 and not binary  # room for it, so the tiles keep their size
+    inch = tile / max(height, width)  # per canvas pixel, gaps included
     fig, ax = _axes(
         None,
         (
-            tile * cols * width / max(height, width) + 1.4,
-            tile * rows * (height + gap) / max(height, width) + 0.7,
+            # at least wide enough for the title over a handful of tiles
+            max(3.0, inch * canvas.shape[1] + (1.6 if scale_bar else 0.4)),
+            max(1.6, inch * canvas.shape[0] + (0.9 if labels is not None else 0.6)),
         ),
     )
     if channels == 3:
@@ -366,8 +391,8 @@ def plot_gallery(
             vmax=peak,
             interpolation="nearest",
         )
-        if not binary:
-            fig.colorbar(im, ax=ax, shrink=0.7, label="weight" if signed else "paths")
+        if scale_bar:
+            fig.colorbar(im, ax=ax, shrink=0.6, label="weight" if signed else "paths")
     if labels is not None:
         for i, label in enumerate(labels[:n]):
             r, c = divmod(i, cols)
@@ -408,7 +433,7 @@ def plot_ablation(
         ax.axhline(100 * baseline, color="0.6", lw=0.8, ls=":", label="chance")
     ax.set_xlabel(f"first-layer units removed (of {n_units})")
     ax.set_ylabel("validation top-1 (%)")
-    ax.legend(loc="best")
+    legend_below(ax)
     return fig
 
 
@@ -470,7 +495,7 @@ def plot_groups_over_density(
     if null is not None:
         ax.axhline(null, color="0.5", ls="--", lw=0.8, label="null")
     density_axis(ax, label, log_y)
-    ax.legend(fontsize=7, loc="best", ncol=2)
+    legend_below(ax, columns=3)
     return fig
 
 

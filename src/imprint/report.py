@@ -36,7 +36,14 @@ from imprint.analysis.units import select_units, unit_images
 from imprint.analyze import analyze_run, resolve_rounds, round_readings
 from imprint.config import config_to_dict
 from imprint.imp import read_group, study_round
-from imprint.plots import STYLE, density_axis, group_color, plot_displacement_maps, plot_gallery
+from imprint.plots import (
+    STYLE,
+    density_axis,
+    group_color,
+    legend_below,
+    plot_displacement_maps,
+    plot_gallery,
+)
 from imprint.runs import (
     RunFolder,
     RunFolderError,
@@ -172,7 +179,9 @@ def build_report(
     layers = hidden_layers(folder.round_masks(shown))
 
     def collect() -> list[_Item]:
-        return _figure_items(analysis, analysis, round_dir, layers, "", group=False)
+        return _figure_items(
+            analysis, analysis, round_dir, layers, "", group=False, channels=_channels(folder)
+        )
 
     done = folder.completed_rounds()
     rounds_csv = analysis / "rounds.csv"
@@ -279,6 +288,7 @@ def _entry_items(
     directory: Path,
     skips: dict[str, str],
     prefix: str,
+    channels: int,
 ) -> list[_Item]:
     """The figures of ``entry`` (at ``layer``) in ``directory``, or why they are not there."""
     if key in skips:
@@ -292,8 +302,13 @@ def _entry_items(
             note = f"{prefix}{stem} is missing from {directory}: imprint analyze did not write it."
             items.append(_Item(entry.section, note=note, missing=stem))
         else:
-            items.append(_Item(entry.section, path, prefix + spec.caption_for(layer)))
+            items.append(_Item(entry.section, path, prefix + spec.caption_for(layer, channels)))
     return items
+
+
+def _channels(folder: RunFolder) -> int:
+    """The input channels of a run's images (captions speak of S_dc only when > 1)."""
+    return int(folder.read_data_record()["shape"][0])
 
 
 def _figure_items(
@@ -303,6 +318,7 @@ def _figure_items(
     layers: Sequence[int],
     prefix: str,
     group: bool,
+    channels: int,
 ) -> list[_Item]:
     """Every figure of the registry's entries for one report: over-round figures from
     ``over_rounds`` (a run's analysis/, or a group's), those a group does not draw from
@@ -315,13 +331,15 @@ def _figure_items(
     for over in analyses.OVER_ROUNDS:
         if over.groups or not group:
             where = round_dir if over.in_round_folder else over_rounds
-            items += _entry_items(over, over.name, 0, where, over_skips, "")
+            items += _entry_items(over, over.name, 0, where, over_skips, "", channels)
         else:
             where = round_dir if over.in_round_folder else seed_over_rounds
-            items += _entry_items(over, over.name, 0, where, seed_skips, prefix)
+            items += _entry_items(over, over.name, 0, where, seed_skips, prefix, channels)
     for entry in analyses.ROUND_ANALYSES:
         for layer in layers if entry.every_layer else [0]:
-            items += _entry_items(entry, entry.key(layer), layer, round_dir, round_skips, prefix)
+            items += _entry_items(
+                entry, entry.key(layer), layer, round_dir, round_skips, prefix, channels
+            )
     return items
 
 
@@ -397,7 +415,7 @@ def _readable(rows: list[dict[str, str]]) -> list[dict[str, str]]:
     if not out:
         return out
     columns = [k for k in out[0] if k == "round" or len({r.get(k) for r in out}) > 1]
-    shown: list[str] = []  # a column equal to an earlier one (left L0 = weights left) once
+    shown: list[str] = []  # a column equal to an earlier one (layer 0 left = weights left) once
     for key in columns:
         if not any(all(r.get(key) == r.get(other) for r in out) for other in shown):
             shown.append(key)
@@ -407,8 +425,13 @@ def _readable(rows: list[dict[str, str]]) -> list[dict[str, str]]:
 def _column_name(key: str) -> str:
     if key in _COLUMN_NAMES:
         return _COLUMN_NAMES[key]
-    for prefix, label in (("density_l", "left L"), ("connected_l", "connected L")):
-        if key.startswith(prefix):
+    for prefix, label in (
+        ("density_l", "weights left, layer "),
+        ("connected_l", "connected units, layer "),
+        ("ipr_l", "weight IPR, layer "),
+        ("kurtosis_l", "excess kurtosis, layer "),
+    ):
+        if key.startswith(prefix) and key.removeprefix(prefix).isdigit():
             return label + key.removeprefix(prefix)
     return key.replace("_", " ")
 
@@ -429,7 +452,15 @@ def _build_group_report(
     prefix = f"Seed {seeds[0]} (one of {len(seeds)}): "
 
     def collect() -> list[_Item]:
-        return _figure_items(root / "analysis", analysis, round_dir, layers, prefix, group=True)
+        return _figure_items(
+            root / "analysis",
+            analysis,
+            round_dir,
+            layers,
+            prefix,
+            group=True,
+            channels=_channels(example),
+        )
 
     readings_path = root / "analysis" / "readings.json"
     current = read_json(readings_path).get("rounds") if readings_path.exists() else None
@@ -584,11 +615,8 @@ def _overlay(runs: list[_Run], value: str, ylabel: str, log_y: bool = False) -> 
         if sd is not None:
             ax.fill_between(x, mean - sd, mean + sd, color=color, alpha=0.2)
     density_axis(ax, ylabel, log_y)
-    if len(groups) > 4:  # many groups: the legend below the axes, never over the data
-        fig.set_size_inches(6.2, 3.9 + 0.17 * len(groups))
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=1)
-    else:
-        ax.legend(fontsize=7, loc="best")
+    fig.set_size_inches(6.2, 3.9 + 0.09 * len(groups))  # room for the legend below
+    legend_below(ax)
     return _png(fig)
 
 
