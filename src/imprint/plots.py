@@ -9,6 +9,7 @@ weights, RGB for colour masks.
 from __future__ import annotations
 
 import io
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,8 +118,8 @@ def legend_below(
         labels,
         loc="upper center",
         bbox_to_anchor=(0.5, -0.2),
-        # as many columns as fit the figure's width (about 70 characters at 8 pt)
-        ncol=max(1, min(columns, len(labels), 70 // max(12, *map(len, labels), 12))),
+        # as many columns as fit the width of the figure (about 50 characters of labels)
+        ncol=max(1, min(columns, len(labels), 50 // max(12, *map(len, labels)))),
         frameon=False,
     )
 
@@ -203,7 +204,7 @@ def plot_scalar_over_rounds(
     if null is not None:
         nulls = np.broadcast_to(np.asarray(null, dtype=float), x.shape)
         ax.plot(x, nulls, "--", color="0.5", label=null_label)
-    density_axis(ax, label, log_y)
+    density_axis(ax, textwrap.fill(label, 30), log_y)  # a long label on two lines, not cut
     legend_below(ax)
     return fig
 
