@@ -204,3 +204,23 @@ def test_crop_drops_the_border_pixels_of_every_image(tmp_path):
     assert load_dataset(MNISTData(root=str(tmp_path), crop=13)).shape == (1, 2, 2)
     with pytest.raises(DataError, match=r"data.crop = 14 leaves no image.*crop <= 13"):
         load_dataset(MNISTData(root=str(tmp_path), crop=14))
+
+
+@pytest.mark.parametrize("normalization", ["paper", "channel"])
+def test_both_normalisations_train_end_to_end(tmp_path, normalization):
+    """A per-channel scale reaches the training engine as a tensor (one value per input):
+    a run trains and evaluates with it."""
+    from imprint.imp import run_imp
+    from tests.conftest import smoke_config
+
+    write_mnist(tmp_path / "mnist", n_train=60, n_test=20)
+    config = smoke_config(
+        'data={name = "mnist"}',
+        f'data.root="{tmp_path / "mnist"}"',
+        f'data.normalization="{normalization}"',
+        "model.hidden=[16]",
+        "prune.max_rounds=1",
+    )
+    result = run_imp(config, tmp_path / "run", device="cpu", progress=False, log=lambda _: None)
+    assert len(result.rounds) == 2
+    assert all(0.0 <= r["best_val_top1"] <= 1.0 for r in result.rounds)

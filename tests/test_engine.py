@@ -74,12 +74,17 @@ def _normalise(x: torch.Tensor, offset, scale: float, dtype=torch.float32) -> to
 @pytest.mark.numerics
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("uint8", [True, False], ids=["uint8", "float"])
-def test_gradients_match_autograd(seed, uint8, dtype):
+@pytest.mark.parametrize("per_input", [False, True], ids=["scalar_scale", "per_input_scale"])
+def test_gradients_match_autograd(seed, uint8, dtype, per_input):
+    """Also with a scale per input (data.normalization = "channel")."""
     model = _model(seed, dtype=dtype)
     _masked(model, seed)
     x, y = _images(seed, 40, uint8, dtype=dtype)
     offset = x.to(dtype).mean(0) if uint8 else None
     scale = 1 / 255 if uint8 else 0.5
+    if per_input:
+        gen = torch.Generator().manual_seed(seed + 1)
+        scale = scale * (0.5 + torch.rand(x.shape[1], generator=gen, dtype=dtype))
     reference = copy.deepcopy(model).train()
     loss = F.cross_entropy(reference(_normalise(x, offset, scale, dtype)), y)
     loss.backward()
@@ -174,10 +179,13 @@ def test_float32_steps_stay_close_to_the_module(seed):
 
 @pytest.mark.numerics
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
-def test_eval_logits_match_the_module_in_eval_mode(seed, dtype):
+@pytest.mark.parametrize("per_input", [False, True], ids=["scalar_scale", "per_input_scale"])
+def test_eval_logits_match_the_module_in_eval_mode(seed, dtype, per_input):
     models = [_model(seed, dtype=dtype), _model(seed + 10, dtype=dtype)]
     x, _ = _images(seed, 50, uint8=True)
     offset, scale = x.to(dtype).mean(0), 1 / 255
+    if per_input:
+        scale = scale * torch.linspace(0.5, 1.5, x.shape[1], dtype=dtype)
     logits = eval_logits(ReplicaFCN(models), x, offset, scale)
     assert logits.shape == (2, 50, CLASSES) and logits.dtype == dtype
     for r, model in enumerate(models):

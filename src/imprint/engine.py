@@ -212,7 +212,7 @@ def _batch_norm_train(
     shift: torch.Tensor,
     eps: float,
     offset: torch.Tensor | None = None,
-    scale: float = 1.0,
+    scale: float | torch.Tensor = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """BN in training mode of the normalised input v = (h - offset) * scale.
 
@@ -231,14 +231,15 @@ def _batch_norm_train(
         c.sub_(mean_raw)
     var = _batch_dot(c, c).mul_(scale * scale * inv_batch)  # (R, 1, in), of v
     r = var.add(eps).rsqrt_()  # (R, 1, in)
-    if scale != 1.0:
+    scaled = isinstance(scale, torch.Tensor) or scale != 1.0  # a float, or per input (D,)
+    if scaled:
         r.mul_(scale)  # xhat = (v - mean v) / sqrt(var + eps) = c scale / sqrt(var + eps)
     s = gain * r  # (R, 1, in)
     u = torch.addcmul(shift, c, s)  # (R, B, in)
     mean = mean_raw
     if offset is not None:
         mean = mean - offset
-    if scale != 1.0:
+    if scaled:
         mean = mean * scale
     return u, c, r, s, mean, var
 
@@ -249,7 +250,7 @@ def train_step(
     x: torch.Tensor,
     y: torch.Tensor,
     offset: torch.Tensor | None = None,
-    scale: float = 1.0,
+    scale: float | torch.Tensor = 1.0,
 ) -> StepResult:
     """Loss and gradients of one training step of every replica; BN averages updated.
 
@@ -427,7 +428,7 @@ def eval_logits(
     net: ReplicaFCN,
     x: torch.Tensor,
     offset: torch.Tensor | None = None,
-    scale: float = 1.0,
+    scale: float | torch.Tensor = 1.0,
 ) -> torch.Tensor:
     """Evaluation-mode logits (BN running averages) of every replica.
 
