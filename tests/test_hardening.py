@@ -358,3 +358,77 @@ def test_deeply_nested_files_are_one_line_errors(tmp_path, capsys, finished):
     assert main(["report", str(finished.root), "--quiet"]) != 0
     err = capsys.readouterr().err
     assert "001/metrics.json is not readable JSON" in err and "Traceback" not in err
+
+
+def _outside_listing(outside):
+    return sorted(str(p.relative_to(outside)) for p in outside.rglob("*"))
+
+
+def test_linked_folders_never_lead_outside(tmp_path, capsys):
+    """A link in place of a folder of a run (a round, analysis/, a round of analysis/)
+    or of a sweep (runs/): every command refuses it in one line, and nothing outside is
+    written, read into a report or deleted."""
+    import shutil
+
+    out = tmp_path / "run"
+    run_imp(smoke_config("prune.max_rounds=2"), out, device="cpu", progress=False, log=_quiet)
+    pristine = tmp_path / "pristine"
+    shutil.copytree(out, pristine)
+    outside = tmp_path / "outside"
+    (outside / "sub").mkdir(parents=True)
+    (outside / "sub" / ".metrics.json.host-1.abcd.tmp").write_text("keep")
+    os.utime(outside / "sub" / ".metrics.json.host-1.abcd.tmp", (1, 1))  # "old"
+    before = _outside_listing(outside)
+
+    # a later round's folder is a link: resume refuses, writes nothing outside
+    (out / "rounds" / "003").symlink_to(outside / "sub")
+    run = ["run", str(CONFIGS / "smoke.toml"), "--out", str(out), "--quiet", "--device", "cpu"]
+    code = main([*run, "--set", "prune.max_rounds=3", "--allow-change", "prune.max_rounds"])
+    assert code == 2 and "leads outside" in capsys.readouterr().err
+    assert _outside_listing(outside) == before
+    (out / "rounds" / "003").unlink()
+
+    # analysis/ is a link: analyze and report refuse, nothing is written outside
+    (out / "analysis").symlink_to(outside / "sub", target_is_directory=True)
+    for command in (["analyze", str(out), "--quiet"], ["report", str(out), "--quiet"]):
+        assert main(command) == 2
+        assert "leads outside" in capsys.readouterr().err
+    assert _outside_listing(outside) == before
+    (out / "analysis").unlink()
+
+    # a round of the run is replaced by a link to a copy holding a "secret": refused
+    shutil.move(out / "rounds" / "001", outside / "round1")
+    (outside / "round1" / "metrics.json").write_text('{"secret": 1}')
+    (out / "rounds" / "001").symlink_to(outside / "round1", target_is_directory=True)
+    assert main(["report", str(out), "--quiet", "--round", "1"]) == 2
+    assert "leads outside" in capsys.readouterr().err
+    assert not (out / "report.html").exists()
+
+
+def test_a_sweep_with_linked_runs_folder_is_refused(tmp_path, capsys):
+    sweep = tmp_path / "s.toml"
+    sweep.write_text(f'name = "s"\nbase = "{CONFIGS / "smoke.toml"}"\nseeds = [0]\n')
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "sw").mkdir()
+    (tmp_path / "sw" / "runs").symlink_to(outside, target_is_directory=True)
+    assert main(["sweep", str(sweep), "--out", str(tmp_path / "sw")]) == 2
+    assert "leads outside" in capsys.readouterr().err
+    assert list(outside.iterdir()) == []
+    for name, message in (
+        ('"../../../escape"', "'name' must be letters"),
+        ('"/tmp/abs"', "'name' must be letters"),
+        ('["x"]', "'name' must be letters"),
+    ):
+        sweep.write_text(f'name = {name}\nbase = "{CONFIGS / "smoke.toml"}"\nseeds = [0]\n')
+        assert main(["sweep", str(sweep), "--out", str(tmp_path / "sw2")]) == 2
+        assert message in capsys.readouterr().err
+    grid = "".join(f'"train.k{i}" = [{", ".join(map(str, range(20)))}]\n' for i in range(8))
+    sweep.write_text(f'name = "g"\nbase = "{CONFIGS / "smoke.toml"}"\n[grid]\n{grid}')
+    assert main(["sweep", str(sweep), "--out", str(tmp_path / "sw3")]) == 2
+    assert "expand to 25600000000 runs" in capsys.readouterr().err
+    run = tmp_path / "run"
+    run_imp(smoke_config("prune.max_rounds=0"), run, device="cpu", progress=False, log=_quiet)
+    sweep.write_text(f'name = "s"\nbase = "{CONFIGS / "smoke.toml"}"\nseeds = [0]\n')
+    assert main(["sweep", str(sweep), "--out", str(run)]) == 2
+    assert "is a run folder" in capsys.readouterr().err

@@ -349,8 +349,8 @@ def _dead_pid() -> int:
 
 def test_temporaries_of_living_processes_are_kept(tmp_path):
     """Taking the lock removes the temporaries of ended writers only: those of a process
-    still writing (here a sleeping child), of another machine or of an unknown writer
-    younger than a day stay."""
+    still writing (here a sleeping child) or of another machine younger than a day stay,
+    and a file not named as imprint names its temporaries is never removed."""
     out = tmp_path / "run"
     _run(out, "prune.max_rounds=0")
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -358,19 +358,20 @@ def test_temporaries_of_living_processes_are_kept(tmp_path):
         living = out / f".report.html.{_TEMP_HOST}-{child.pid}.ab12.tmp"
         dead = out / f".report.html.{_TEMP_HOST}-{_dead_pid()}.cd34.tmp"
         remote = out / "rounds" / "000" / ".metrics.json.otherhost-1.ef56.tmp"
-        unknown_new = out / ".summary.csv.gh78.tmp"
-        unknown_old = out / ".summary.csv.ij90.tmp"
-        for path in (living, dead, remote, unknown_new, unknown_old):
+        remote_old = out / "rounds" / "000" / ".metrics.json.otherhost-2.gh78.tmp"
+        users = out / ".notes.tmp"
+        for path in (living, dead, remote, remote_old, users):
             path.write_text("partial")
-        os.utime(unknown_old, (time.time() - 2 * 86_400,) * 2)
+        for path in (remote_old, users):
+            os.utime(path, (time.time() - 2 * 86_400,) * 2)
         with RunFolder(out).lock():
             pass
-        assert [p.exists() for p in (living, dead, remote, unknown_new, unknown_old)] == [
+        assert [p.exists() for p in (living, dead, remote, remote_old, users)] == [
             True,
             False,
             True,
-            True,
             False,
+            True,
         ]
     finally:
         child.kill()

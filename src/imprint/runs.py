@@ -216,11 +216,13 @@ _TEMP_HOST = re.sub(r"[^A-Za-z0-9]", "", platform.node())[:32] or "host"
 
 
 def _writer_gone(temporary: Path) -> bool:
-    """Whether the process that wrote ``temporary`` (.NAME.HOST-PID.XXXX.tmp) has ended;
-    a temporary of another machine, or of an older imprint (no pid), counts as gone only
-    when it is older than a day."""
-    match = re.search(r"\.([A-Za-z0-9]*)-(\d+)\.[^.]*\.tmp$", temporary.name)
-    if match is None or match.group(1) != _TEMP_HOST:
+    """Whether ``temporary`` is imprint's (.NAME.HOST-PID.XXXX.tmp) and its writer has
+    ended; one of another machine counts as gone when it is older than a day. A file
+    of another name (a user's own .notes.tmp) is never imprint's to remove."""
+    match = re.search(r"\.([A-Za-z0-9]*)-(\d+)\.[A-Za-z0-9_]+\.tmp$", temporary.name)
+    if match is None:
+        return False
+    if match.group(1) != _TEMP_HOST:
         try:
             return time.time() - temporary.lstat().st_mtime > 86_400
         except OSError:
@@ -235,6 +237,7 @@ def _writer_gone(temporary: Path) -> bool:
 
 
 def _atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
+    check_confined(path)  # before mkdir, which would follow a linked folder
     path.parent.mkdir(parents=True, exist_ok=True)
     # The writer's pid in the name: a temporary is removed only once its writer is gone.
     fd, tmp = tempfile.mkstemp(
@@ -314,6 +317,7 @@ class RunFolder:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        confine(self.root)
 
     # ----------------------------------------------------------------- paths
     @property
@@ -394,7 +398,12 @@ class RunFolder:
         moment keeps its temporaries."""
         for pattern in (".*.tmp", "rounds/*/.*.tmp", "analysis/.*.tmp", "analysis/*/.*.tmp"):
             for path in self.root.glob(pattern):
-                if _writer_gone(path):
+                try:
+                    check_confined(path)  # never through a linked folder
+                    regular = stat.S_ISREG(path.lstat().st_mode)
+                except (RunFolderError, OSError):
+                    continue
+                if regular and _writer_gone(path):
                     path.unlink(missing_ok=True)
 
     def _refuse_foreign(self) -> None:
@@ -838,6 +847,33 @@ def group_members(root: str | Path) -> list[tuple[int, Path]]:
     return [(seed, member_dir(root, seed)) for seed in seeds]
 
 
+# The folders imprint reads and writes (run, group and sweep folders): lexical absolute
+# path -> real path, recorded when a RunFolder (or a sweep) is opened. Below one of them
+# no folder may be a link: a link planted in place of rounds/, analysis/, a round or a
+# seed folder must not lead a read or a write outside (links to files are refused when
+# opened). The folder itself may be reached through a link.
+_CONFINED: dict[str, str] = {}
+
+
+def confine(root: str | Path) -> None:
+    """Record ``root`` as a folder whose reads and writes stay inside it."""
+    lexical = os.path.abspath(root)
+    _CONFINED.setdefault(lexical, os.path.realpath(lexical))
+
+
+def check_confined(path: str | Path) -> None:
+    """A RunFolderError when a folder between a confined root and ``path`` is a link."""
+    parent = os.path.dirname(os.path.abspath(path))
+    for lexical, real in _CONFINED.items():
+        if parent == lexical or parent.startswith(lexical + os.sep):
+            inside = os.path.normpath(os.path.join(real, os.path.relpath(parent, lexical)))
+            if os.path.realpath(parent) != inside:
+                raise RunFolderError(
+                    f"{parent} leads outside {lexical}: a link in place of a folder. imprint "
+                    "reads and writes only inside its folders; replace the link by the folder."
+                )
+
+
 TEXT_LIMIT = 64 << 20  # a config, JSON record or CSV larger than this is not ours
 TENSOR_LIMIT = 64 << 30  # masks and weights: the paper FCN's are ~60 MB
 
@@ -845,8 +881,10 @@ TENSOR_LIMIT = 64 << 30  # masks and weights: the paper FCN's are ~60 MB
 def read_regular(path: Path, limit: int = TENSOR_LIMIT) -> bytes:
     """The bytes of ``path``, which must be a regular file (not a link, FIFO or device:
     a planted link must not make imprint read outside the folder, a FIFO must not
-    hang it) of at most ``limit`` bytes. FileNotFoundError if it is missing; every
-    other refusal is a RunFolderError naming the file."""
+    hang it) of at most ``limit`` bytes, not reached through a linked folder of a
+    confined folder. FileNotFoundError if it is missing; every other refusal is a
+    RunFolderError naming the file."""
+    check_confined(path)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:

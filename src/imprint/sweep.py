@@ -25,6 +25,7 @@ import hashlib
 import io
 import itertools
 import json
+import math
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -45,6 +46,8 @@ from imprint.config import (
 from imprint.runs import (
     RunFolder,
     RunFolderError,
+    check_confined,
+    confine,
     group_members,
     is_group,
     read_json,
@@ -95,6 +98,12 @@ def _flat_table(table: Any, where: str, source: Path) -> dict[str, Any]:
 
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9=.,_-]{1,255}")
+MAX_RUNS = 10_000  # a sweep file asking for more is a mistake (or 2.6e10 runs by design)
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 15]}... ({len(text)} characters)"
 
 
 def _safe_entry(name: Any, plan_path: Path) -> str:
@@ -158,6 +167,18 @@ def load_sweep(path: str | Path) -> Sweep:
     variants = document.get("variants", [{}])
     if not isinstance(variants, list):
         raise ConfigError(f"{source}: 'variants' must be an array of tables ([[variants]]).")
+    name = document.get("name", source.stem)
+    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name) or name.startswith("."):
+        raise ConfigError(
+            f"{source}: 'name' must be letters, digits and . , _ = - (it names the sweep "
+            f"folder runs/sweeps/NAME). Got {_shown(name)}."
+        )
+    count = len(variants) * len(seed_sets) * math.prod(len(v) for v in grid.values())
+    if count > MAX_RUNS:
+        raise ConfigError(
+            f"{source}: the grid, variants and seeds expand to {count} runs; at most "
+            f"{MAX_RUNS} are allowed in one sweep file."
+        )
 
     runs: list[SweepRun] = []
     names: set[str] = set()
@@ -190,7 +211,7 @@ def load_sweep(path: str | Path) -> Sweep:
                 runs.append(
                     SweepRun(name, {**({"variant": label} if label else {}), **shown}, config)
                 )
-    return Sweep(str(document.get("name", source.stem)), source, tuple(runs))
+    return Sweep(name, source, tuple(runs))
 
 
 def _plan_path(out: Path) -> Path:
@@ -230,6 +251,9 @@ def run_sweep(
 ) -> list[Path]:
     """Run every run of ``sweep`` not yet finished under OUT/runs/; returns the folders."""
     out = Path(out)
+    if (out / "config.toml").exists() or is_group(out):
+        raise RunFolderError(f"{out} is a run folder; a sweep needs a folder of its own (--out).")
+    confine(out)
     out.mkdir(parents=True, exist_ok=True)
     plan = {
         "name": sweep.name,
@@ -246,6 +270,8 @@ def run_sweep(
             )
     write_text(plan_path, json.dumps(plan, indent=2) + "\n")
     folders = [out / "runs" / r.name for r in sweep.runs]
+    for folder in folders:
+        check_confined(folder / "config.toml")  # a run folder that is a link: refused
     todo = [(r, f) for r, f in zip(sweep.runs, folders) if not _finished(f)]
     log(
         f"Sweep {sweep.name}: {len(sweep.runs)} runs, {len(sweep.runs) - len(todo)} finished, "
