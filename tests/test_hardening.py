@@ -274,6 +274,19 @@ def test_report_and_compare_out_never_overwrite_run_files(finished, capsys):
         code = main([command, str(finished.root), "--out", str(finished.root / "config.toml")])
         assert code == 2 and "must end in .html" in capsys.readouterr().err
     assert (finished.root / "config.toml").read_text() == config_text
+    # a page replaces only an earlier page of its kind: not the run's report, nor a note
+    assert main(["report", str(finished.root), "--quiet"]) == 0
+    report = (finished.root / "report.html").read_bytes()
+    notes = finished.root.parent / "notes.html"
+    notes.write_text("<p>my notes</p>")
+    for out in (finished.root / "report.html", notes):
+        assert main(["compare", str(finished.root), "--out", str(out)]) == 2
+        assert "is not an earlier page of this kind" in capsys.readouterr().err
+    assert (finished.root / "report.html").read_bytes() == report
+    assert notes.read_text() == "<p>my notes</p>"
+    page = finished.root.parent / "compare.html"
+    assert main(["compare", str(finished.root), "--out", str(page)]) == 0
+    assert main(["compare", str(finished.root), "--out", str(page)]) == 0  # replaces itself
 
 
 def test_a_small_gzip_that_expands_past_its_header_is_refused(tmp_path):
@@ -432,3 +445,36 @@ def test_a_sweep_with_linked_runs_folder_is_refused(tmp_path, capsys):
     sweep.write_text(f'name = "s"\nbase = "{CONFIGS / "smoke.toml"}"\nseeds = [0]\n')
     assert main(["sweep", str(sweep), "--out", str(run)]) == 2
     assert "is a run folder" in capsys.readouterr().err
+
+
+def test_small_data_files_cannot_ask_for_large_arrays(tmp_path):
+    """An npz member whose header declares far more than its bytes hold, and a pickle
+    whose labels are one list shared a thousand times over, are refused before numpy
+    allocates anything of that size."""
+    import io
+    import pickle
+    import zipfile
+
+    import numpy as np
+
+    from imprint.data import DataError
+    from imprint.data.files import check_labels
+    from imprint.data.safe import read_npz
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "|u1", "fortran_order": False, "shape": (400_000, 12_288)}
+    )
+    bomb = tmp_path / "train_data_batch_1.npz"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("data.npy", header.getvalue() + bytes(4096))
+    with pytest.raises(DataError, match=r"declares an array of \(400000, 12288\)"):
+        read_npz(bomb)
+    row = [0] * 1000
+    shared = [[row] * 1000] * 50  # a few hundred bytes pickled, 50e6 entries as an array
+    assert len(pickle.dumps(shared, protocol=2)) < 10_000
+    with pytest.raises(DataError, match="labels must be 50 integers"):
+        check_labels(shared, 50, 0, 9, tmp_path / "data_batch_1")
+    fine = np.arange(10) % 3
+    np.savez_compressed(tmp_path / "ok.npz", data=fine)
+    assert np.array_equal(read_npz(tmp_path / "ok.npz")["data"], fine)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import stat
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -393,13 +394,26 @@ def apply_overrides(document: dict[str, Any], overrides: list[str]) -> dict[str,
     return set_values(document, values)
 
 
+TOML_LIMIT = 1 << 20  # a config or sweep file of more than 1 MiB is not one
+
+
 def read_toml(path: str | Path, what: str = "Config file") -> dict[str, Any]:
     """A TOML document, or a ConfigError naming the file."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{what} {path} does not exist (expected a TOML file).")
+    try:
+        info = path.stat()
+    except OSError:
+        raise ConfigError(f"{what} {path} does not exist (expected a TOML file).") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"{what} {path} is not a regular file (expected a TOML file).")
+    if info.st_size > TOML_LIMIT:
+        raise ConfigError(
+            f"{what} {path} holds {info.st_size} bytes; a config is at most {TOML_LIMIT}."
+        )
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(f"{what} {path} cannot be read: {error.strerror or error}.") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"{what} {path} is not valid TOML: {error}") from None
     except RecursionError:

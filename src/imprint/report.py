@@ -217,19 +217,31 @@ def build_report(
         f"best round {record.get('best_round', '?')} (top-1 {_fmt(record.get('best_val_top1'))})"
         f"; round {shown} analysed below"
     )
-    path = output_page(out or folder.root / "report.html")
-    write_text(path, _page(f"imprint report: {folder.root.name}", subtitle, sections))
+    title = f"imprint report: {folder.root.name}"
+    path = output_page(out or folder.root / "report.html", title)
+    write_text(path, _page(title, subtitle, sections))
     return path
 
 
-def output_page(path: str | Path) -> Path:
-    """Where a page may go: an .html file name, not a folder or link, so that --out can
-    never overwrite a run's own files (config.toml, masks, ...)."""
+def output_page(path: str | Path, title: str) -> Path:
+    """Where a page titled ``title`` may go: an .html file name, not a folder or link,
+    and not an existing file other than an earlier page of the same kind (a report
+    replaces a report, a comparison a comparison), so that --out can never overwrite a
+    run's own files (config.toml, masks, its report)."""
     path = Path(path)
     if path.suffix.lower() != ".html":
         raise RunFolderError(f"--out {path}: a page's file name must end in .html.")
     if path.is_symlink() or (path.exists() and not path.is_file()):
         raise RunFolderError(f"--out {path}: exists and is not a regular file.")
+    if path.exists():
+        with path.open("rb") as handle:  # a regular file (checked above): its head only
+            head = handle.read(4096).decode("utf-8", "replace")
+        kind = title.split(":")[0]
+        if f"<title>{html.escape(kind)}" not in head:
+            raise RunFolderError(
+                f"--out {path}: exists and is not an earlier page of this kind ({kind}); "
+                "choose another file name."
+            )
     return path
 
 
@@ -515,8 +527,9 @@ def _build_group_report(
         f"{format_spread(at['best_val_top1'], at['best_val_top1_sd'], 4)}); "
         f"round {shown} analysed below; stop: {record.get('stop_reason', '?')}"
     )
-    path = output_page(out or root / "report.html")
-    write_text(path, _page(f"imprint report: {root.name}", subtitle, sections))
+    title = f"imprint report: {root.name}"
+    path = output_page(out or root / "report.html", title)
+    write_text(path, _page(title, subtitle, sections))
     return path
 
 
@@ -760,7 +773,7 @@ def build_comparison(
         )
     )
     sections.append(("table", "Scalar results at equal density", _table(rows)))
-    path = output_page(out)
+    path = output_page(out, "imprint comparison")
     write_text(
         path,
         _page(

@@ -878,7 +878,33 @@ TEXT_LIMIT = 64 << 20  # a config, JSON record or CSV larger than this is not ou
 TENSOR_LIMIT = 64 << 30  # masks and weights: the paper FCN's are ~60 MB
 
 
-def read_regular(path: Path, limit: int = TENSOR_LIMIT) -> bytes:
+def host_available_bytes() -> int | None:
+    """Memory a new allocation may take on this host: MemAvailable, capped by this
+    process's address-space limit (ulimit -v); None when unknown."""
+    import resource
+
+    found: list[int] = []
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY:
+        found.append(soft)
+    return min(found) if found else None
+
+
+def _tensor_limit() -> int:
+    """The largest tensor file worth reading: TENSOR_LIMIT, and at most half the memory
+    available (a sparse file of 50 GB is refused, not read until memory runs out)."""
+    available = host_available_bytes()
+    return TENSOR_LIMIT if available is None else min(TENSOR_LIMIT, available // 2)
+
+
+def read_regular(path: Path, limit: int | None = None) -> bytes:
     """The bytes of ``path``, which must be a regular file (not a link, FIFO or device:
     a planted link must not make imprint read outside the folder, a FIFO must not
     hang it) of at most ``limit`` bytes, not reached through a linked folder of a
@@ -899,12 +925,16 @@ def read_regular(path: Path, limit: int = TENSOR_LIMIT) -> bytes:
         info = os.fstat(handle.fileno())
         if not stat.S_ISREG(info.st_mode):
             raise RunFolderError(f"{path} is not a regular file (a FIFO, device or folder).")
+        limit = _tensor_limit() if limit is None else limit
         if info.st_size > limit:
-            raise RunFolderError(f"{path} holds {info.st_size} bytes; at most {limit} expected.")
+            raise RunFolderError(
+                f"{path} holds {info.st_size} bytes; at most {limit} expected (or half the "
+                "memory available)."
+            )
         return handle.read()  # sized by fstat: the size was checked above
 
 
-def _read(path: Path, limit: int = TENSOR_LIMIT) -> bytes:
+def _read(path: Path, limit: int | None = None) -> bytes:
     try:
         return read_regular(path, limit)
     except FileNotFoundError:

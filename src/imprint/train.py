@@ -148,14 +148,9 @@ def available_bytes(device: torch.device) -> int | None:
     """Memory free for a new allocation on ``device`` (None when unknown)."""
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        with open("/proc/meminfo", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
+    from imprint.runs import host_available_bytes
+
+    return host_available_bytes()
 
 
 def state_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:

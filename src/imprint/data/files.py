@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import io
+import numbers
+import stat
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -50,6 +52,13 @@ def check_images(data: object, shape: tuple[int, int, int], source: Path) -> np.
 
 def check_labels(labels: object, n: int, low: int, high: int, source: Path) -> np.ndarray:
     """Integer labels in [low, high] of length ``n``, shifted to start at 0."""
+    if isinstance(labels, (list, tuple)):  # checked before numpy copies it: a list of
+        # shared nested lists would become a huge array
+        if len(labels) != n or not all(isinstance(v, numbers.Integral) for v in labels):
+            raise DataError(
+                f"{source}: labels must be {n} integers. Got a list of {len(labels)} "
+                "entries, not all integers."
+            )
     try:
         array = np.asarray(labels)
         if array.dtype.kind not in "iu":
@@ -101,9 +110,21 @@ def modulo_superclass_table(name: str) -> np.ndarray:
     return np.where(table >= 0, labels % k, -1)
 
 
+_MAPPING_LIMIT = 16 << 20
+
+
 def _read_mapping(path: Path, n_labels: int) -> np.ndarray:
     """A CSV with columns label,target (0-based) -> (n_labels,) targets, -1 = unmapped."""
     table = np.full(n_labels, -1, dtype=np.int64)
+    try:
+        info = path.stat()
+    except OSError:
+        raise DataError(f"data.mapping_file: {path} does not exist.") from None
+    if not stat.S_ISREG(info.st_mode) or info.st_size > _MAPPING_LIMIT:
+        raise DataError(
+            f"data.mapping_file: {path} must be a regular CSV file of at most "
+            f"{_MAPPING_LIMIT} bytes (one line per label)."
+        )
     try:
         with path.open(newline="") as handle:
             rows = list(csv.DictReader(handle))

@@ -117,9 +117,38 @@ def safe_unpickle(path: Path) -> Any:
         ) from None
 
 
+def _check_npz_sizes(path: Path) -> None:
+    """Each member's array must fit the bytes the archive holds for it: its header's
+    shape times its item size at most the member's size, and that size at most what
+    deflate can expand its compressed bytes to (about 1,032 to 1): a small archive
+    cannot ask for gigabytes."""
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+                else:
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+            declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            stored = info.compress_type == zipfile.ZIP_STORED
+            if declared > info.file_size or (
+                not stored and info.file_size > 1100 * info.compress_size + (1 << 20)
+            ):
+                raise DataError(
+                    f"{path}: member {info.filename} declares an array of {shape} "
+                    f"({declared} bytes) that its {info.compress_size} stored bytes cannot "
+                    "hold; the file is corrupt or hostile."
+                )
+
+
 def read_npz(path: Path) -> dict[str, Any]:
-    """The arrays of an npz file; object arrays (pickles) are refused."""
+    """The arrays of an npz file; object arrays (pickles) are refused, and so are arrays
+    larger than the archive's bytes can hold."""
     try:
+        _check_npz_sizes(path)
         with np.load(path, allow_pickle=False) as archive:
             return {key: archive[key] for key in archive.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as error:
