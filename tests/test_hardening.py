@@ -478,3 +478,33 @@ def test_small_data_files_cannot_ask_for_large_arrays(tmp_path):
     fine = np.arange(10) % 3
     np.savez_compressed(tmp_path / "ok.npz", data=fine)
     assert np.array_equal(read_npz(tmp_path / "ok.npz")["data"], fine)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ('train.batch_size="64"', "'train.batch_size' must be a number, not a string"),
+        ("seeds.init=1180591620717411303424", "'seeds.init' is beyond 2**53"),
+        ("train.lr=1e308", "'train.lr' is beyond 1e12"),
+        ("data.gain=1e308", "'data.gain' is beyond 1e12"),
+        ("train.steps=100000000000", "'train.steps': Input should be less than or equal to"),
+        ("data.n_train=1000000000", "sampling needs about 1907.3 GiB"),
+    ],
+)
+def test_values_beyond_meaning_are_refused_before_work(tmp_path, capsys, value, message):
+    out = tmp_path / "run"
+    assert main(smoke_run_args(out, value)) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not out.exists() or sorted(p.name for p in out.iterdir()) in ([], [".lock"])
+
+
+def test_a_fifo_among_folder_images_is_refused_not_waited_on(tmp_path):
+    from imprint.config import FolderData
+    from imprint.data import DataError, load_dataset
+    from tests.data_fixtures import write_folder
+
+    write_folder(tmp_path)
+    os.mkfifo(tmp_path / "cat" / "zz.png")
+    with pytest.raises(DataError, match="zz.png is not a regular file"):
+        load_dataset(FolderData(root=str(tmp_path), val_source="train", n_val=2))

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from imprint.data.base import BooleanValue, FileOptions, StrictSection
+from imprint.data.base import FileOptions, StrictSection, WrongValue
 from imprint.data.cifar import CIFARData
 from imprint.data.folder import FolderData
 from imprint.data.imagenet import ImageNetData
@@ -98,7 +98,7 @@ class ModelConfig(_Section):
 class TrainConfig(_Section):
     """Plain SGD on batches drawn with replacement, validated every ``eval_every`` steps."""
 
-    steps: PositiveInt = 100_000
+    steps: Annotated[int, Field(gt=0, le=10**9)] = 100_000  # 1e9: 10,000x the paper's
     batch_size: PositiveInt = 1000
     lr: Annotated[float, Field(gt=0.0)] = 0.1
     momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0  # off in the paper
@@ -255,13 +255,13 @@ def _format_errors(
             expected = item.get("ctx", {}).get("expected_tags", "")
             tag = item.get("ctx", {}).get("tag")
             lines.append(f"{where}: '{loc}.name' must be one of {expected}. Got {tag!r}.")
-        elif kind == "value_error" and isinstance(item["ctx"]["error"], BooleanValue):
+        elif kind == "value_error" and isinstance(item["ctx"]["error"], WrongValue):
             wrong = item["ctx"]["error"]
             key = f"{loc}.{wrong.field}" if loc else wrong.field
             where = _origin(key, source, overridden)
             lines.append(
-                f"{where}: '{key}' must be a number, not true or false. "
-                f"Got {json.dumps(wrong.value)}."  # as TOML writes it: true, [true, 2]
+                f"{where}: '{key}' {wrong.reason}. "
+                f"Got {_shortened(json.dumps(wrong.value))}."  # as TOML writes it: true, [true, 2]
             )
         elif kind == "value_error":
             # Our own validators already name the key and what came.
@@ -285,7 +285,10 @@ def _format_errors(
 
 def _shown(value: Any, limit: int = 80) -> str:
     """``repr(value)``, shortened so that an error stays one readable line."""
-    text = repr(value)
+    return _shortened(repr(value), limit)
+
+
+def _shortened(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else f"{text[: limit - 15]}... ({len(text)} characters)"
 
 

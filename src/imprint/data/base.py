@@ -15,6 +15,7 @@ neither torch nor numpy at module level: ``imprint --help`` stays fast.
 
 from __future__ import annotations
 
+import math
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -32,6 +33,7 @@ __all__ = [
     "FileOptions",
     "PositiveInt",
     "refuse_superclasses",
+    "refuse_wrong_kinds",
     "Dataset",
     "dataset_names",
 ]
@@ -114,7 +116,7 @@ class StrictSection(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _numbers_are_not_booleans(cls, document: Any) -> Any:
-        refuse_booleans(cls, document)
+        refuse_wrong_kinds(cls, document)
         return document
 
 
@@ -127,32 +129,46 @@ class DataSection(StrictSection):
     """
 
 
-def refuse_booleans(model: type[BaseModel], document: Any) -> None:
-    """Refuse true/false (or a list holding one) for a field that is not a boolean:
-    Python counts True as 1, so `train.steps = true` would otherwise run 1 step."""
+def refuse_wrong_kinds(model: type[BaseModel], document: Any) -> None:
+    """Refuse true/false, or a string, (or a list holding one) for a number: Python
+    counts True as 1, so `train.steps = true` would otherwise run 1 step, and pydantic
+    would read `batch_size = "64"` as 64. Refuse numbers beyond any meaning too (an
+    integer past 2**53, a float past 1e12): they overflow later, far from the config."""
     if not isinstance(document, dict):
         return
     for name, value in document.items():
         field = model.model_fields.get(name)
-        if field is None or _admits_bool(field.annotation):
+        if field is None:
             continue
         values = value if isinstance(value, list) else [value]
-        if any(isinstance(v, bool) for v in values):
-            raise BooleanValue(name, value)
+        if not _admits(field.annotation, bool) and any(isinstance(v, bool) for v in values):
+            raise WrongValue(name, value, "must be a number, not true or false")
+        if not _admits(field.annotation, str) and any(isinstance(v, str) for v in values):
+            raise WrongValue(name, value, "must be a number, not a string")
+        for v in values:
+            if isinstance(v, int) and not isinstance(v, bool) and abs(v) > 2**53:
+                raise WrongValue(name, value, "is beyond 2**53, not a meaningful value")
+            if isinstance(v, float) and math.isfinite(v) and abs(v) > 1e12:
+                raise WrongValue(name, value, "is beyond 1e12, not a meaningful value")
 
 
-class BooleanValue(ValueError):
-    """true/false given for a number; the config loader prefixes the section."""
+class WrongValue(ValueError):
+    """A value of the wrong kind for its field (true/false or a string for a number, a
+    number beyond meaning); the config loader prefixes the section and the origin."""
 
-    def __init__(self, field: str, value: Any) -> None:
-        self.field, self.value = field, value
-        super().__init__(f"'{field}' must be a number, not true or false. Got {value!r}.")
+    def __init__(self, field: str, value: Any, reason: str) -> None:
+        self.field, self.value, self.reason = field, value, reason
+        super().__init__(f"'{field}' {reason}. Got {value!r}.")
 
 
-def _admits_bool(annotation: Any) -> bool:
-    if annotation is bool:
+def _admits(annotation: Any, kind: type) -> bool:
+    """Whether a field's type accepts values of ``kind`` (str also through a Literal of
+    strings)."""
+    if annotation is kind or annotation is Any:
         return True
-    return any(_admits_bool(arg) for arg in typing.get_args(annotation))
+    if typing.get_origin(annotation) is typing.Literal:
+        return any(isinstance(arg, kind) for arg in typing.get_args(annotation))
+    return any(_admits(arg, kind) for arg in typing.get_args(annotation))
 
 
 PositiveInt = Annotated[int, Field(gt=0)]

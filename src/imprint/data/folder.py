@@ -7,6 +7,7 @@ second being the official validation set.
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -57,6 +58,8 @@ def _load(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
 
     channels, height, width = shape
     try:
+        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would block the reader forever
+            raise DataError(f"{path} is not a regular file (expected an image).")
         with Image.open(path) as image:
             image = image.convert("RGB" if channels == 3 else "L")
             image = image.resize((width, height), Image.Resampling.BILINEAR)

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from imprint.data.base import DataSection, Dataset, ImageData, PositiveInt
+from imprint.data.base import DataError, DataSection, Dataset, ImageData, PositiveInt
 
 __all__ = ["NLGPData", "make_nlgp_dataset", "DATASET"]
 
@@ -56,6 +56,7 @@ def make_nlgp_dataset(config: NLGPData) -> ImageData:
     from imprint.data.nlgp import sample_gaussian_clone, sample_nlgp
 
     shape = (config.channels, config.height, config.width)
+    _check_size(config)
     sampler = sample_nlgp if config.process == "nlgp" else sample_gaussian_clone
     gen = torch.Generator().manual_seed(config.seed)
     n_classes = len(config.class_xi)
@@ -73,6 +74,26 @@ def make_nlgp_dataset(config: NLGPData) -> ImageData:
     x_train, y_train = draw(config.n_train)
     x_val, y_val = draw(config.n_val)
     return ImageData(x_train, y_train, x_val, y_val, shape=shape, num_classes=n_classes)
+
+
+def _check_size(config: NLGPData) -> None:
+    """Refuse, before sampling, a task larger than the memory available: per image and
+    pixel the float64 latent field, its transform and the float32 result (~32 bytes);
+    the Gaussian clone's D x D covariance and Cholesky factor in float64 besides."""
+    from imprint.runs import host_available_bytes
+
+    pixels = config.channels * config.height * config.width
+    need = 32 * pixels * (config.n_train + config.n_val)
+    if config.process == "gaussian":
+        need += 24 * pixels * pixels
+    have = host_available_bytes()
+    if have is not None and need > have:
+        raise DataError(
+            f"data.n_train = {config.n_train}, data.n_val = {config.n_val} images of "
+            f"{config.channels}x{config.height}x{config.width}: sampling needs about "
+            f"{need / 2**30:.1f} GiB, more than the {have / 2**30:.1f} GiB available. Use "
+            "fewer or smaller images."
+        )
 
 
 DATASET = Dataset(
