@@ -131,6 +131,7 @@ def test_a_missing_middle_round_is_reported(finished):
         (lambda m: m.update(layer_alive=[1, "x", 2]), "'layer_alive' must be a non-empty list"),
         (lambda m: m.update(locality_index="high"), "'locality_index' must be a number or null"),
         (lambda m: m.update(density=7.0), "'density' must be a number in"),
+        (lambda m: m["connected_units"].__setitem__(0, -5), "0 <= connected <= units"),
     ],
 )
 def test_tampered_metrics_are_refused_by_name(finished, change, message):
@@ -158,11 +159,60 @@ def test_tampered_masks_and_weights_are_refused(finished):
     save_file({k: v for k, v in masks.items() if k != "layers.1.bias"}, str(path))
     with pytest.raises(RunFolderError, match="expected the masks"):
         finished.round_masks(1)
+    save_file({k: torch.ones_like(v) for k, v in masks.items()}, str(path))  # all kept
+    with pytest.raises(RunFolderError, match="but the round's metrics.json records"):
+        finished.round_masks(1)
+    save_file(masks, str(path))
     state = finished.round_state(0)
     state["layers.0.weight"][0, 0] = float("nan")
     save_file(state, str(finished.round_file(0, "final")))
     with pytest.raises(RunFolderError, match="'layers.0.weight' holds NaN"):
         finished.round_state(0)
+    state = finished.round_state(1)
+    pruned = (~masks["layers.0.weight"]).nonzero()[0].tolist()
+    changed = dict(state, **{"layers.0.weight": state["layers.0.weight"].clone()})
+    changed["layers.0.weight"][pruned[0], pruned[1]] = 0.5
+    save_file(changed, str(finished.round_file(1, "final")))
+    with pytest.raises(RunFolderError, match="has weights where its mask has pruned them"):
+        finished.round_state(1)
+    changed = dict(state, **{"norms.0.running_var": -state["norms.0.running_var"] - 1})
+    save_file(changed, str(finished.round_file(1, "final")))
+    with pytest.raises(RunFolderError, match="'norms.0.running_var' holds negative variances"):
+        finished.round_state(1)
+
+
+def test_masks_that_stop_nesting_are_refused_on_resume(finished, capsys):
+    """IMP's masks are nested round after round: a mask file changed to keep a
+    connection the previous round pruned (same count) is not trained from."""
+    from safetensors.torch import save_file
+
+    masks = finished.round_masks(2)
+    weight = masks["layers.0.weight"].clone()
+    before = finished.round_masks(1)["layers.0.weight"]
+    gone, kept = (~before).nonzero()[0], weight.nonzero()[0]  # pruned in round 1
+    weight[gone[0], gone[1]], weight[kept[0], kept[1]] = True, False  # count unchanged
+    state = finished.round_state(2)
+    state["layers.0.weight"] = state["layers.0.weight"] * weight  # consistent weights
+    save_file(dict(masks, **{"layers.0.weight": weight}), str(finished.round_file(2, "mask")))
+    save_file(state, str(finished.round_file(2, "final")))
+    code = main(
+        [*smoke_run_args(finished.root, "prune.max_rounds=3"), "--allow-change", "prune.max_rounds"]
+    )
+    assert code == 2 and "keeps connections that round 1 pruned" in capsys.readouterr().err
+
+
+def test_a_damaged_data_record_is_refused(finished):
+    import json
+
+    record = json.loads(finished.data_path.read_text())
+    for change, message in (
+        ({"shape": [32, 1, 1]}, r"\(32 pixels\), but the first layer has 64 inputs"),
+        ({"permuted": True}, "but the config's data.permute_pixels is false"),
+        ({"num_classes": 1}, "'num_classes' >= 2"),
+    ):
+        finished.data_path.write_text(json.dumps({**record, **change}))
+        with pytest.raises(RunFolderError, match=message):
+            finished.read_data_record()
 
 
 def test_metrics_written_with_nan_readings_still_read(finished):

@@ -324,6 +324,23 @@ def run_group(
         return result
 
 
+def _check_nested(folder: RunFolder, done: Sequence[int]) -> None:
+    """Refuse to continue from masks that are not nested, round after round, as the
+    procedure makes them: a changed mask file must not be trained from silently."""
+    previous = None
+    for index in done:
+        masks = folder.round_masks(index)
+        if previous is not None:
+            for name, mask in masks.items():
+                if bool((mask & ~previous[name]).any()):
+                    raise RunFolderError(
+                        f"{folder.round_file(index, 'mask')}: '{name}' keeps connections "
+                        f"that round {index - 1} pruned; this procedure's masks are nested "
+                        "(the file was changed)."
+                    )
+        previous = masks
+
+
 def _group_summary_row(row: dict[str, Any], pruned: list[int]) -> dict[str, Any]:
     """A flat row of GROUP/summary.csv: per-layer lists become per-layer columns."""
     flat = {k: v for k, v in row.items() if not isinstance(v, list)}
@@ -483,6 +500,8 @@ class _Member:
             folder.load_tensors(folder.rewind_path) if folder.rewind_path.exists() else None
         )
         done = self.done
+        if get_procedure(config.prune.procedure).nested:
+            _check_nested(folder, done)
         self.previous_masks = folder.round_masks(done[-1]) if done else full_masks(self.init_state)
         self.previous_final = folder.round_state(done[-1]) if done else None
         self.dense_final = folder.round_state(0) if done else None

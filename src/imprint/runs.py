@@ -54,6 +54,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from imprint.config import Config, ConfigError, config_to_dict, parse_config
+from imprint.prune import layer_counts
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -183,6 +184,14 @@ def check_round_metrics(record: Any, index: int, source: Path) -> RoundMetrics:
         lengths.add(len(value))
     if len(lengths) != 1:
         raise fail("the per-layer lists have different lengths")
+    for layer, (units, connected, alive) in enumerate(
+        zip(record["units"], record["connected_units"], record["layer_alive"])
+    ):
+        if not (units > 0 and 0 <= connected <= units and alive >= 0):
+            raise fail(
+                f"layer {layer}: 'units' {units}, 'connected_units' {connected} and "
+                f"'layer_alive' {alive} must satisfy 0 <= connected <= units and alive >= 0"
+            )
     for key, value in list(record.items()):
         if key.startswith(("locality_", "mass_within", "neighbour_")) and not key.endswith(
             "_reason"
@@ -629,14 +638,44 @@ class RunFolder:
         write_text(self.data_path, json.dumps(record, indent=2) + "\n")
 
     def read_data_record(self) -> dict[str, Any]:
+        """data.json, checked against the folder: an image shape (C, H, W) whose pixels
+        are the first layer's inputs, at least 2 classes, and the pixel permutation
+        exactly when the config asks for it."""
+        path = self.data_path
         try:
-            return json.loads(_read_text(self.data_path))
+            record = json.loads(_read_text(path))
         except FileNotFoundError:
-            raise RunFolderError(
-                f"{self.data_path} is missing (written when a run starts)."
-            ) from None
+            raise RunFolderError(f"{path} is missing (written when a run starts).") from None
         except (OSError, ValueError, RecursionError) as error:
-            raise RunFolderError(f"{self.data_path} is not readable JSON: {error}.") from None
+            raise RunFolderError(f"{path} is not readable JSON: {error}.") from None
+        shape = record.get("shape") if isinstance(record, dict) else None
+        classes = record.get("num_classes") if isinstance(record, dict) else None
+        if not (
+            isinstance(shape, list)
+            and len(shape) == 3
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)
+            and isinstance(classes, int)
+            and not isinstance(classes, bool)
+            and classes >= 2
+        ):
+            raise RunFolderError(
+                f"{path}: expected 'shape' [C, H, W] of positive integers and "
+                f"'num_classes' >= 2 (a damaged data record)."
+            )
+        inputs = _first_layer_inputs(self.round_file(0, "mask"))
+        if inputs is not None and math.prod(shape) != inputs:
+            raise RunFolderError(
+                f"{path}: images of shape {shape} ({math.prod(shape)} pixels), but the "
+                f"first layer has {inputs} inputs (a damaged data record)."
+            )
+        if self.config_path.exists() and "permuted" in record:
+            wanted = bool(self.read_config_document().get("data", {}).get("permute_pixels"))
+            if record["permuted"] is not wanted:
+                raise RunFolderError(
+                    f"{path}: 'permuted' is {record['permuted']!r}, but the config's "
+                    f"data.permute_pixels is {str(wanted).lower()} (a damaged data record)."
+                )
+        return record
 
     def read_config(self) -> Config:
         document = self.read_config_document()
@@ -757,6 +796,16 @@ class RunFolder:
             previous_units = weight.shape[0]
         if not any(bool(mask.any()) for mask in masks.values()):
             raise RunFolderError(f"{path}: every connection is pruned (a damaged mask file).")
+        if self.round_file(index, "metrics").exists():  # a completed round: they must agree
+            metrics = self.round_metrics(index)
+            alive = [a for a, _ in layer_counts(masks)]
+            units = [int(masks[f"layers.{i}.weight"].shape[0]) for i in range(n_layers)]
+            if alive != metrics["layer_alive"] or units != metrics["units"]:
+                raise RunFolderError(
+                    f"{path}: {alive} connections alive in units {units}, but the round's "
+                    f"metrics.json records {metrics['layer_alive']} in {metrics['units']}: "
+                    "one of the two was changed."
+                )
         return masks
 
     def round_state(self, index: int, which: str = "final") -> dict[str, torch.Tensor]:
@@ -766,6 +815,21 @@ class RunFolder:
         for name, value in state.items():
             if value.is_floating_point() and not bool(torch.isfinite(value).all()):
                 raise RunFolderError(f"{path}: '{name}' holds NaN or infinite values.")
+            if name.endswith("running_var") and bool((value < 0).any()):
+                raise RunFolderError(f"{path}: '{name}' holds negative variances.")
+        masks = self.round_masks(index)
+        for name, mask in masks.items():
+            value = state.get(name)
+            if value is None or tuple(value.shape) != tuple(mask.shape):
+                got = None if value is None else tuple(value.shape)
+                raise RunFolderError(
+                    f"{path}: '{name}' has shape {got}; its mask has {tuple(mask.shape)}."
+                )
+            if bool(value.masked_select(~mask).any()):
+                raise RunFolderError(
+                    f"{path}: '{name}' has weights where its mask has pruned them (masks "
+                    "multiply weights and biases): the file was changed."
+                )
         return state
 
     def write_summary(self, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -966,6 +1030,28 @@ def _read_text(path: Path) -> str:
         return read_regular(path, TEXT_LIMIT).decode("utf-8")
     except UnicodeDecodeError as error:
         raise RunFolderError(f"{path} is not UTF-8 text: {error}.") from None
+
+
+def _first_layer_inputs(path: Path) -> int | None:
+    """The inputs of layers.0.weight in a safetensors file, from its header alone (None
+    when the file or the entry is absent or unreadable: its own reader says why)."""
+    try:
+        check_confined(path)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except (OSError, RunFolderError):
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                return None
+            size = int.from_bytes(handle.read(8), "little")
+            if size > TEXT_LIMIT:
+                return None
+            header = json.loads(handle.read(size))
+            shape = header["layers.0.weight"]["shape"]
+            return int(shape[1])
+        except (ValueError, KeyError, TypeError, IndexError, RecursionError):
+            return None
 
 
 def _parse_tensors(path: Path, raw: bytes) -> dict[str, torch.Tensor]:

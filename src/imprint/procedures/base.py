@@ -132,6 +132,9 @@ class Procedure:
     mask: Callable[[RoundInputs], Masks]
     start: StartRule
     needs_reference: bool = False  # prune.reference_run is required
+    # Each round's mask is a subset of the previous round's (checked on resume, where a
+    # changed mask would otherwise be trained from silently).
+    nested: bool = False
     options: tuple[str, ...] = ()  # prune.* options the rule reads, for docs
     # Pruning during the round's training instead of before it: called at each
     # validation point k of n with the round's first and target counts, it gives the

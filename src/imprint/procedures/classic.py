@@ -48,6 +48,7 @@ IMP = Procedure(
     "magnitude-prune round r-1's final weights, rewind, retrain (the paper)",
     _iterative_magnitude,
     start_from_rewind,
+    nested=True,
 )
 ONESHOT = Procedure(
     "oneshot",
@@ -56,7 +57,11 @@ ONESHOT = Procedure(
     start_from_rewind,
 )
 RANDOM = Procedure(
-    "random", "random nested masks at round r's density, rewind", _random, start_from_rewind
+    "random",
+    "random nested masks at round r's density, rewind",
+    _random,
+    start_from_rewind,
+    nested=True,
 )
 REINIT = Procedure(
     "reinit",
@@ -70,4 +75,5 @@ FINETUNE = Procedure(
     "as imp, but continue from round r-1's final weights (no rewind)",
     _iterative_magnitude,
     start_from_previous,
+    nested=True,
 )

@@ -43,4 +43,5 @@ GMP = Procedure(
     _previous_mask,
     start_from_previous,
     gradual=cubic_counts,
+    nested=True,
 )
