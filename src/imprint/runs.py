@@ -817,7 +817,9 @@ class RunFolder:
                 raise RunFolderError(f"{path}: '{name}' holds NaN or infinite values.")
             if name.endswith("running_var") and bool((value < 0).any()):
                 raise RunFolderError(f"{path}: '{name}' holds negative variances.")
-        masks = self.round_masks(index)
+        # The final weights live on the round's mask (the start of a gradual round does
+        # not: its mask is where the round ends).
+        masks = self.round_masks(index) if which == "final" else {}
         for name, mask in masks.items():
             value = state.get(name)
             if value is None or tuple(value.shape) != tuple(mask.shape):
