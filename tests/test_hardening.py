@@ -469,8 +469,14 @@ def test_linked_folders_never_lead_outside(tmp_path, capsys):
 
 
 def test_a_sweep_with_linked_runs_folder_is_refused(tmp_path, capsys):
+    from imprint.sweep import load_sweep
+
     sweep = tmp_path / "s.toml"
-    sweep.write_text(f'name = "s"\nbase = "{CONFIGS / "smoke.toml"}"\nseeds = [0]\n')
+    sweep.write_text(
+        f'name = "s"\nbase = "{CONFIGS / "smoke.toml"}"\nseeds = [0]\n'
+        '[[variants]]\nname = "v"\n"train.steps" = 3\n'
+    )
+    assert load_sweep(sweep).name == "s"  # the sweep's own name, not a run's
     outside = tmp_path / "outside"
     outside.mkdir()
     (tmp_path / "sw").mkdir()

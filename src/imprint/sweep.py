@@ -167,11 +167,15 @@ def load_sweep(path: str | Path) -> Sweep:
     variants = document.get("variants", [{}])
     if not isinstance(variants, list):
         raise ConfigError(f"{source}: 'variants' must be an array of tables ([[variants]]).")
-    name = document.get("name", source.stem)
-    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name) or name.startswith("."):
+    sweep_name = document.get("name", source.stem)
+    if (
+        not isinstance(sweep_name, str)
+        or not _SAFE_NAME.fullmatch(sweep_name)
+        or sweep_name.startswith(".")
+    ):
         raise ConfigError(
             f"{source}: 'name' must be letters, digits and . , _ = - (it names the sweep "
-            f"folder runs/sweeps/NAME). Got {_shown(name)}."
+            f"folder runs/sweeps/NAME). Got {_shown(sweep_name)}."
         )
     count = len(variants) * len(seed_sets) * math.prod(len(v) for v in grid.values())
     if count > MAX_RUNS:
@@ -211,7 +215,7 @@ def load_sweep(path: str | Path) -> Sweep:
                 runs.append(
                     SweepRun(name, {**({"variant": label} if label else {}), **shown}, config)
                 )
-    return Sweep(name, source, tuple(runs))
+    return Sweep(sweep_name, source, tuple(runs))
 
 
 def _plan_path(out: Path) -> Path:
