@@ -474,7 +474,7 @@ def test_a_sweep_with_linked_runs_folder_is_refused(tmp_path, capsys):
     sweep = tmp_path / "s.toml"
     sweep.write_text(
         f'name = "s"\nbase = "{CONFIGS / "smoke.toml"}"\nseeds = [0]\n'
-        '[[variants]]\nname = "v"\n"train.steps" = 3\n'
+        '[[variants]]\nname = "v"\n"train.steps" = 30\n'
     )
     assert load_sweep(sweep).name == "s"  # the sweep's own name, not a run's
     outside = tmp_path / "outside"
