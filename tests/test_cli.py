@@ -82,7 +82,9 @@ def test_help_of_every_command():
             "data.name = 'mnist' has no key(s) class_xi, height, n_train, width: they are "
             "options of another dataset",
         ),
-        (["--seeds", "1,x"], "The '--seeds' option must list seeds"),
+        (["--seeds", "1,x"], "--seeds 1,x: list seeds as 0,1,2 or 0-4"),
+        (["--seeds", "0-100000"], "--seeds 0-100000: at most 256 seeds"),
+        (["--seeds", "0,1,0"], "--seeds 0,1,0: a seed is listed twice"),
     ],
 )
 def test_option_mistakes_are_one_line_naming_the_option(tmp_path, capsys, args, message):

@@ -231,7 +231,7 @@ def _read_curves(folder: RunFolder, index: int) -> list[dict[str, float]]:
     try:
         with io.StringIO(read_text(path)) as handle:
             return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, TypeError, csv.Error) as error:  # short rows: None
         raise RunFolderError(f"{path} is not a readable curves file: {error}.") from None
 
 

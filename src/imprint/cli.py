@@ -87,20 +87,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _seed_list(text: str) -> str:
     """'0,1,2' or '0-4' -> '0, 1, 2' (validated by the config's seeds.group)."""
-    seeds: list[int] = []
+    spans: list[tuple[int, int]] = []
     try:
         for part in text.split(","):
             low, dash, high = part.strip().partition("-")
-            if dash:
-                seeds.extend(range(int(low), int(high) + 1))
-            else:
-                seeds.append(int(low))
+            spans.append((int(low), int(high) if dash else int(low)))
     except ValueError:
-        raise ConfigError(
-            f"The '--seeds' option must list seeds as 0,1,2 or 0-4. Got {text!r}."
-        ) from None
+        raise ConfigError(f"--seeds {text}: list seeds as 0,1,2 or 0-4 (integers >= 0).") from None
+    if sum(max(0, last - first + 1) for first, last in spans) > 256:
+        raise ConfigError(f"--seeds {text}: at most 256 seeds are trained together.")
+    seeds = [seed for first, last in spans for seed in range(first, last + 1)]
     if not seeds:
-        raise ConfigError(f"The '--seeds' option lists no seed. Got {text!r}.")
+        raise ConfigError(f"--seeds {text}: no seed listed (a range runs upwards, e.g. 0-4).")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds {text}: a seed is listed twice.")
     return ", ".join(str(seed) for seed in seeds)
 
 
@@ -215,15 +215,29 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_collect(args: argparse.Namespace) -> int:
+    from imprint.config import ConfigError
     from imprint.sweep import collect, format_summary, summarize, summary_figures
 
+    rounds: list[int] = []
+    if args.rounds:  # before any work
+        try:
+            rounds = [int(r) for r in args.rounds.split(",")]
+        except ValueError:
+            rounds = [-1]
+        if any(r < 0 for r in rounds):
+            raise ConfigError(
+                f"--rounds {args.rounds}: expected round numbers >= 0, comma-separated "
+                "(e.g. 10,12,14)."
+            )
     rows = collect(args.sweep_dir)
+    if args.summary and rows and args.by not in rows[0]:
+        columns = ", ".join(k for k in rows[0] if not k.startswith(("best_", "val_", "final_")))
+        raise ConfigError(f"--by {args.by}: not a column of the runs. Columns: {columns}.")
     print(
         f"{len(rows)} rows ({_count(len({r['run'] for r in rows}), 'run')}) written to "
         f"{args.sweep_dir}/results.csv (and results.parquet where pandas is installed)"
     )
     if args.summary:
-        rounds = [int(r) for r in args.rounds.split(",")] if args.rounds else []
         print(format_summary(summarize(rows, by=args.by, rounds=rounds), args.by))
         if args.figures:
             for path in summary_figures(summarize(rows, by=args.by), args.by, args.figures):
@@ -237,9 +251,19 @@ def _count(n: int, noun: str) -> str:
 
 
 def _default_out(config_path: str) -> str:
+    """runs/<the config's name>, when that name is a plain folder name."""
+    import re
     from pathlib import Path
 
-    return str(Path("runs") / Path(config_path).stem)
+    from imprint.config import ConfigError
+
+    stem = Path(config_path).stem
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9=.,_-]{0,100}", stem):
+        raise ConfigError(
+            f"{config_path}: its name does not make a folder name for runs/NAME; "
+            "give the run folder with --out."
+        )
+    return str(Path("runs") / stem)
 
 
 def _add_overrides(parser: argparse.ArgumentParser) -> None:
@@ -464,6 +488,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:
         if _expected(error):
             print(f"imprint: error: {error}", file=sys.stderr)
+            return 2
+        if isinstance(error, OSError) and error.filename and not os.environ.get("IMPRINT_DEBUG"):
+            # The system's own refusal (a name too long, a file where a folder is needed,
+            # no permission): its reason and the path are the message.
+            print(f"imprint: error: {error.filename}: {error.strerror}.", file=sys.stderr)
             return 2
         if os.environ.get("IMPRINT_DEBUG"):
             raise

@@ -409,8 +409,11 @@ def read_group(
     members = group_members(root)
     folders = [RunFolder(path) for _, path in members]
     per_seed = [[f.round_metrics(r) for r in f.completed_rounds()] for f in folders]
-    if not all(per_seed):
-        raise RunFolderError(f"{root}: some seed has no completed round to {what}.")
+    empty = [f"seed {seed} ({path})" for (seed, path), rows in zip(members, per_seed) if not rows]
+    if empty:
+        raise RunFolderError(
+            f"{root}: {', '.join(empty)} listed in group.json has no completed round to {what}."
+        )
     return members, folders, per_seed, summarize_seeds(per_seed)
 
 

@@ -142,6 +142,8 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(io.StringIO(read_text(path), newline="")))
     except OSError as error:
         raise RunFolderError(f"Cannot read {path}: {error.strerror}.") from None
+    except csv.Error as error:
+        raise RunFolderError(f"{path} is not a readable CSV table: {error}.") from None
 
 
 def report_sections() -> list[Section]:

@@ -556,6 +556,12 @@ class RunFolder:
         document = config_to_dict(config)
         if self.config_path.exists():
             stored = self.read_config_document()
+            missing = [t for t in ("data", "model", "train", "prune", "seeds") if t not in stored]
+            if missing:  # imprint writes every table: an empty or cut file is damaged
+                raise RunFolderError(
+                    f"{self.config_path} lacks the [{'], ['.join(missing)}] table(s) that "
+                    "imprint writes: a damaged config file."
+                )
             try:
                 # Options added to imprint after the folder was made take their defaults.
                 stored = config_to_dict(parse_config(stored, str(self.config_path)))
@@ -565,10 +571,10 @@ class RunFolder:
             free = [*allow_changes, *RESULT_NEUTRAL_KEYS]
             refused = [key for key in changed if not _allowed(key, free)]
             if refused:
-                listing = "\n  ".join(_differences(stored, document))
+                listing = "; ".join(_differences(stored, document))
                 raise RunFolderError(
-                    f"{self.root} holds a run with a different config ({self.config_path}):\n  "
-                    f"{listing}\nUse another --out folder, the folder's own config to resume, "
+                    f"{self.root} holds a run with a different config ({self.config_path}): "
+                    f"{listing}. Use another --out folder, the folder's own config to resume, "
                     "or --allow-change KEY for a deliberate change (e.g. train.lr)."
                 )
             if changed:
@@ -979,6 +985,9 @@ def read_regular(path: Path, limit: int | None = None) -> bytes:
     check_confined(path)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise RunFolderError(f"{path} is a folder, not a file.")
     except FileNotFoundError:
         raise
     except OSError as error:
