@@ -328,7 +328,14 @@ def _run_ray(todo, address: str | None, cpus: float, gpus: float, device: str, l
         ) from None
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        except Exception as error:  # Ray's own errors: a timeout, no cluster at the address
+            raise ConfigError(
+                f"--backend ray: Ray could not start{f' at {address}' if address else ''} "
+                f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). "
+                "Check the address, or run with --backend local."
+            ) from None
     try:
         task = ray.remote(num_cpus=cpus, num_gpus=gpus)(_run_one)
         threads = max(1, int(cpus))
