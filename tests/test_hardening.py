@@ -209,6 +209,7 @@ def test_a_damaged_data_record_is_refused(finished):
         ({"shape": [32, 1, 1]}, r"\(32 pixels\), but the first layer has 64 inputs"),
         ({"permuted": True}, "but the config's data.permute_pixels is false"),
         ({"num_classes": 1}, "'num_classes' >= 2"),
+        ({"shape": [1, 16, 4]}, r"but the config's data section says \[1, 8, 8\]"),
     ):
         finished.data_path.write_text(json.dumps({**record, **change}))
         with pytest.raises(RunFolderError, match=message):
@@ -543,6 +544,7 @@ def test_small_data_files_cannot_ask_for_large_arrays(tmp_path):
         ("seeds.init=1180591620717411303424", "'seeds.init' is beyond 2**53"),
         ("train.lr=1e308", "'train.lr' is beyond 1e12"),
         ("data.gain=1e308", "'data.gain' is beyond 1e12"),
+        ("data.class_xi=[[1e308,1.0],[1.0,1.0]]", "'data.class_xi' is beyond 1e12"),
         ("train.steps=100000000000", "'train.steps': Input should be less than or equal to"),
         ("data.n_train=1000000000", "sampling needs about 1907.3 GiB"),
     ],
@@ -564,3 +566,18 @@ def test_a_fifo_among_folder_images_is_refused_not_waited_on(tmp_path):
     os.mkfifo(tmp_path / "cat" / "zz.png")
     with pytest.raises(DataError, match="zz.png is not a regular file"):
         load_dataset(FolderData(root=str(tmp_path), val_source="train", n_val=2))
+
+
+def test_a_group_member_that_is_a_link_is_not_even_locked(tmp_path, capsys):
+    import shutil
+
+    group = tmp_path / "group"
+    assert main([*smoke_run_args(group, "prune.max_rounds=0"), "--seeds", "0,1"]) == 0
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    shutil.move(group / "seed_1", outside / "seed_1")
+    (group / "seed_1").symlink_to(outside / "seed_1", target_is_directory=True)
+    lock = (outside / "seed_1" / ".lock").read_bytes()
+    assert main([*smoke_run_args(group, "prune.max_rounds=0"), "--seeds", "0,1"]) == 2
+    assert "leads outside" in capsys.readouterr().err
+    assert (outside / "seed_1" / ".lock").read_bytes() == lock

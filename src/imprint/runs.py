@@ -351,6 +351,7 @@ class RunFolder:
         import fcntl
 
         self._refuse_foreign()
+        check_confined(self.lock_path)  # a member folder that is a link: not even locked
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             # Never through a planted link: O_NOFOLLOW, and the lock file only.
@@ -674,8 +675,17 @@ class RunFolder:
                 f"{path}: images of shape {shape} ({math.prod(shape)} pixels), but the "
                 f"first layer has {inputs} inputs (a damaged data record)."
             )
+        data = self.read_config_document().get("data", {}) if self.config_path.exists() else {}
+        if all(isinstance(data.get(k), int) for k in ("channels", "height", "width")):
+            crop = 2 * data.get("crop", 0) if isinstance(data.get("crop", 0), int) else 0
+            expected = [data["channels"], data["height"] - crop, data["width"] - crop]
+            if shape != expected:
+                raise RunFolderError(
+                    f"{path}: images of shape {shape}, but the config's data section says "
+                    f"{expected} (a damaged data record)."
+                )
         if self.config_path.exists() and "permuted" in record:
-            wanted = bool(self.read_config_document().get("data", {}).get("permute_pixels"))
+            wanted = bool(data.get("permute_pixels"))
             if record["permuted"] is not wanted:
                 raise RunFolderError(
                     f"{path}: 'permuted' is {record['permuted']!r}, but the config's "

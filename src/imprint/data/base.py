@@ -140,7 +140,7 @@ def refuse_wrong_kinds(model: type[BaseModel], document: Any) -> None:
         field = model.model_fields.get(name)
         if field is None:
             continue
-        values = value if isinstance(value, list) else [value]
+        values = list(_flatten(value))
         if not _admits(field.annotation, bool) and any(isinstance(v, bool) for v in values):
             raise WrongValue(name, value, "must be a number, not true or false")
         if not _admits(field.annotation, str) and any(isinstance(v, str) for v in values):
@@ -150,6 +150,15 @@ def refuse_wrong_kinds(model: type[BaseModel], document: Any) -> None:
                 raise WrongValue(name, value, "is beyond 2**53, not a meaningful value")
             if isinstance(v, float) and math.isfinite(v) and abs(v) > 1e12:
                 raise WrongValue(name, value, "is beyond 1e12, not a meaningful value")
+
+
+def _flatten(value: Any) -> Any:
+    """The scalars of a value, through nested lists ([[0.7, 3.0], ...])."""
+    if isinstance(value, list):
+        for item in value:
+            yield from _flatten(item)
+    else:
+        yield value
 
 
 class WrongValue(ValueError):
