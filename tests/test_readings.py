@@ -169,3 +169,14 @@ def test_enrichment_is_the_neighbour_fraction_over_its_null():
     assert columns["neighbour_enrichment_null"] == 1.0
     near2, pairs2 = _pair_loop(mask, shape, 2.0)
     assert columns["mass_within_r"] == pytest.approx((near2.sum() / pairs2.sum()).item())
+
+
+def test_format_spread_shows_digits_the_spread_needs():
+    from imprint.analysis.uncertainty import format_spread
+
+    assert format_spread(0.0063, 0.0010, 2) == "0.0063 ± 0.0010"
+    assert format_spread(0.5, 0.1, 2) == "0.50 ± 0.10"
+    # equal values whose mean rounds differently in float: no spread, no extra digits
+    assert format_spread(0.168070, 2e-17, 2, percent=True) == "16.81 ± 0.00%"
+    assert format_spread(float("nan"), 0.1) == "n/a"
+    assert format_spread(0.25, float("nan"), 2, percent=True) == "25.00%"

@@ -181,6 +181,8 @@ def format_spread(mean: float, sd: float, digits: int = 2, percent: bool = False
     scale, unit = (100.0, "%") if percent else (1.0, "")
     if not math.isfinite(sd):
         return f"{mean * scale:.{digits}f}{unit}"
+    if sd <= 1e-9 * abs(mean):  # float rounding of equal values, not a spread
+        sd = 0.0
     digits = _digits(sd * scale, digits)
     return f"{mean * scale:.{digits}f} ± {sd * scale:.{digits}f}{unit}"
 
