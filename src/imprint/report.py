@@ -18,6 +18,8 @@ import html
 import io
 import json
 import math
+import re
+import textwrap
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -628,14 +630,31 @@ def _overlay(runs: list[_Run], value: str, ylabel: str, log_y: bool = False) -> 
             "o-",
             ms=3,
             color=color,
-            label=f"{_short(group)} ({len(members)} run{'s' if len(members) > 1 else ''})",
+            label=f"{_legend_name(group, members)} ({_count(len(members), 'run')})",
         )
         if sd is not None:
             ax.fill_between(x, mean - sd, mean + sd, color=color, alpha=0.2)
-    density_axis(ax, ylabel, log_y)
+    density_axis(ax, textwrap.fill(ylabel, 36), log_y)
     fig.set_size_inches(6.2, 3.9 + 0.09 * len(groups))  # room for the legend below
     legend_below(ax)
     return _png(fig)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _legend_name(group: str, members: list[_Run]) -> str:
+    """A group's legend label: what differs, when that is short; else the name of its
+    folder (a sweep's variant: "oneshot" of runs/oneshot,procedure=oneshot-1a2b3c4d)."""
+    short = _short(group)
+    if len(short) <= 40:
+        return short
+    folder = members[0].folder.root
+    if folder.name.startswith("seed_"):  # a member of a group folder
+        folder = folder.parent
+    name = re.sub(r"-[0-9a-f]{8}$", "", folder.name).split(",")[0]
+    return name if len(name) <= 40 else name[:37] + "..."
 
 
 def _short(group: str) -> str:
@@ -659,6 +678,7 @@ def _listing(runs: list[_Run]) -> list[dict[str, Any]]:
         rounds = sorted({len(r.metrics) for r in members})
         rows.append(
             {
+                "name (in the figures)": _legend_name(group, members),
                 "group (what differs)": group,
                 "runs": len(members),
                 "seeds": ", ".join(map(str, seeds)),
