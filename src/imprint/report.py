@@ -657,6 +657,11 @@ def _legend_name(group: str, members: list[_Run]) -> str:
     return name if len(name) <= 40 else name[:37] + "..."
 
 
+def _named(run: _Run) -> str:
+    """A run in a caption: its group's legend name and its seed."""
+    return f"{_legend_name(run.group, [run])}, seed {run.folder.read_config().seeds.init}"
+
+
 def _short(group: str) -> str:
     """A legend label: section prefixes and quotes dropped (data.gain="10" -> gain=10)."""
     parts = [part.strip().split(".", 1)[-1].replace('"', "") for part in group.split(",")]
@@ -755,14 +760,14 @@ def build_comparison(
         title = f"{run.folder.root.name}: round {index}, {metric['density']:.2%} left"
         maps = locality_maps(first, shape)
         maps_html.append(
-            _figure(_png(plot_displacement_maps(maps.s_sc, None, title=title)), run.label, "S_sc")
+            _figure(_png(plot_displacement_maps(maps.s_sc, None, title=title)), _named(run), "S_sc")
         )
         c_in = first.sum(dim=1)
         units = select_units(c_in, "most", gallery_size)
         gallery_html.append(
             _figure(
                 _png(plot_gallery(unit_images(first.double(), shape, units), title, columns=9)),
-                f"most connected units; {run.label}",
+                f"most connected units; {_named(run)}",
                 "gallery",
             )
         )
