@@ -495,7 +495,7 @@ def plot_groups_over_density(
         ax.fill_between(x, y - sd, y + sd, color=color, alpha=0.15)
     if null is not None:
         ax.axhline(null, color="0.5", ls="--", lw=0.8, label="null")
-    density_axis(ax, label, log_y)
+    density_axis(ax, textwrap.fill(label, 34), log_y)
     legend_below(ax, columns=3)
     return fig
 
