@@ -557,12 +557,6 @@ class RunFolder:
         document = config_to_dict(config)
         if self.config_path.exists():
             stored = self.read_config_document()
-            missing = [t for t in ("data", "model", "train", "prune", "seeds") if t not in stored]
-            if missing:  # imprint writes every table: an empty or cut file is damaged
-                raise RunFolderError(
-                    f"{self.config_path} lacks the [{'], ['.join(missing)}] table(s) that "
-                    "imprint writes: a damaged config file."
-                )
             try:
                 # Options added to imprint after the folder was made take their defaults.
                 stored = config_to_dict(parse_config(stored, str(self.config_path)))
@@ -636,10 +630,19 @@ class RunFolder:
         write_text(self.changes_path, json.dumps(log, indent=2) + "\n")
 
     def read_config_document(self) -> dict[str, Any]:
+        """config.toml as a document, with every table imprint writes (an empty or cut
+        file is a damaged one)."""
         try:
-            return tomllib.loads(_read_text(self.config_path))
+            document = tomllib.loads(_read_text(self.config_path))
         except (OSError, tomllib.TOMLDecodeError, RecursionError) as error:
             raise RunFolderError(f"Cannot read {self.config_path}: {error}.") from error
+        missing = [t for t in ("data", "model", "train", "prune", "seeds") if t not in document]
+        if missing:
+            raise RunFolderError(
+                f"{self.config_path} lacks the [{'], ['.join(missing)}] table(s) that imprint "
+                "writes: a damaged config file."
+            )
+        return document
 
     def write_data_record(self, record: Mapping[str, Any]) -> None:
         write_text(self.data_path, json.dumps(record, indent=2) + "\n")
@@ -695,12 +698,6 @@ class RunFolder:
 
     def read_config(self) -> Config:
         document = self.read_config_document()
-        missing = [t for t in ("data", "model", "train", "prune", "seeds") if t not in document]
-        if missing:  # imprint writes every table: a missing one is a damaged file
-            raise RunFolderError(
-                f"{self.config_path} lacks the [{'], ['.join(missing)}] table(s) that imprint "
-                "writes: a damaged config file."
-            )
         return parse_config(document, source=str(self.config_path))
 
     def check_model(self, config: Config) -> None:
