@@ -318,16 +318,28 @@ def strong_loop(
 
     def step() -> None:
         idx = torch.randint(n_train, (batch,), generator=gen, device=device)
-        x, y = images[idx], labels[idx]
-        logits = model(x)
-        loss = F.cross_entropy(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        loss_sum.add_(loss.detach())
-        correct_sum.add_((logits.detach().argmax(dim=1) == y).sum())
+        _sgd_step(model, optimizer, images[idx], labels[idx], loss_sum, correct_sum)
 
     return Loop(step, plain_validation(model, data, loss_sum, correct_sum, eval_batch))
+
+
+def _sgd_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_sum: torch.Tensor,
+    correct_sum: torch.Tensor,
+) -> None:
+    """One autograd SGD step of the plain loops, summing the loss and correct answers on
+    the device (no sync per step)."""
+    optimizer.zero_grad(set_to_none=True)
+    logits = model(x)
+    loss = F.cross_entropy(logits, y)
+    loss.backward()
+    optimizer.step()
+    loss_sum.add_(loss.detach())
+    correct_sum.add_((logits.detach().argmax(dim=1) == y).sum())
 
 
 def dataloader_loop(
@@ -363,13 +375,7 @@ def dataloader_loop(
             batches = iter(loader)
             x, y = next(batches)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        optimizer.zero_grad()
-        logits = model(x)
-        loss = F.cross_entropy(logits, y)
-        loss.backward()
-        optimizer.step()
-        loss_sum.add_(loss.detach())
-        correct_sum.add_((logits.detach().argmax(dim=1) == y).sum())
+        _sgd_step(model, optimizer, x, y, loss_sum, correct_sum)
 
     return Loop(step, plain_validation(model, data, loss_sum, correct_sum, eval_batch))
 
