@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -16,7 +15,8 @@ import torch
 from imprint.cli import main
 from imprint.imp import member_config, run_group, run_imp, study_round, summarize_seeds
 from imprint.runs import RunFolder, group_members, is_group
-from tests.conftest import ROOT, interrupt_at, smoke_config, smoke_run_args
+from tests.conftest import interrupt_at, smoke_config, smoke_run_args
+from tests.killpoints import kill_env
 
 SETS = ("train.momentum=0.9",)
 
@@ -217,34 +217,28 @@ def test_cli_seeds_prints_spread(tmp_path, capsys):
 
 
 def test_sigkill_during_a_group_then_resume(tmp_path):
-    """SIGKILL the group process at random moments inside rounds; the rerun ends
-    identical to an uninterrupted group on this machine."""
-    env = {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src"), "PYTHONUNBUFFERED": "1"}
-    env = {**__import__("os").environ, **env}
+    """SIGKILL the group process at moments inside rounds (counted in its own writes,
+    tests/killpoints, so the same on any machine's speed): between two checkpoints, with
+    a checkpoint write in flight, with any write in flight; the rerun ends identical to
+    an uninterrupted group on this machine."""
     sets = ("prune.max_rounds=2", "train.steps=600", *SETS)
 
     def command(out, every):
         args = smoke_run_args(out, *sets, f"train.checkpoint_every={every}")
         return [sys.executable, "-m", "imprint", *args, "--seeds", "0,1,2"]
 
-    subprocess.run(command(tmp_path / "plain", 0), env=env, check=True, capture_output=True)
+    subprocess.run(command(tmp_path / "plain", 0), env=kill_env(), check=True, capture_output=True)
     out = tmp_path / "g"
-    kills = 0
-    for delay in (0.3, 0.9, 0.6, 1.2):
-        process = subprocess.Popen(
-            command(out, 25), env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-        )
-        for line in process.stdout:
-            if line.startswith("Data:"):
-                break
-        time.sleep(delay)
-        if process.poll() is None:
-            process.send_signal(signal.SIGKILL)
-            kills += 1
-        process.wait()
-        process.stdout.close()
-    subprocess.run(command(out, 25), env=env, check=True, capture_output=True)
-    assert kills >= 2
+    points = (
+        "after:checkpoint.safetensors:3",
+        "during:checkpoint.safetensors:2",
+        "during:*:9",
+        "after:checkpoint.safetensors:5",
+    )
+    for point in points:
+        killed = subprocess.run(command(out, 25), env=kill_env(point), capture_output=True)
+        assert killed.returncode == -signal.SIGKILL, (point, killed.stderr)
+    subprocess.run(command(out, 25), env=kill_env(), check=True, capture_output=True)
     for seed in (0, 1, 2):
         assert _identical(
             RunFolder(out / f"seed_{seed}"), RunFolder(tmp_path / "plain" / f"seed_{seed}")

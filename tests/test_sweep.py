@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ from imprint.config import ConfigError
 from imprint.runs import RunFolder
 from imprint.sweep import collect, load_sweep, run_sweep, summarize
 from tests.conftest import CONFIGS, ROOT
+from tests.killpoints import kill_env
 
 
 def _sweep_file(tmp_path: Path, body: str = "") -> Path:
@@ -84,16 +83,15 @@ def test_killed_sweep_finishes_only_missing_work(tmp_path):
     path = _sweep_file(tmp_path)
     out = tmp_path / "out"
     command = [sys.executable, "-m", "imprint", "sweep", str(path), "--out", str(out)]
-    process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    # The sweep's process group is killed as soon as its first run has written run.json
+    # (tests/killpoints: an event of the run, not a time).
+    killed = subprocess.run(
+        command,
+        env=kill_env("after:run.json:1", group=True, threads=None),
+        capture_output=True,
+        start_new_session=True,
     )
-    deadline = time.time() + 120
-    while time.time() < deadline:  # kill as soon as the first run has finished
-        if any((out / "runs").glob("*/run.json")):
-            break
-        time.sleep(0.01)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
     finished = {f for f in (out / "runs").iterdir() if (f / "run.json").exists()}
     assert 1 <= len(finished) < 4
     stamps = {f: (f / "run.json").stat().st_mtime_ns for f in finished}
