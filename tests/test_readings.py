@@ -155,14 +155,15 @@ def test_across_seeds():
 
 
 def test_enrichment_is_the_neighbour_fraction_over_its_null():
-    from imprint.analysis.locality import NEIGHBOUR_RADIUS, locality_readings
+    from imprint.analysis.locality import NEIGHBOUR_RADIUS
+    from imprint.readings import ReadingInputs, compute_readings
 
     gen = torch.Generator().manual_seed(7)
     shape = (1, 10, 10)
     mask = torch.rand(30, 100, generator=gen) < 0.15
     near, pairs = _pair_loop(mask, shape, NEIGHBOUR_RADIUS)
     f0 = mass_within_radius_null(shape, NEIGHBOUR_RADIUS)
-    columns = locality_readings(mask, shape)
+    columns = compute_readings(ReadingInputs(mask, shape), "round")  # the registry's
     f = (near.sum() / pairs.sum()).item()
     assert columns["neighbour_enrichment"] == pytest.approx(f / f0, abs=1e-12)
     assert columns["locality_index"] == pytest.approx((f - f0) / (1 - f0), abs=1e-12)

@@ -40,7 +40,7 @@ from imprint.analysis.connectivity import (
     pixel_map,
 )
 from imprint.analysis.invariance import class_response, translational_invariance
-from imprint.analysis.locality import MASS_RADIUS, locality_readings, to_image_space
+from imprint.analysis.locality import MASS_RADIUS, to_image_space
 from imprint.analysis.maps import connection_resolved_maps, locality_maps, resolved_edges
 from imprint.analysis.units import select_units, unit_images
 from imprint.config import Config
@@ -59,6 +59,7 @@ from imprint.plots import (
     plot_pixel_map,
     plot_scalar_over_rounds,
 )
+from imprint.readings import ReadingInputs, compute_readings
 
 __all__ = [
     "AnalysisOptions",
@@ -348,7 +349,7 @@ def _locality_maps(r: Round, layer: int) -> Result:
     connected = r.layer(layer).image > 0
     maps = locality_maps(connected, r.shape)
     return Result(
-        json_safe(locality_readings(connected, r.shape)),
+        json_safe(compute_readings(ReadingInputs(connected, r.shape), "round")),
         {f"s_sc_l{layer}": maps.s_sc.numpy(), f"s_dc_l{layer}": maps.s_dc.numpy()},
         {
             "s_sc": maps.s_sc,

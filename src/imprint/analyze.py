@@ -38,14 +38,22 @@ import torch
 
 from imprint import analyses
 from imprint.analyses import AnalysisOptions, History, Round, json_safe
-from imprint.analysis.activity import hidden_activity, kurtosis_reading
-from imprint.analysis.connectivity import ipr_reading
-from imprint.analysis.locality import MASS_RADIUS, locality_readings, to_image_space
-from imprint.analysis.uncertainty import across_seeds, as_number
+from imprint.analysis.activity import hidden_activity
+from imprint.analysis.locality import MASS_RADIUS, to_image_space
+from imprint.analysis.uncertainty import as_number
 from imprint.config import Config
 from imprint.data import DataError, ImageData, load_dataset
 from imprint.model import FCN, build_model
 from imprint.plots import save_figure
+from imprint.readings import (
+    COLUMN_SUFFIXES,
+    READINGS,
+    ReadingInputs,
+    aggregate_over_seeds,
+    compute_readings,
+    reading_columns,
+    shown_in,
+)
 from imprint.runs import (
     RunFolder,
     RunFolderError,
@@ -103,10 +111,6 @@ def resolve_rounds(
             f"The '--round' option names round {index}; {folder.root} has rounds 0..{done[-1]}."
         )
     return [index]
-
-
-def _has_geometry(shape: tuple[int, int, int]) -> bool:
-    return shape[1] >= 2 and shape[2] >= 2
 
 
 def _model(config: Config, data: ImageData, state: dict[str, torch.Tensor], device: str) -> FCN:
@@ -198,24 +202,19 @@ def analyze_round(
     return results
 
 
-_STORED_READINGS = ("locality_index", "neighbour_enrichment", "mass_within_r", "locality_ratio")
-
-
 def round_readings(folder: RunFolder, index: int) -> dict[str, Any]:
-    """The locality readings of round ``index`` (:func:`imprint.analysis.locality.
-    locality_readings` columns): as stored in its metrics.json by the round loop, or,
-    for a folder written before the loop stored them, computed from its mask."""
+    """The columns of the registered "round" readings of round ``index`` (:mod:`imprint.
+    readings`): as stored in its metrics.json by the round loop, or, for a folder written
+    before the loop stored them all (or before a reading was registered), computed from
+    its mask."""
     metrics = folder.round_metrics(index)
-    if all(key in metrics for key in _STORED_READINGS):
-        return {
-            k: v for k, v in metrics.items() if k.split("_")[0] in ("locality", "mass", "neighbour")
-        }
+    stored = [spec.name for spec in READINGS.values() if spec.stage == "round"]
+    if all(name in metrics for name in stored):
+        return reading_columns(metrics, stored)
     masks = folder.round_masks(index)
     shape = _input_shape(folder, masks)
-    if not _has_geometry(shape):
-        return {}
     first = to_image_space(masks["layers.0.weight"], _permutation(folder))
-    return json_safe(locality_readings(first, shape))
+    return json_safe(compute_readings(ReadingInputs(first, shape), "round"))
 
 
 def _json_default(value: Any) -> Any:
@@ -263,15 +262,20 @@ def _round_scalars(
         "best_val_top1": metrics["best_val_top1"],
         "connected_l0": metrics["connected_units"][0],
     }
-    if _has_geometry(shape):
-        row.update(round_readings(folder, index))
+    row.update(round_readings(folder, index))
     state = folder.round_state(index, "final")
-    c_in = masks["layers.0.weight"].sum(dim=1)  # (units,)
-    row.update(ipr_reading(state["layers.0.weight"], c_in).columns("ipr_l0"))
-    if data is not None:
-        model = _model(config, data, state, device)
-        reading, _ = kurtosis_reading(hidden_activity(model, data, layer=0), c_in.cpu() > 0)
-        row.update(reading.columns("kurtosis_l0"))
+
+    def activity() -> torch.Tensor:
+        assert data is not None
+        return hidden_activity(_model(config, data, state, device), data, layer=0)
+
+    inputs = ReadingInputs(
+        to_image_space(masks["layers.0.weight"], _permutation(folder)),
+        shape,
+        weights=state["layers.0.weight"],
+        activity=activity if data is not None else None,
+    )
+    row.update(json_safe(compute_readings(inputs, "analysis")))
     return row
 
 
@@ -404,7 +408,7 @@ def analyze_group(
     write_csv(out / "rounds.csv", rows, _columns(rows))
     history = History(mean_metrics, rows, study_round(mean_metrics), "over seeds", options)
     written, skipped = _over_round_figures(history, out, options, group=True)
-    readings = _mean_readings(summaries)
+    readings = _mean_readings(summaries, seed_rows)
     record = {
         "seeds": [seed for seed, _ in members],
         "which": which,
@@ -425,27 +429,25 @@ def _mean_rows(seed_rows: Sequence[Sequence[dict[str, str]]]) -> list[dict[str, 
     for index in range(max(len(r) for r in seed_rows)):
         reached = [r[index] for r in seed_rows if len(r) > index]
         row: dict[str, Any] = {"round": index, "seeds": len(reached)}
-        for key in reached[0]:
-            if key == "round" or key.endswith(("_sd", "_low", "_high", "_n", "_reason")):
-                continue
-            values = [as_number(r.get(key)) for r in reached]
-            if any(math.isfinite(v) for v in values):
-                mean, sd, _ = across_seeds(values)
-                row[key], row[f"{key}_sd"] = mean, sd
+        numeric = [
+            key
+            for key in reached[0]
+            if key != "round"
+            and not key.endswith(COLUMN_SUFFIXES)
+            and any(math.isfinite(as_number(r.get(key))) for r in reached)
+        ]
+        for key, value in aggregate_over_seeds(reached, numeric).items():
+            if not key.endswith("_n"):  # rounds.csv's columns: value and sd
+                row[key] = value
         rows.append(row)
     return rows
 
 
-GROUP_READINGS = (
-    ("locality_index", ("layers", "0", "locality_index")),
-    ("mass_within_r", ("layers", "0", "mass_within_r")),
-    ("locality_ratio", ("layers", "0", "locality_ratio")),
-    ("ipr_mean", ("layers", "0", "ipr_mean")),
+# Results of an analysed round that are not per-round readings (the registry's readings
+# come from each seed's rounds.csv): the path to each in a round's results.json.
+ROUND_RESULTS = (
     ("fraction_shifted", ("invariance", "fraction_shifted")),
     ("null_fraction_shifted", ("invariance", "null_fraction_shifted")),
-    ("kurtosis_mean", ("kurtosis", "mean")),
-    ("best_val_top1", ("best_val_top1",)),
-    ("density", ("density",)),
     # top-1 after removing the first k of the ablation points (about 9% and 27% of
     # the units with the default 12 points), most connected first and in random order
     ("ablation_most_top1_p1", ("ablation", "most", "top1", 1)),
@@ -457,23 +459,33 @@ GROUP_READINGS = (
 )
 
 
-def _mean_readings(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """For each analysed round: each reading's mean and sd over seeds."""
+def _result_at(result: Any, path: Sequence[Any]) -> Any:
+    for step in path:
+        if isinstance(result, dict):
+            result = result.get(step)
+        elif isinstance(result, list) and isinstance(step, int) and step < len(result):
+            result = result[step]
+        else:
+            return None
+    return result
+
+
+def _mean_readings(
+    summaries: Sequence[dict[str, Any]], seed_rows: Sequence[Sequence[dict[str, str]]]
+) -> list[dict[str, Any]]:
+    """For each analysed round: the mean and sd over seeds of density, accuracy, every
+    registered reading shown in the group table (from the seeds' rounds.csv) and the
+    round's other results (:data:`ROUND_RESULTS`)."""
+    names = ["density", "best_val_top1", *(spec.name for spec in shown_in("group"))]
     out = []
     for position, index in enumerate(summaries[0]["rounds"]):
+        rows = [next((r for r in seed if int(r["round"]) == index), {}) for seed in seed_rows]
+        results = [
+            {name: _result_at(s["per_round"][position], path) for name, path in ROUND_RESULTS}
+            for s in summaries
+        ]
         entry: dict[str, Any] = {"round": index}
-        for name, path in GROUP_READINGS:
-            values = []
-            for summary in summaries:
-                value: Any = summary["per_round"][position]
-                for step in path:
-                    if isinstance(value, dict):
-                        value = value.get(step)
-                    elif isinstance(value, list) and isinstance(step, int) and step < len(value):
-                        value = value[step]
-                    else:
-                        value = None
-                values.append(as_number(value))
-            entry[name], entry[f"{name}_sd"], entry[f"{name}_n"] = across_seeds(values)
+        entry.update(aggregate_over_seeds(rows, names))
+        entry.update(aggregate_over_seeds(results, [name for name, _ in ROUND_RESULTS]))
         out.append(json_safe(entry))
     return out

@@ -14,30 +14,33 @@ __all__ = ["main", "format_round_table"]
 
 def format_round_table(rounds: Sequence[dict], pruned: Sequence[int]) -> str:
     """The end-of-run console table: one line per round. ``rounds`` are one run's
-    metrics (the locality index with its within-run bootstrap sd) or a group's rows of
-    :func:`imprint.imp.summarize_seeds` (mean ± sd over seeds)."""
-    from imprint.analysis.uncertainty import format_spread, reading_from_columns
+    metrics (each reading with its within-run bootstrap sd) or a group's rows of
+    :func:`imprint.imp.summarize_seeds` (mean ± sd over seeds); the readings are those
+    the registry shows in the console table."""
+    from imprint.analysis.uncertainty import format_spread
+    from imprint.readings import shown_in
 
     group = bool(rounds) and "seeds" in rounds[0]
     top5 = not group and bool(rounds) and rounds[0]["units"][-1] > 5  # 5 classes or fewer: 1
+    specs = shown_in("console", "round")
     header = [
         "round",
         *[f"left L{layer}" for layer in pruned],
         "best top-1",
         *(["top-5"] if top5 else []),
         *[f"conn. L{layer}" for layer in pruned],
-        "locality index",
+        *[spec.label for spec in specs],
         *(["seeds"] if group else []),
     ]
     rows = []
     for m in rounds:
         if group:
             top1 = format_spread(m["best_val_top1"], m["best_val_top1_sd"], digits=4)
-            locality = format_spread(m["locality_index"], m["locality_index_sd"])
+            readings = [spec.format_mean(m) for spec in specs]
             conn = [f"{m['connected_units'][layer]:.0f}/{m['units'][layer]}" for layer in pruned]
         else:
             top1 = f"{m['best_val_top1']:.4f}"
-            locality = reading_from_columns(m, "locality_index").format()
+            readings = [spec.format(m) for spec in specs]
             conn = [f"{m['connected_units'][layer]}/{m['units'][layer]}" for layer in pruned]
         rows.append(
             [
@@ -46,7 +49,7 @@ def format_round_table(rounds: Sequence[dict], pruned: Sequence[int]) -> str:
                 top1,
                 *([f"{m['val_top5_at_best']:.4f}"] if top5 else []),
                 *conn,
-                locality,
+                *readings,
                 *([str(m["seeds"])] if group else []),
             ]
         )
@@ -105,9 +108,10 @@ def _seed_list(text: str) -> str:
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
-    from imprint.analysis.uncertainty import as_number, format_spread, reading_from_columns
+    from imprint.analysis.uncertainty import as_number, format_spread
     from imprint.analyze import AnalysisOptions, analyze_run
     from imprint.imp import resolve_device
+    from imprint.readings import shown_in
 
     formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
     if not formats or not set(formats) <= FIGURE_FORMATS:
@@ -121,22 +125,22 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         gallery_size=args.gallery_size, formats=formats, device=str(resolve_device(args.device))
     )
     summary = analyze_run(args.run, args.round, options, log=_log(args))
+    specs = shown_in("console", "round")
     for result in [] if "seeds" in summary else summary["per_round"]:
         layer0 = result["layers"].get("0", {})
+        readings = "".join(f", {spec.label} {spec.format(layer0)}" for spec in specs)
         print(
             f"round {result['round']}: {result['density']:.2%} left, top-1 "
-            f"{result['best_val_top1']:.4f}, locality index "
-            f"{reading_from_columns(layer0, 'locality_index').format()}, "
-            f"{len(result['figures'])} figures"
+            f"{result['best_val_top1']:.4f}{readings}, {len(result['figures'])} figures"
         )
     for reading in summary.get("readings", []):
-        top1, locality = (
-            format_spread(as_number(reading[name]), as_number(reading[f"{name}_sd"]), digits)
-            for name, digits in (("best_val_top1", 4), ("locality_index", 2))
+        top1 = format_spread(
+            as_number(reading["best_val_top1"]), as_number(reading["best_val_top1_sd"]), 4
         )
+        readings = "".join(f", {spec.label} {spec.format_mean(reading)}" for spec in specs)
         print(
             f"round {reading['round']}, mean ± sd over {len(summary['seeds'])} seeds: "
-            f"top-1 {top1}, locality index {locality}"
+            f"top-1 {top1}{readings}"
         )
     print(f"Results in {args.run}/analysis")
     return 0

@@ -30,13 +30,8 @@ from typing import Any
 
 import torch
 
-from imprint.analysis.locality import locality_readings, to_image_space
-from imprint.analysis.uncertainty import (
-    across_seeds,
-    as_number,
-    format_spread,
-    reading_from_columns,
-)
+from imprint.analysis.locality import to_image_space
+from imprint.analysis.uncertainty import across_seeds, format_spread
 from imprint.config import Config, ConfigError, SeedConfig, config_to_dict
 from imprint.data import ImageData, load_dataset
 from imprint.model import build_model
@@ -50,6 +45,12 @@ from imprint.prune import (
     layer_names,
     magnitudes,
     prune_by_scores,
+)
+from imprint.readings import (
+    ReadingInputs,
+    aggregate_over_seeds,
+    compute_readings,
+    shown_in,
 )
 from imprint.runs import (
     GROUP_FILE,
@@ -174,11 +175,18 @@ def _round_metrics(
         "seconds": round(result.seconds, 3),
     }
     first = to_image_space(masks[layer_names(0)[0]], data.permutation)
-    metrics.update(locality_readings(first, data.shape))
+    metrics.update(compute_readings(ReadingInputs(first, data.shape), "round"))
     return metrics
 
 
-SUMMARY_READINGS = ("locality_index", "locality_index_sd", "mass_within_r", "locality_ratio")
+def _summary_readings(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The summary.csv columns of the readings shown there: value, and sd with a spread."""
+    row = {}
+    for spec in shown_in("summary", "round"):
+        row[spec.name] = metrics.get(spec.name)
+        if spec.spread:
+            row[f"{spec.name}_sd"] = metrics.get(f"{spec.name}_sd")
+    return row
 
 
 def _summary_row(metrics: dict[str, Any], pruned: list[int]) -> dict[str, Any]:
@@ -187,7 +195,7 @@ def _summary_row(metrics: dict[str, Any], pruned: list[int]) -> dict[str, Any]:
         "density": metrics["density"],
         "best_val_top1": metrics["best_val_top1"],
         "val_top5_at_best": metrics["val_top5_at_best"],
-        **{key: metrics.get(key) for key in SUMMARY_READINGS},
+        **_summary_readings(metrics),
     }
     for layer in pruned:
         row[f"density_l{layer}"] = metrics["layer_density"][layer]
@@ -419,16 +427,14 @@ def read_group(
 
 def summarize_seeds(runs: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, Any]]:
     """Per round index: how many seeds reached it, and the mean and sample sd over them
-    of density, accuracy and the locality readings (sd NaN for a single seed)."""
+    of density, accuracy and the readings shown in summary tables (sd NaN for a single
+    seed)."""
+    names = [*GROUP_METRICS, *(spec.name for spec in shown_in("summary", "round"))]
     rows = []
     for index in range(max((len(r) for r in runs), default=0)):
         reached = [r[index] for r in runs if len(r) > index]
         row: dict[str, Any] = {"round": index, "seeds": len(reached)}
-        for key in GROUP_READINGS:
-            mean, sd, n = across_seeds(as_number(m.get(key)) for m in reached)
-            row[key], row[f"{key}_sd"] = mean, sd
-            if key.startswith("locality_index"):
-                row[f"{key}_n"] = n
+        row.update(aggregate_over_seeds(reached, names))
         row["layer_density"] = reached[0]["layer_density"]
         row["connected_units"] = [
             across_seeds(m["connected_units"][layer] for m in reached)[0]
@@ -439,14 +445,7 @@ def summarize_seeds(runs: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, 
     return rows
 
 
-GROUP_READINGS = (
-    "density",
-    "best_val_top1",
-    "val_top5_at_best",
-    "locality_index",
-    "mass_within_r",
-    "locality_ratio",
-)
+GROUP_METRICS = ("density", "best_val_top1", "val_top5_at_best")
 
 
 class _Member:
@@ -791,16 +790,17 @@ def _round_line(saved: list[dict[str, Any]], pruned: list[int]) -> str:
     first = saved[0]
     dens = " ".join(f"{first['layer_density'][layer]:.2%}" for layer in pruned)
     top1 = format_spread(*across_seeds(m["best_val_top1"] for m in saved)[:2], digits=4)
+    specs = shown_in("console", "round")
     if len(saved) == 1:
-        locality = reading_from_columns(first, "locality_index").format()
+        cells = [spec.format(first) for spec in specs]
     else:
-        locality = format_spread(
-            *across_seeds(as_number(m.get("locality_index")) for m in saved)[:2]
-        )
+        mean = aggregate_over_seeds(saved, [spec.name for spec in specs])
+        cells = [spec.format_mean(mean) for spec in specs]
+    readings = "".join(f"  {spec.label} {cell}" for spec, cell in zip(specs, cells))
     seeds = f", {len(saved)} seeds" if len(saved) > 1 else ""
     return (
-        f"round {first['round']:3d}  weights left {dens}  best top-1 {top1}  "
-        f"locality index {locality}  ({first['seconds']:.1f} s{seeds})"
+        f"round {first['round']:3d}  weights left {dens}  best top-1 {top1}"
+        f"{readings}  ({first['seconds']:.1f} s{seeds})"
     )
 
 

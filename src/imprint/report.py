@@ -33,7 +33,7 @@ from imprint import analyses
 from imprint.analyses import AnalysisOptions, Section, hidden_layers
 from imprint.analysis.locality import to_image_space
 from imprint.analysis.maps import locality_maps
-from imprint.analysis.uncertainty import as_number, format_spread, reading_from_columns
+from imprint.analysis.uncertainty import as_number, format_spread
 from imprint.analysis.units import select_units, unit_images
 from imprint.analyze import analyze_run, resolve_rounds, round_readings
 from imprint.config import config_to_dict
@@ -46,6 +46,7 @@ from imprint.plots import (
     plot_displacement_maps,
     plot_gallery,
 )
+from imprint.readings import READINGS, shown_in
 from imprint.runs import (
     RunFolder,
     RunFolderError,
@@ -389,21 +390,17 @@ def _figure_sections(items: Sequence[_Item], rounds_csv: Path) -> list[tuple[str
     return sections
 
 
-# Column names of rounds tables as a reader wants them; fractions shown as percentages.
+# Column names of rounds tables as a reader wants them (readings: their registry label);
+# fractions shown as percentages.
 _COLUMN_NAMES = {
     "round": "round",
     "seeds": "seeds",
     "density": "weights left",
     "best_val_top1": "best top-1",
     "val_top5_at_best": "top-5",
-    "locality_index": "locality index",
-    "neighbour_enrichment": "neighbour enrichment",
-    "mass_within_r": "S_sc mass < 2 px",
-    "locality_ratio": "pair-distance ratio",
     "seconds": "seconds",
 }
 _PERCENT = ("density", "best_val_top1", "val_top5_at_best")
-_PAIR_READINGS = ("locality_index", "mass_within", "neighbour_")  # NaN: too few pairs
 
 
 def _readable(rows: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -419,10 +416,13 @@ def _readable(rows: list[dict[str, str]]) -> list[dict[str, str]]:
             name = _column_name(key)
             sd, reason = row.get(f"{key}_sd"), row.get(f"{key}_reason")
             number = as_number(value)
+            spec = READINGS.get(key)
             if reason:
                 entry[name] = reason
-            elif key.startswith(_PAIR_READINGS) and not math.isfinite(number):
-                entry[name] = "too few pairs"
+            elif spec is not None and not math.isfinite(number):
+                entry[name] = spec.missing
+            elif spec is not None:
+                entry[name] = format_spread(number, as_number(sd), spec.digits)
             elif key in _PERCENT or key.startswith("density_l"):
                 spread = as_number(sd) if sd not in (None, "") else math.nan
                 entry[name] = format_spread(number, spread, 2, percent=True)
@@ -442,6 +442,8 @@ def _readable(rows: list[dict[str, str]]) -> list[dict[str, str]]:
 
 
 def _column_name(key: str) -> str:
+    if key in READINGS:
+        return READINGS[key].label
     if key in _COLUMN_NAMES:
         return _COLUMN_NAMES[key]
     for prefix, label in (
@@ -501,9 +503,10 @@ def _build_group_report(
             "best top-1": format_spread(
                 as_number(r["best_val_top1"]), as_number(r["best_val_top1_sd"]), 4
             ),
+            **{spec.label: spec.format_mean(r) for spec in shown_in("group")},
             **{
-                label: format_spread(as_number(r[name]), as_number(r[f"{name}_sd"]), digits)
-                for label, name, digits in _GROUP_COLUMNS
+                label: format_spread(as_number(r.get(name)), as_number(r.get(f"{name}_sd")), 2)
+                for label, name in _GROUP_RESULTS
             },
         }
         for r in readings
@@ -537,14 +540,8 @@ def _build_group_report(
     return path
 
 
-_GROUP_COLUMNS = (
-    ("locality index", "locality_index", 2),
-    ("S_sc mass < 2 px", "mass_within_r", 3),
-    ("pair-distance ratio", "locality_ratio", 2),
-    ("weight IPR", "ipr_mean", 3),
-    ("shifted copies", "fraction_shifted", 2),
-    ("kurtosis", "kurtosis_mean", 2),
-)
+# Results of the analysed round beside the registry's readings in the group table.
+_GROUP_RESULTS = (("shifted copies", "fraction_shifted"),)
 
 
 # ------------------------------------------------------------------------- comparison
@@ -779,8 +776,7 @@ def build_comparison(
                 "round": index,
                 "density": metric["density"],
                 "best top-1": metric["best_val_top1"],
-                "locality index": reading_from_columns(readings, "locality_index").format(),
-                "pair-distance ratio": readings.get("locality_ratio"),
+                **{spec.label: spec.format(readings) for spec in shown_in("compare")},
                 "connected units": int((c_in > 0).sum()),
                 "mean C_in": float(c_in[c_in > 0].double().mean()) if (c_in > 0).any() else 0.0,
             }

@@ -55,6 +55,7 @@ from safetensors.torch import save as st_save
 
 from imprint.config import Config, ConfigError, config_to_dict, parse_config
 from imprint.prune import layer_counts
+from imprint.readings import is_reading_column
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -106,18 +107,10 @@ class RunFolderError(RuntimeError):
     """A run folder that cannot be used as asked; the message names the file."""
 
 
-class _Readings(TypedDict, total=False):
-    """The locality readings stored with a round (analysis.locality.locality_readings):
-    each with _sd, _low, _high, _null, _n (and _reason when it has no value)."""
-
-    locality_index: float | None
-    neighbour_enrichment: float | None
-    mass_within_r: float | None
-    locality_ratio: float | None
-
-
-class RoundMetrics(_Readings):
-    """A round's metrics.json: the one record of a completed round."""
+class RoundMetrics(TypedDict):
+    """A round's metrics.json: the one record of a completed round. It also holds the
+    flat columns of every registered "round" reading (:mod:`imprint.readings`:
+    ``locality_index``, ``locality_index_sd``, ...), numbers or null."""
 
     round: int
     density: float  # alive fraction of the prunable weights and biases
@@ -193,9 +186,7 @@ def check_round_metrics(record: Any, index: int, source: Path) -> RoundMetrics:
                 f"'layer_alive' {alive} must satisfy 0 <= connected <= units and alive >= 0"
             )
     for key, value in list(record.items()):
-        if key.startswith(("locality_", "mass_within", "neighbour_")) and not key.endswith(
-            "_reason"
-        ):
+        if is_reading_column(key) and not key.endswith("_reason"):
             if isinstance(value, float) and math.isnan(value):
                 record[key] = None  # written as NaN before readings were stored as null
             elif value is not None and not _number(value):

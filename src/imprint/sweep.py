@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imprint.analysis.uncertainty import across_seeds, as_number, format_spread
+from imprint.analysis.uncertainty import format_spread
 from imprint.config import (
     Config,
     ConfigError,
@@ -43,6 +43,7 @@ from imprint.config import (
     read_toml,
     set_values,
 )
+from imprint.readings import aggregate_over_seeds, shown_in
 from imprint.runs import (
     RunFolder,
     RunFolderError,
@@ -447,14 +448,20 @@ def collect(
     return rows
 
 
-SUMMARY_METRICS = ("density", "best_val_top1", "locality_index", "mass_within_r", "locality_ratio")
+SUMMARY_METRICS = ("density", "best_val_top1")  # then the readings shown in collect's table
+
+
+def summary_metrics() -> list[str]:
+    """The columns :func:`summarize` averages by default: density, accuracy and every
+    registered reading shown in collect's table."""
+    return [*SUMMARY_METRICS, *(spec.name for spec in shown_in("collect", "round"))]
 
 
 def summarize(
     rows: Sequence[dict[str, Any]],
     by: str = "variant",
     rounds: Sequence[int] = (),
-    metrics: Sequence[str] = SUMMARY_METRICS,
+    metrics: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Mean and sample standard deviation over seeds of ``metrics`` per group ``by`` and
     round (all rounds when ``rounds`` is empty): the numbers behind docs/findings.md.
@@ -467,28 +474,29 @@ def summarize(
     table = []
     for (group, index), members in groups.items():
         entry: dict[str, Any] = {by: group, "round": index, "runs": len(members)}
-        for name in metrics:
-            values = [as_number(m.get(name)) for m in members]
-            entry[name], entry[f"{name}_sd"], entry[f"{name}_n"] = across_seeds(values)
+        entry.update(
+            aggregate_over_seeds(members, summary_metrics() if metrics is None else metrics)
+        )
         table.append(entry)
     return table
 
 
 def format_summary(table: Sequence[dict[str, Any]], by: str) -> str:
-    """A Markdown table of :func:`summarize`: mean +- sd over seeds per group and round."""
-    lines = [
-        f"| {by} | round | weights left | seeds | best top-1 | locality index | "
-        "S_sc mass < 2 px | pair-distance ratio |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
+    """A Markdown table of :func:`summarize`: mean +- sd over seeds per group and round,
+    with a column for each registered reading shown in collect's table."""
+    specs = [spec for spec in shown_in("collect", "round") if any(spec.name in r for r in table)]
+    header = [by, "round", "weights left", "seeds", "best top-1", *(s.label for s in specs)]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for row in sorted(table, key=lambda r: (r["round"], str(r[by]))):
-        lines.append(
-            f"| {row[by]} | {row['round']} | {row['density']:.2%} | {row['runs']} | "
-            f"{format_spread(row['best_val_top1'], row['best_val_top1_sd'], 3)} | "
-            f"{format_spread(row['locality_index'], row['locality_index_sd'])} | "
-            f"{format_spread(row['mass_within_r'], row['mass_within_r_sd'], 3)} | "
-            f"{format_spread(row['locality_ratio'], row['locality_ratio_sd'])} |"
-        )
+        cells = [
+            str(row[by]),
+            str(row["round"]),
+            f"{row['density']:.2%}",
+            str(row["runs"]),
+            format_spread(row["best_val_top1"], row["best_val_top1_sd"], 3),
+            *(spec.format_mean(row) for spec in specs),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -28,7 +28,6 @@ null / actual is 1 for no locality and grows as connectivity becomes local.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +46,8 @@ __all__ = [
     "MIN_PAIRS",
     "MIN_UNITS",
     "MASS_RADIUS",
-    "locality_readings",
+    "neighbour_enrichment",
+    "mass_within_r",
 ]
 
 NEIGHBOUR_RADIUS = 1.5  # px: the 8 neighbours of a pixel, a 3 x 3 filter's support
@@ -175,26 +175,16 @@ def neighbour_locality(
     )
 
 
-def locality_readings(
+def neighbour_enrichment(
     mask: torch.Tensor, shape: tuple[int, int, int], *, n_boot: int = N_BOOT, seed: int = 0
-) -> dict[str, Any]:
-    """Every scalar locality reading of a first-layer ``mask`` (units, C*H*W) in image
-    space, as flat columns: the neighbour locality index with its bootstrap spread
-    (``locality_index``, ``locality_index_sd``, ...), the neighbour enrichment f / f0
-    (how many times more often a pair is a neighbour pair than in random masks: the
-    height of the S_sc map's central peak over its background; 1 = random), the
-    fraction of S_sc mass within ``MASS_RADIUS`` px with its spread and exact null
-    (``mass_within_r``, ...), and the earlier pair-distance ratio (``locality_ratio``:
-    1 = random; unbounded and ill-conditioned when units keep one or two pairs, kept
-    for comparison).
-
-    The one place these readings are computed: the round loop stores them in each
-    round's metrics, and analyze, report, compare and collect read or call this.
-    """
-    index = neighbour_locality(mask, shape, n_boot=n_boot, seed=seed)
+) -> Reading:
+    """The neighbour enrichment f / f0 of ``mask`` (units, C*H*W) in image space: how many
+    times more often a same-channel pair is a neighbour pair than in random masks of
+    equal C_in (the height of the S_sc map's central peak over its background; 1 =
+    random), with its bootstrap spread over units."""
     near, pairs = neighbour_pairs(mask, shape, NEIGHBOUR_RADIUS)
     f0 = mass_within_radius_null(shape, NEIGHBOUR_RADIUS)
-    enrichment = ratio_reading(
+    return ratio_reading(
         near,
         pairs,
         null=1.0,
@@ -205,20 +195,26 @@ def locality_readings(
         n_boot=n_boot,
         seed=seed,
     )
-    near, pairs = neighbour_pairs(mask, shape, MASS_RADIUS)
-    mass = ratio_reading(
+
+
+def mass_within_r(
+    mask: torch.Tensor,
+    shape: tuple[int, int, int],
+    radius: float = MASS_RADIUS,
+    *,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+) -> Reading:
+    """The fraction of the S_sc map's mass within ``radius`` px of its centre, with its
+    bootstrap spread over units and the exact null of random masks of equal C_in."""
+    near, pairs = neighbour_pairs(mask, shape, radius)
+    return ratio_reading(
         near,
         pairs,
-        null=mass_within_radius_null(shape, MASS_RADIUS),
+        null=mass_within_radius_null(shape, radius),
         min_denominator=MIN_PAIRS,
         min_units=MIN_UNITS,
         what="pairs",
         n_boot=n_boot,
         seed=seed,
     )
-    return {
-        **index.columns("locality_index"),
-        **enrichment.columns("neighbour_enrichment"),
-        **mass.columns("mass_within_r"),
-        "locality_ratio": pair_distance_locality(mask, shape).ratio,
-    }
