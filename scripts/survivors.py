@@ -26,7 +26,8 @@ import torch
 
 from imprint.config import ConfigError
 from imprint.data import DataError, load_dataset
-from imprint.runs import RunFolder, RunFolderError, group_members, is_group
+from imprint.runs import RunFolder, group_members, is_group
+from imprint.safeio import RunFolderError
 
 
 def survivors(folder: RunFolder, index: int, pixel_sd: torch.Tensor, quiet: float) -> dict:

@@ -14,7 +14,8 @@ from imprint.analyze import AnalysisOptions, analyze_run, resolve_rounds
 from imprint.cli import main
 from imprint.data import pixel_permutation
 from imprint.imp import run_imp
-from imprint.runs import RunFolder, RunFolderError
+from imprint.runs import RunFolder
+from imprint.safeio import RunFolderError
 from tests.conftest import smoke_config
 
 OPTIONS = AnalysisOptions(

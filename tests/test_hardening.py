@@ -11,7 +11,8 @@ import torch
 from imprint.cli import main
 from imprint.config import load_config
 from imprint.imp import run_experiment, run_imp
-from imprint.runs import RunFolder, RunFolderError
+from imprint.runs import RunFolder
+from imprint.safeio import RunFolderError
 from tests.conftest import CONFIGS, smoke_config, smoke_run_args
 from tests.data_fixtures import write_mnist
 

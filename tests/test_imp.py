@@ -10,7 +10,8 @@ import torch
 from imprint.config import config_to_dict, parse_config
 from imprint.imp import prunable_layers, run_imp
 from imprint.prune import layer_counts, layer_names
-from imprint.runs import RunFolder, RunFolderError
+from imprint.runs import RunFolder
+from imprint.safeio import RunFolderError
 from tests.conftest import smoke_config
 
 

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from imprint import runs as runs_module
+from imprint import safeio
 from imprint.imp import run_imp
-from imprint.runs import _TEMP_HOST, RunFolder, RunFolderError
+from imprint.runs import RunFolder
+from imprint.safeio import TEMP_HOST, RunFolderError
 from imprint.train import TrainingDiverged
 from tests.conftest import interrupt_at, smoke_config, smoke_run_args
 from tests.killpoints import ROOT, kill_env
@@ -306,11 +307,11 @@ def test_full_or_read_only_disk_keeps_written_rounds(tmp_path, monkeypatch, code
             raise OSError(code, os.strerror(code))
         real_fsync(fd)
 
-    monkeypatch.setattr(runs_module.os, "fsync", failing_fsync)
+    monkeypatch.setattr(safeio.os, "fsync", failing_fsync)
     with pytest.raises(RunFolderError, match=words) as info:
         _run(out, "prune.max_rounds=3")
     assert "Cannot write" in str(info.value)
-    monkeypatch.setattr(runs_module.os, "fsync", real_fsync)
+    monkeypatch.setattr(safeio.os, "fsync", real_fsync)
     folder = RunFolder(out)
     done = folder.completed_rounds()
     assert 1 <= len(done) < 4
@@ -328,7 +329,7 @@ def test_start_killed_before_config_is_not_foreign(tmp_path):
     out.mkdir()
     (out / ".lock").write_text("")
     (out / "manifest.json").write_text("{")  # half of a start: overwritten
-    stale = out / f".config.toml.{_TEMP_HOST}-{_dead_pid()}.x1.tmp"  # its writer has ended
+    stale = out / f".config.toml.{TEMP_HOST}-{_dead_pid()}.x1.tmp"  # its writer has ended
     stale.write_text("partial")
     result = _run(out, "prune.max_rounds=0")
     assert len(result.rounds) == 1
@@ -353,8 +354,8 @@ def test_temporaries_of_living_processes_are_kept(tmp_path):
         [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
     )
     try:
-        living = out / f".report.html.{_TEMP_HOST}-{child.pid}.ab12.tmp"
-        dead = out / f".report.html.{_TEMP_HOST}-{_dead_pid()}.cd34.tmp"
+        living = out / f".report.html.{TEMP_HOST}-{child.pid}.ab12.tmp"
+        dead = out / f".report.html.{TEMP_HOST}-{_dead_pid()}.cd34.tmp"
         remote = out / "rounds" / "000" / ".metrics.json.otherhost-1.ef56.tmp"
         remote_old = out / "rounds" / "000" / ".metrics.json.otherhost-2.gh78.tmp"
         users = out / ".notes.tmp"

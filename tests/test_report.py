@@ -10,7 +10,7 @@ from imprint.analyze import AnalysisOptions
 from imprint.cli import main
 from imprint.imp import run_imp
 from imprint.report import COMPARE_SECTIONS, build_comparison, build_report, report_sections
-from imprint.runs import RunFolderError
+from imprint.safeio import RunFolderError
 from tests.browser import inspect_page, needs_browser, open_browser
 from tests.conftest import smoke_config
 

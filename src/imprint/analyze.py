@@ -54,15 +54,8 @@ from imprint.readings import (
     reading_columns,
     shown_in,
 )
-from imprint.runs import (
-    RunFolder,
-    RunFolderError,
-    is_group,
-    read_text,
-    write_bytes,
-    write_csv,
-    write_text,
-)
+from imprint.runs import RunFolder, is_group
+from imprint.safeio import RunFolderError, read_text, write_bytes, write_csv, write_text
 
 __all__ = [
     "AnalysisOptions",

@@ -527,7 +527,7 @@ def _expected(error: Exception) -> bool:
     """Errors that name their file or option: one line, no traceback. Their modules are
     loaded by now (the command raised them), so importing them here costs nothing."""
     from imprint.data import DataError
-    from imprint.runs import RunFolderError
+    from imprint.safeio import RunFolderError
     from imprint.train import TrainingDiverged
 
     return isinstance(error, (ConfigError, DataError, RunFolderError, TrainingDiverged))

@@ -56,12 +56,11 @@ from imprint.runs import (
     GROUP_FILE,
     RESULT_NEUTRAL_KEYS,
     RunFolder,
-    RunFolderError,
     group_members,
     is_group,
     member_dir,
-    write_text,
 )
+from imprint.safeio import RunFolderError, write_text
 from imprint.train import (
     CURVE_COLUMNS,
     RoundResult,

@@ -12,11 +12,11 @@ Parameter names are the keys of masks and weight files:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Protocol
 
 import torch
 from torch import nn
-
-from imprint.config import ModelConfig
 
 __all__ = ["FCN", "build_model"]
 
@@ -74,7 +74,21 @@ class FCN(nn.Module):
         raise IndexError(f"layer must be in [0, {self.n_layers - 1}]. Got {layer}.")
 
 
-def build_model(config: ModelConfig, in_dim: int, n_classes: int, seed: int) -> FCN:
+class ModelSection(Protocol):
+    """What :func:`build_model` reads of a config's ``[model]`` section (an
+    :class:`imprint.config.ModelConfig`, named here and not imported: config sits above)."""
+
+    @property
+    def hidden(self) -> Sequence[int]: ...
+
+    @property
+    def bn_momentum(self) -> float: ...
+
+    @property
+    def bn_eps(self) -> float: ...
+
+
+def build_model(config: ModelSection, in_dim: int, n_classes: int, seed: int) -> FCN:
     """A freshly initialised FCN on the CPU; the same seed gives the same weights."""
     model = FCN(in_dim, list(config.hidden), n_classes, config.bn_momentum, config.bn_eps)
     model.reset_parameters(torch.Generator().manual_seed(seed))

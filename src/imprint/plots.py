@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from imprint.runs import write_bytes  # noqa: E402
+from imprint.safeio import write_bytes  # noqa: E402
 
 __all__ = [
     "STYLE",

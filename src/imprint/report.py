@@ -47,15 +47,8 @@ from imprint.plots import (
     plot_gallery,
 )
 from imprint.readings import READINGS, shown_in
-from imprint.runs import (
-    RunFolder,
-    RunFolderError,
-    is_group,
-    read_json,
-    read_regular,
-    read_text,
-    write_text,
-)
+from imprint.runs import RunFolder, is_group
+from imprint.safeio import RunFolderError, read_json, read_regular, read_text, write_text
 
 __all__ = ["build_report", "build_comparison", "report_sections", "COMPARE_SECTIONS"]
 

@@ -30,54 +30,53 @@ name that is read later.
 from __future__ import annotations
 
 import contextlib
-import csv
-import errno
-import io
 import json
 import math
 import os
 import platform
-import re
 import stat
 import subprocess
 import sys
-import tempfile
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from imprint.config import Config, ConfigError, config_to_dict, parse_config
 from imprint.prune import layer_counts
-from imprint.readings import is_reading_column
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-import tomli_w
+from imprint.machine import machine_record
+from imprint.records import RoundMetrics, check_round_metrics, finite_or_none
+from imprint.safeio import (
+    TEXT_LIMIT,
+    RunFolderError,
+    check_confined,
+    confine,
+    parse_tensors,
+    read_file,
+    read_text_or_missing,
+    toml_document,
+    write_bytes,
+    write_csv,
+    write_text,
+    writer_gone,
+)
 
 __all__ = [
-    "RunFolderError",
     "RunFolder",
     "RESULT_NEUTRAL_KEYS",
     "GROUP_FILE",
     "is_group",
     "member_dir",
     "group_members",
-    "machine_record",
-    "RoundMetrics",
-    "check_round_metrics",
-    "read_regular",
-    "read_text",
-    "read_json",
 ]
 
 
@@ -101,179 +100,6 @@ _START_FILES = (
     "config_changes.json",
     GROUP_FILE,
 )
-
-
-class RunFolderError(RuntimeError):
-    """A run folder that cannot be used as asked; the message names the file."""
-
-
-class RoundMetrics(TypedDict):
-    """A round's metrics.json: the one record of a completed round. It also holds the
-    flat columns of every registered "round" reading (:mod:`imprint.readings`:
-    ``locality_index``, ``locality_index_sd``, ...), numbers or null."""
-
-    round: int
-    density: float  # alive fraction of the prunable weights and biases
-    layer_density: list[float]  # per linear layer
-    layer_alive: list[int]
-    connected_units: list[int]  # units with an incoming connection, per linear layer
-    units: list[int]
-    best_val_top1: float  # the round's figure of merit (best validation top-1)
-    best_step: int
-    val_top5_at_best: float
-    best_val_top5: float
-    final_val_top1: float
-    final_val_loss: float
-    seconds: float
-
-
-_INTS = ("round", "best_step")
-_FRACTIONS = (
-    "density",
-    "best_val_top1",
-    "val_top5_at_best",
-    "best_val_top5",
-    "final_val_top1",
-)
-_LAYER_LISTS = (
-    ("layer_density", float),
-    ("layer_alive", int),
-    ("connected_units", int),
-    ("units", int),
-)
-
-
-def check_round_metrics(record: Any, index: int, source: Path) -> RoundMetrics:
-    """``record`` as a :class:`RoundMetrics` of round ``index``, or a RunFolderError
-    naming the file and the key that is missing or of the wrong type."""
-
-    def fail(why: str) -> RunFolderError:
-        return RunFolderError(f"{source}: {why} (a damaged or foreign metrics file).")
-
-    if not isinstance(record, dict):
-        raise fail("not a JSON object")
-    for key in _INTS:
-        value = record.get(key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise fail(f"'{key}' must be an integer >= 0, got {value!r}")
-    if record["round"] != index:
-        raise fail(f"'round' is {record['round']}, but the file is round {index}'s")
-    for key in _FRACTIONS:
-        value = record.get(key)
-        if not _number(value) or not 0 <= value <= 1:
-            raise fail(f"'{key}' must be a number in [0, 1], got {value!r}")
-    for key in ("final_val_loss", "seconds"):
-        if not _number(record.get(key)):
-            raise fail(f"'{key}' must be a finite number, got {record.get(key)!r}")
-    lengths = set()
-    for key, kind in _LAYER_LISTS:
-        value = record.get(key)
-        ok = isinstance(value, list) and all(
-            _number(v) if kind is float else isinstance(v, int) and not isinstance(v, bool)
-            for v in value
-        )
-        if not ok or not value:
-            raise fail(f"'{key}' must be a non-empty list of {kind.__name__}s, got {value!r}")
-        lengths.add(len(value))
-    if len(lengths) != 1:
-        raise fail("the per-layer lists have different lengths")
-    for layer, (units, connected, alive) in enumerate(
-        zip(record["units"], record["connected_units"], record["layer_alive"])
-    ):
-        if not (units > 0 and 0 <= connected <= units and alive >= 0):
-            raise fail(
-                f"layer {layer}: 'units' {units}, 'connected_units' {connected} and "
-                f"'layer_alive' {alive} must satisfy 0 <= connected <= units and alive >= 0"
-            )
-    for key, value in list(record.items()):
-        if is_reading_column(key) and not key.endswith("_reason"):
-            if isinstance(value, float) and math.isnan(value):
-                record[key] = None  # written as NaN before readings were stored as null
-            elif value is not None and not _number(value):
-                raise fail(f"'{key}' must be a number or null, got {value!r}")
-    return record  # type: ignore[return-value]
-
-
-def _finite_or_none(value: Any) -> Any:
-    return None if isinstance(value, float) and not math.isfinite(value) else value
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _file_mode() -> int:
-    """What open() would give a new file: 0o666 less the process umask."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-_FILE_MODE = _file_mode()
-
-
-_TEMP_HOST = re.sub(r"[^A-Za-z0-9]", "", platform.node())[:32] or "host"
-
-
-def _writer_gone(temporary: Path) -> bool:
-    """Whether ``temporary`` is imprint's (.NAME.HOST-PID.XXXX.tmp) and its writer has
-    ended; one of another machine counts as gone when it is older than a day. A file
-    of another name (a user's own .notes.tmp) is never imprint's to remove."""
-    match = re.search(r"\.([A-Za-z0-9]*)-(\d+)\.[A-Za-z0-9_]+\.tmp$", temporary.name)
-    if match is None:
-        return False
-    if match.group(1) != _TEMP_HOST:
-        try:
-            return time.time() - temporary.lstat().st_mtime > 86_400
-        except OSError:
-            return False
-    try:
-        os.kill(int(match.group(2)), 0)
-    except ProcessLookupError:
-        return True
-    except (PermissionError, OverflowError, ValueError):
-        return False
-    return False
-
-
-def _atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
-    check_confined(path)  # before mkdir, which would follow a linked folder
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # The writer's pid in the name: a temporary is removed only once its writer is gone.
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.{_TEMP_HOST}-{os.getpid()}.", suffix=".tmp", dir=path.parent
-    )
-    try:
-        os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600 files; results are meant to be shared
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_bytes(path: Path, data: bytes) -> None:
-    try:
-        _atomic_write(path, lambda handle: handle.write(data))
-    except OSError as error:
-        raise RunFolderError(f"Cannot write {path}: {error.strerror or error}.") from error
-
-
-def write_text(path: Path, text: str) -> None:
-    write_bytes(path, text.encode("utf-8"))
-
-
-def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(
-        buffer, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n"
-    )
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(path, buffer.getvalue())
 
 
 def _git_revision() -> str:
@@ -404,7 +230,7 @@ class RunFolder:
                     regular = stat.S_ISREG(path.lstat().st_mode)
                 except (RunFolderError, OSError):
                     continue
-                if regular and _writer_gone(path):
+                if regular and writer_gone(path):
                     path.unlink(missing_ok=True)
 
     def _refuse_foreign(self) -> None:
@@ -494,8 +320,8 @@ class RunFolder:
         path = self.checkpoint_path
         if not path.exists():
             return None
-        raw = _read(path)
-        tensors = _parse_tensors(path, raw)
+        raw = read_file(path)
+        tensors = parse_tensors(path, raw)
         try:
             header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
             metadata = json.loads(header["__metadata__"]["imprint"])
@@ -600,7 +426,7 @@ class RunFolder:
         log: list[Any] = []
         if self.changes_path.exists():
             try:
-                log = json.loads(_read_text(self.changes_path))
+                log = json.loads(read_text_or_missing(self.changes_path))
             except (OSError, ValueError, RecursionError) as error:
                 raise RunFolderError(
                     f"{self.changes_path} is not readable JSON ({error}); move it away to "
@@ -624,7 +450,7 @@ class RunFolder:
         """config.toml as a document, with every table imprint writes (an empty or cut
         file is a damaged one)."""
         try:
-            document = tomllib.loads(_read_text(self.config_path))
+            document = tomllib.loads(read_text_or_missing(self.config_path))
         except (OSError, tomllib.TOMLDecodeError, RecursionError) as error:
             raise RunFolderError(f"Cannot read {self.config_path}: {error}.") from error
         missing = [t for t in ("data", "model", "train", "prune", "seeds") if t not in document]
@@ -644,7 +470,7 @@ class RunFolder:
         exactly when the config asks for it."""
         path = self.data_path
         try:
-            record = json.loads(_read_text(path))
+            record = json.loads(read_text_or_missing(path))
         except FileNotFoundError:
             raise RunFolderError(f"{path} is missing (written when a run starts).") from None
         except (OSError, ValueError, RecursionError) as error:
@@ -720,7 +546,7 @@ class RunFolder:
         write_bytes(path, data)
 
     def load_tensors(self, path: Path) -> dict[str, torch.Tensor]:
-        return _parse_tensors(path, _read(path))
+        return parse_tensors(path, read_file(path))
 
     # ---------------------------------------------------------------- rounds
     def completed_rounds(self) -> list[int]:
@@ -755,13 +581,13 @@ class RunFolder:
         self.save_tensors(self.round_file(index, "start"), start)
         self.save_tensors(self.round_file(index, "final"), final)
         write_csv(self.round_file(index, "curves"), curves, curve_columns)
-        record = {k: _finite_or_none(v) for k, v in metrics.items()}  # JSON has no NaN
+        record = {k: finite_or_none(v) for k, v in metrics.items()}  # JSON has no NaN
         write_text(self.round_file(index, "metrics"), json.dumps(record, indent=2) + "\n")
 
     def round_metrics(self, index: int) -> RoundMetrics:
         path = self.round_file(index, "metrics")
         try:
-            return check_round_metrics(json.loads(_read_text(path)), index, path)
+            return check_round_metrics(json.loads(read_text_or_missing(path)), index, path)
         except FileNotFoundError:
             raise RunFolderError(f"{path} is missing: round {index} is not complete.") from None
         except (OSError, ValueError, RecursionError) as error:
@@ -848,49 +674,6 @@ class RunFolder:
         write_text(self.run_path, json.dumps(record, indent=2) + "\n")
 
 
-def toml_document(document: Mapping[str, Any]) -> str:
-    """A config document as TOML: one table per section, arrays on one line (tomli_w
-    puts each element of a nested array on its own line), checked by reading it back."""
-    lines: list[str] = []
-    for section, table in document.items():
-        if not isinstance(table, Mapping):
-            raise ValueError(f"top-level entry {section!r} of a config must be a table")
-        lines.append(f"[{section}]")
-        lines += [f"{key} = {_toml_value(value)}" for key, value in table.items()]
-        lines.append("")
-    text = "\n".join(lines)
-    if tomllib.loads(text) != dict(document):  # never write what would not read back
-        return tomli_w.dumps(document)
-    return text
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return tomli_w.dumps({"v": value}).partition("=")[2].strip()
-
-
-def machine_record() -> dict[str, Any]:
-    """What decides a float32 result's last bits: the CPU model, the kernels torch
-    picked for it (its CPU capability, which ATEN_CPU_CAPABILITY can lower) and the
-    thread count."""
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    model = line.partition(":")[2].strip()
-                    break
-    except OSError:
-        pass
-    return {
-        "cpu": model,
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "threads": torch.get_num_threads(),
-        "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-    }
-
-
 def member_dir(root: str | Path, seed: int) -> Path:
     """The run folder of ``seed`` in a group folder."""
     return Path(root) / f"seed_{seed}"
@@ -904,7 +687,7 @@ def group_members(root: str | Path) -> list[tuple[int, Path]]:
     """(seed, run folder) of every member of the group folder ``root``, as recorded."""
     path = Path(root) / GROUP_FILE
     try:
-        record = json.loads(_read_text(path))
+        record = json.loads(read_text_or_missing(path))
         seeds = record["seeds"]
         if not isinstance(seeds, list) or not all(
             isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds
@@ -915,130 +698,6 @@ def group_members(root: str | Path) -> list[tuple[int, Path]]:
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as error:
         raise RunFolderError(f"{path} is not a readable group record: {error}.") from None
     return [(seed, member_dir(root, seed)) for seed in seeds]
-
-
-# The folders imprint reads and writes (run, group and sweep folders): lexical absolute
-# path -> real path, recorded when a RunFolder (or a sweep) is opened. Below one of them
-# no folder may be a link: a link planted in place of rounds/, analysis/, a round or a
-# seed folder must not lead a read or a write outside (links to files are refused when
-# opened). The folder itself may be reached through a link.
-_CONFINED: dict[str, str] = {}
-
-
-def confine(root: str | Path) -> None:
-    """Record ``root`` as a folder whose reads and writes stay inside it."""
-    lexical = os.path.abspath(root)
-    _CONFINED.setdefault(lexical, os.path.realpath(lexical))
-
-
-def check_confined(path: str | Path) -> None:
-    """A RunFolderError when a folder between a confined root and ``path`` is a link."""
-    parent = os.path.dirname(os.path.abspath(path))
-    for lexical, real in _CONFINED.items():
-        if parent == lexical or parent.startswith(lexical + os.sep):
-            inside = os.path.normpath(os.path.join(real, os.path.relpath(parent, lexical)))
-            if os.path.realpath(parent) != inside:
-                raise RunFolderError(
-                    f"{parent} leads outside {lexical}: a link in place of a folder. imprint "
-                    "reads and writes only inside its folders; replace the link by the folder."
-                )
-
-
-TEXT_LIMIT = 64 << 20  # a config, JSON record or CSV larger than this is not ours
-TENSOR_LIMIT = 64 << 30  # masks and weights: the paper FCN's are ~60 MB
-
-
-def host_available_bytes() -> int | None:
-    """Memory a new allocation may take on this host: MemAvailable, capped by this
-    process's address-space limit (ulimit -v); None when unknown."""
-    import resource
-
-    found: list[int] = []
-    try:
-        with open("/proc/meminfo", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    found.append(int(line.split()[1]) * 1024)
-    except (OSError, ValueError, IndexError):
-        pass
-    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-    if soft != resource.RLIM_INFINITY:
-        found.append(soft)
-    return min(found) if found else None
-
-
-def _tensor_limit() -> int:
-    """The largest tensor file worth reading: TENSOR_LIMIT, and at most half the memory
-    available (a sparse file of 50 GB is refused, not read until memory runs out)."""
-    available = host_available_bytes()
-    return TENSOR_LIMIT if available is None else min(TENSOR_LIMIT, available // 2)
-
-
-def read_regular(path: Path, limit: int | None = None) -> bytes:
-    """The bytes of ``path``, which must be a regular file (not a link, FIFO or device:
-    a planted link must not make imprint read outside the folder, a FIFO must not
-    hang it) of at most ``limit`` bytes, not reached through a linked folder of a
-    confined folder. FileNotFoundError if it is missing; every other refusal is a
-    RunFolderError naming the file."""
-    check_confined(path)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        if stat.S_ISDIR(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise RunFolderError(f"{path} is a folder, not a file.")
-    except FileNotFoundError:
-        raise
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            raise RunFolderError(
-                f"{path} is a symbolic link; imprint reads regular files only."
-            ) from None
-        raise RunFolderError(f"Cannot read {path}: {error.strerror or error}.") from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise RunFolderError(f"{path} is not a regular file (a FIFO, device or folder).")
-        limit = _tensor_limit() if limit is None else limit
-        if info.st_size > limit:
-            raise RunFolderError(
-                f"{path} holds {info.st_size} bytes; at most {limit} expected (or half the "
-                "memory available)."
-            )
-        return handle.read()  # sized by fstat: the size was checked above
-
-
-def _read(path: Path, limit: int | None = None) -> bytes:
-    try:
-        return read_regular(path, limit)
-    except FileNotFoundError:
-        raise RunFolderError(f"{path} is missing.") from None
-
-
-def read_text(path: str | Path) -> str:
-    """A text file of a run folder (regular, bounded, UTF-8), or a RunFolderError."""
-    try:
-        return _read_text(Path(path))
-    except FileNotFoundError:
-        raise RunFolderError(f"{path} is missing.") from None
-
-
-def read_json(path: str | Path) -> dict[str, Any]:
-    """A JSON object stored in a run folder, or a RunFolderError naming the file."""
-    try:
-        record = json.loads(read_text(path))
-    except (ValueError, RecursionError) as error:  # RecursionError: nested too deeply
-        raise RunFolderError(f"{path} is not readable JSON: {error}.") from None
-    if not isinstance(record, dict):
-        raise RunFolderError(f"{path} must hold a JSON object. Got {type(record).__name__}.")
-    return record
-
-
-def _read_text(path: Path) -> str:
-    """A text file of the folder (FileNotFoundError if missing, else RunFolderError)."""
-    try:
-        return read_regular(path, TEXT_LIMIT).decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise RunFolderError(f"{path} is not UTF-8 text: {error}.") from None
 
 
 def _first_layer_inputs(path: Path) -> int | None:
@@ -1061,13 +720,6 @@ def _first_layer_inputs(path: Path) -> int | None:
             return int(shape[1])
         except (ValueError, KeyError, TypeError, IndexError, RecursionError):
             return None
-
-
-def _parse_tensors(path: Path, raw: bytes) -> dict[str, torch.Tensor]:
-    try:
-        return st_load(raw)
-    except (SafetensorError, ValueError) as error:
-        raise RunFolderError(f"{path} is not a readable safetensors file: {error}.") from None
 
 
 def _changed_keys(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:

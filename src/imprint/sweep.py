@@ -44,13 +44,11 @@ from imprint.config import (
     set_values,
 )
 from imprint.readings import aggregate_over_seeds, shown_in
-from imprint.runs import (
-    RunFolder,
+from imprint.runs import RunFolder, group_members, is_group
+from imprint.safeio import (
     RunFolderError,
     check_confined,
     confine,
-    group_members,
-    is_group,
     read_json,
     write_bytes,
     write_csv,

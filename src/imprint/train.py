@@ -148,7 +148,7 @@ def available_bytes(device: torch.device) -> int | None:
     """Memory free for a new allocation on ``device`` (None when unknown)."""
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
-    from imprint.runs import host_available_bytes
+    from imprint.machine import host_available_bytes
 
     return host_available_bytes()
 

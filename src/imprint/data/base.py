@@ -232,10 +232,18 @@ class FileOptions(DataSection):
         return self
 
 
-def refuse_superclasses(name: str, task: str) -> None:
-    """The superclass tasks need the dataset's table (imprint.data.files.SUPERCLASS_TABLES)."""
-    from imprint.data.files import SUPERCLASS_TABLES
+# Each dataset with a table of meaningful superclasses ships it as package data: a CSV
+# with columns label (0-based) and superclass; a label it leaves out is not used by the
+# superclass tasks.
+SUPERCLASS_TABLES = {
+    "imagenet32": ("imagenet_10_superclasses.csv", 1000),
+    "imagenet64": ("imagenet_10_superclasses.csv", 1000),
+    "fashion_mnist": ("fashion_mnist_superclasses.csv", 10),
+}
 
+
+def refuse_superclasses(name: str, task: str) -> None:
+    """The superclass tasks need the dataset's table (SUPERCLASS_TABLES)."""
     if task in ("superclasses", "modulo_superclasses") and name not in SUPERCLASS_TABLES:
         have = ", ".join(sorted(SUPERCLASS_TABLES))
         raise ValueError(

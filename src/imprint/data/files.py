@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imprint.data.base import DataError, FileOptions, ImageData
+from imprint.data.base import SUPERCLASS_TABLES, DataError, FileOptions, ImageData
 
 __all__ = [
     "RawData",
@@ -73,16 +73,6 @@ def check_labels(labels: object, n: int, low: int, high: int, source: Path) -> n
             f"{source}: labels must be in {low}..{high}. Got {array.min()}..{array.max()}."
         )
     return array - low
-
-
-# Each dataset with a table of meaningful superclasses ships it as package data: a CSV
-# with columns label (0-based) and superclass; a label it leaves out is not used by the
-# superclass tasks.
-SUPERCLASS_TABLES = {
-    "imagenet32": ("imagenet_10_superclasses.csv", 1000),
-    "imagenet64": ("imagenet_10_superclasses.csv", 1000),
-    "fashion_mnist": ("fashion_mnist_superclasses.csv", 10),
-}
 
 
 def superclass_table(name: str = "imagenet32") -> np.ndarray:

@@ -80,7 +80,7 @@ def _check_size(config: NLGPData) -> None:
     """Refuse, before sampling, a task larger than the memory available: per image and
     pixel the float64 latent field, its transform and the float32 result (~32 bytes);
     the Gaussian clone's D x D covariance and Cholesky factor in float64 besides."""
-    from imprint.runs import host_available_bytes
+    from imprint.machine import host_available_bytes
 
     pixels = config.channels * config.height * config.width
     need = 32 * pixels * (config.n_train + config.n_val)

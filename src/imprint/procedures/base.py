@@ -9,8 +9,8 @@ from typing import Any, Protocol
 
 import torch
 
-from imprint.config import Config
 from imprint.data import ImageData
+from imprint.model import ModelSection
 from imprint.prune import (
     Masks,
     apply_masks,
@@ -43,11 +43,29 @@ class Reference(Protocol):
     def counts(self, index: int, layers: list[int]) -> dict[int, int]: ...
 
 
+class RunConfig(Protocol):
+    """What the rules read of a run's config (an :class:`imprint.config.Config`), named
+    here and not imported: procedures sit below config, which checks
+    ``prune.procedure`` against their registry."""
+
+    @property
+    def prune(self) -> Any: ...
+
+    @property
+    def seeds(self) -> Any: ...
+
+    @property
+    def train(self) -> Any: ...
+
+    @property
+    def model(self) -> ModelSection: ...
+
+
 @dataclass(frozen=True)
 class RoundInputs:
     """Everything a procedure's rules may use to make round ``index`` (>= 1)."""
 
-    config: Config
+    config: RunConfig
     index: int
     previous_masks: Masks  # round index - 1's
     previous_final: Tensors | None  # round index - 1's trained state
