@@ -10,10 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from imprint.analyze import AnalysisOptions, analyze_run, resolve_rounds
+from imprint.analyze import AnalysisOptions, analyze_run
 from imprint.cli import main
 from imprint.data import pixel_permutation
 from imprint.imp import run_imp
+from imprint.results import resolve_rounds
 from imprint.runs import RunFolder
 from imprint.safeio import RunFolderError
 from tests.conftest import smoke_config

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from imprint.analyze import AnalysisOptions, analyze_run, round_readings
-from imprint.report import build_comparison, build_report
+from imprint.analyze import AnalysisOptions, analyze_run
+from imprint.compare import build_comparison
+from imprint.report import build_report
+from imprint.results import round_readings
 from imprint.runs import RunFolder
 from imprint.sweep import expand_run_dirs
 

@@ -11,7 +11,7 @@ from imprint.imp import run_group, run_imp
 from imprint.procedures.gmp import cubic_counts
 from imprint.prune import apply_masks
 from imprint.runs import RunFolder
-from tests.conftest import smoke_config
+from tests.conftest import interrupt_at, smoke_config
 
 
 def _quiet(_):
@@ -81,3 +81,54 @@ def test_gmp_in_a_group(tmp_path, seeds):
         assert [m["best_val_top1"] for m in alone.rounds] == [
             m["best_val_top1"] for m in result.runs[0].rounds
         ]
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_gmp_resumes_inside_a_round_from_its_checkpoint(tmp_path, monkeypatch, momentum):
+    """A gradual round runs in the one training loop: killed between two of its pruning
+    steps, it resumes from its checkpoint (masks in force, momentum) and ends exactly as
+    the uninterrupted run, masks, weights and metrics."""
+    sets = ("prune.max_rounds=2", f"train.momentum={momentum}")
+    plain = RunFolder(tmp_path / "plain")
+    _run(plain.root, *sets, "train.checkpoint_every=0")
+    out = tmp_path / "killed"
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, 2, 25)  # after 2 of round 2's 4 pruning steps (eval_every 10)
+        with pytest.raises(KeyboardInterrupt):
+            _run(out, *sets, "train.checkpoint_every=5")
+    tensors, _ = RunFolder(out).load_checkpoint()
+    assert any(name.startswith("masks.") for name in tensors)
+    lines = []
+    run_imp(
+        smoke_config("prune.procedure=gmp", *sets, "train.checkpoint_every=5"),
+        out,
+        device="cpu",
+        progress=False,
+        log=lines.append,
+    )
+    assert any(line.startswith("Resuming round 2 at step 25") for line in lines), lines
+    resumed = RunFolder(out)
+    for r in plain.completed_rounds():
+        a, b = plain.round_masks(r), resumed.round_masks(r)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+        a, b = plain.round_state(r), resumed.round_state(r)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+        drop = ("seconds",)
+        a, b = plain.round_metrics(r), resumed.round_metrics(r)
+        assert {k: v for k, v in a.items() if k not in drop} == {
+            k: v for k, v in b.items() if k not in drop
+        }
+
+
+def test_gmp_prunes_during_the_round_and_scores_its_last_mask(tmp_path):
+    """The mask changes inside a round (the cubic ramp), and the round's top-1 is the
+    one measured at its final mask, not the best over the round."""
+    result = _run(tmp_path / "run", "prune.max_rounds=1")
+    folder = RunFolder(tmp_path / "run")
+    curves = folder.round_file(1, "curves").read_text().splitlines()
+    last = dict(zip(curves[0].split(","), curves[-1].split(",")))
+    assert result.rounds[1]["best_val_top1"] == pytest.approx(float(last["val_top1"]))
+    start = folder.round_state(1, "start")
+    mask = folder.round_masks(1)["layers.0.weight"]
+    # round 1 started from round 0's dense weights, and ended on a pruned mask
+    assert bool((start["layers.0.weight"] != 0).all()) and not bool(mask.all())

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from imprint.cli import main
-from imprint.imp import member_config, run_group, run_imp, study_round, summarize_seeds
+from imprint.imp import member_config, run_group, run_imp
+from imprint.results import study_round, summarize_seeds
 from imprint.runs import RunFolder, group_members, is_group
 from tests.conftest import interrupt_at, smoke_config, smoke_run_args
 from tests.killpoints import kill_env
@@ -249,7 +250,8 @@ def test_group_analysis_report_and_comparison(tmp_path):
     """analyze, report, compare and collect read a group: every reading as mean ± sd over
     seeds, at one round for every seed, and bands over seeds on the figures."""
     from imprint.analyze import AnalysisOptions, analyze_run
-    from imprint.report import build_comparison, build_report
+    from imprint.compare import build_comparison
+    from imprint.report import build_report
     from imprint.sweep import expand_run_dirs
 
     out = tmp_path / "g"

@@ -8,8 +8,9 @@ import pytest
 
 from imprint.analyze import AnalysisOptions
 from imprint.cli import main
+from imprint.compare import COMPARE_SECTIONS, build_comparison
 from imprint.imp import run_imp
-from imprint.report import COMPARE_SECTIONS, build_comparison, build_report, report_sections
+from imprint.report import build_report, report_sections
 from imprint.safeio import RunFolderError
 from tests.browser import inspect_page, needs_browser, open_browser
 from tests.conftest import smoke_config
@@ -109,7 +110,7 @@ def test_pages_render_in_chromium(report, runs, tmp_path):
 def test_rounds_table_is_readable():
     """Plain column names, percentages, readings with their sd in one cell, "too few
     pairs" where a reading has no value, no constant or duplicated columns."""
-    from imprint.report import _readable
+    from imprint.pages import readable as _readable
 
     rows = [
         {
@@ -136,7 +137,7 @@ def test_rounds_table_is_readable():
     assert table[1]["weights left"] == "50.00%" and table[0]["best top-1"] == "99.00%"
     assert table[0]["locality index"] == "0.00 ± 0.00"  # the registry's digits
     assert table[1]["locality index"] == "too few pairs"
-    from imprint.report import _column_name
+    from imprint.pages import _column_name
 
     assert [_column_name(k) for k in ("ipr_l0", "kurtosis_l1", "connected_l0", "density_l2")] == [
         "weight IPR, layer 0",

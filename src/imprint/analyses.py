@@ -59,9 +59,11 @@ from imprint.plots import (
     plot_pixel_map,
     plot_scalar_over_rounds,
 )
-from imprint.readings import ReadingInputs, compute_readings
+from imprint.readings import ReadingInputs, compute_readings, json_safe
 
 __all__ = [
+    "COMPARE_PANELS",
+    "Panel",
     "AnalysisOptions",
     "Analysis",
     "Figure",
@@ -261,14 +263,6 @@ def hidden_layers(masks: Mapping[str, torch.Tensor]) -> list[int]:
     """Linear layers whose units are features (all but the output layer)."""
     n = sum(1 for name in masks if name.startswith("layers.") and name.endswith(".weight"))
     return list(range(max(1, n - 1)))
-
-
-def json_safe(columns: Mapping[str, Any]) -> dict[str, Any]:
-    """NaN and infinities become None: JSON has no NaN."""
-    return {
-        k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-        for k, v in columns.items()
-    }
 
 
 def _finite(value: float) -> float | None:
@@ -927,5 +921,53 @@ OVER_ROUNDS: tuple[OverRounds, ...] = (
         ),
         _kurtosis_over_rounds,
         _plot_scalar,
+    ),
+)
+
+
+# ------------------------------------------------------------- the comparison page
+
+
+@dataclass(frozen=True)
+class Panel:
+    """A figure of the comparison page: one run's round beside the other runs' at about
+    the same density. ``compute`` reads the round (masks only: no data is loaded);
+    ``plot`` draws its result under a title that names the run and the round."""
+
+    id: str
+    title: str  # the page section's title
+    caption: str  # what the figure shows, before the run's name
+    compute: Callable[[Round], Result]
+    plot: Callable[[Result, str], Any]
+
+
+def _compare_map(r: Round) -> Result:
+    if reason := _no_geometry(r):
+        return skip(reason)
+    return Result(shown={"s_sc": locality_maps(r.layer(0).image > 0, r.shape).s_sc})
+
+
+def _compare_gallery(r: Round) -> Result:
+    if reason := _no_geometry(r):
+        return skip(reason)
+    one = r.layer(0)
+    top = select_units(one.conn.c_in, "most", r.options.gallery_size)
+    return Result(shown={"images": unit_images((one.image > 0).double(), r.shape, top)})
+
+
+COMPARE_PANELS: tuple[Panel, ...] = (
+    Panel(
+        "maps",
+        "S_sc maps",
+        "S_sc",
+        _compare_map,
+        lambda res, title: plot_displacement_maps(res.shown["s_sc"], None, title=title),
+    ),
+    Panel(
+        "galleries",
+        "Galleries",
+        "most connected units",
+        _compare_gallery,
+        lambda res, title: plot_gallery(res.shown["images"], title, columns=9),
     ),
 )

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from imprint import analyses
-from imprint.analyses import AnalysisOptions, History, Round, json_safe
+from imprint.analyses import AnalysisOptions, History, Round
 from imprint.analysis.activity import hidden_activity
 from imprint.analysis.locality import MASS_RADIUS, to_image_space
 from imprint.analysis.uncertainty import as_number
@@ -47,12 +47,19 @@ from imprint.model import FCN, build_model
 from imprint.plots import save_figure
 from imprint.readings import (
     COLUMN_SUFFIXES,
-    READINGS,
     ReadingInputs,
     aggregate_over_seeds,
     compute_readings,
-    reading_columns,
+    json_safe,
     shown_in,
+)
+from imprint.results import (
+    input_shape,
+    read_curves,
+    read_group,
+    resolve_rounds,
+    round_readings,
+    study_round,
 )
 from imprint.runs import RunFolder, is_group
 from imprint.safeio import RunFolderError, read_text, write_bytes, write_csv, write_text
@@ -60,50 +67,12 @@ from imprint.safeio import RunFolderError, read_text, write_bytes, write_csv, wr
 __all__ = [
     "AnalysisOptions",
     "analyze_round",
+    "load_round",
     "analyze_run",
-    "resolve_rounds",
-    "round_readings",
     "RADIUS",
 ]
 
 RADIUS = MASS_RADIUS  # pixels: "local" for the mass-within-radius figure (a 5x5 neighbourhood)
-ROUND_CHOICES = "study, best, last, all or a round number"
-
-
-def resolve_rounds(
-    folder: RunFolder, which: str, metrics: Sequence[dict[str, Any]] | None = None
-) -> list[int]:
-    """'study', 'best', 'last', 'all' or a round number -> completed round indices.
-
-    'study' is :func:`imprint.imp.study_round` (the sparsest round keeping >= 97% of the
-    dense top-1) of ``metrics`` (default: the folder's own; a group passes the mean over
-    its seeds, so that every seed is read at one density)."""
-    from imprint.imp import study_round
-
-    done = folder.completed_rounds()
-    if not done:
-        raise RunFolderError(f"{folder.root} has no completed round to analyse.")
-    if which == "all":
-        return done
-    if which == "last":
-        return [done[-1]]
-    if which in ("best", "study"):
-        metrics = metrics or [folder.round_metrics(r) for r in done]
-        if which == "study":
-            index = study_round(metrics)
-            return [index] if index in done else [done[-1]]
-        return [max(metrics, key=lambda m: m["best_val_top1"])["round"]]
-    try:
-        index = int(which)
-    except ValueError:
-        raise RunFolderError(
-            f"The '--round' option must be {ROUND_CHOICES}. Got {which!r}."
-        ) from None
-    if index not in done:
-        raise RunFolderError(
-            f"The '--round' option names round {index}; {folder.root} has rounds 0..{done[-1]}."
-        )
-    return [index]
 
 
 def _model(config: Config, data: ImageData, state: dict[str, torch.Tensor], device: str) -> FCN:
@@ -132,6 +101,31 @@ def _draw(
     return written
 
 
+def load_round(
+    folder: RunFolder,
+    config: Config,
+    index: int,
+    options: AnalysisOptions,
+    data: ImageData | None = None,
+    data_note: str = "not loaded",
+) -> Round:
+    """Round ``index`` of a run folder as the analyses registry's entries read it."""
+    masks = folder.round_masks(index)
+    return Round(
+        index=index,
+        masks=masks,
+        state=folder.round_state(index, "final"),
+        metrics=folder.round_metrics(index),
+        curves=read_curves(folder, index),
+        shape=input_shape(folder, masks),
+        perm=folder.permutation(),
+        config=config,
+        data=data,
+        data_note=data_note,
+        options=options,
+    )
+
+
 def analyze_round(
     folder: RunFolder,
     config: Config,
@@ -145,21 +139,8 @@ def analyze_round(
     results.json (with "skipped": each entry that could not run, and why), arrays.npz
     and the figures into RUN/analysis/round_NNN."""
     out = folder.root / "analysis" / f"round_{index:03d}"
-    masks = folder.round_masks(index)
-    metrics = folder.round_metrics(index)
-    one = Round(
-        index=index,
-        masks=masks,
-        state=folder.round_state(index, "final"),
-        metrics=metrics,
-        curves=_read_curves(folder, index),
-        shape=_input_shape(folder, masks),
-        perm=_permutation(folder),
-        config=config,
-        data=data,
-        data_note=data_note,
-        options=options,
-    )
+    one = load_round(folder, config, index, options, data, data_note)
+    metrics = one.metrics
     if not one.geometry:
         log(f"Inputs of shape {one.shape} have no 2-D geometry: spatial analyses skipped.")
     results: dict[str, Any] = {
@@ -195,21 +176,6 @@ def analyze_round(
     return results
 
 
-def round_readings(folder: RunFolder, index: int) -> dict[str, Any]:
-    """The columns of the registered "round" readings of round ``index`` (:mod:`imprint.
-    readings`): as stored in its metrics.json by the round loop, or, for a folder written
-    before the loop stored them all (or before a reading was registered), computed from
-    its mask."""
-    metrics = folder.round_metrics(index)
-    stored = [spec.name for spec in READINGS.values() if spec.stage == "round"]
-    if all(name in metrics for name in stored):
-        return reading_columns(metrics, stored)
-    masks = folder.round_masks(index)
-    shape = _input_shape(folder, masks)
-    first = to_image_space(masks["layers.0.weight"], _permutation(folder))
-    return json_safe(compute_readings(ReadingInputs(first, shape), "round"))
-
-
 def _json_default(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         return value.tolist()
@@ -218,36 +184,13 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
-def _read_curves(folder: RunFolder, index: int) -> list[dict[str, float]]:
-    path = folder.round_file(index, "curves")
-    try:
-        with io.StringIO(read_text(path)) as handle:
-            return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
-    except (OSError, ValueError, TypeError, csv.Error) as error:  # short rows: None
-        raise RunFolderError(f"{path} is not a readable curves file: {error}.") from None
-
-
-def _input_shape(folder: RunFolder, masks: dict[str, torch.Tensor]) -> tuple[int, int, int]:
-    shape = tuple(int(v) for v in folder.read_data_record()["shape"])
-    n_inputs = masks["layers.0.weight"].shape[1]
-    if len(shape) != 3 or shape[0] * shape[1] * shape[2] != n_inputs:
-        raise RunFolderError(
-            f"{folder.data_path} gives input shape {shape}; the masks have {n_inputs} inputs."
-        )
-    return shape  # type: ignore[return-value]
-
-
-def _permutation(folder: RunFolder) -> torch.Tensor | None:
-    return folder.permutation()  # stored with the run: never re-derived here
-
-
 def _round_scalars(
     folder: RunFolder, config: Config, index: int, data: ImageData | None, device: str
 ) -> dict[str, Any]:
     """The per-round numbers of rounds.csv (cheap: masks, weights, one forward pass)."""
     masks = folder.round_masks(index)
     metrics = folder.round_metrics(index)
-    shape = _input_shape(folder, masks)
+    shape = input_shape(folder, masks)
     row: dict[str, Any] = {
         "round": index,
         "density": metrics["density"],
@@ -263,7 +206,7 @@ def _round_scalars(
         return hidden_activity(_model(config, data, state, device), data, layer=0)
 
     inputs = ReadingInputs(
-        to_image_space(masks["layers.0.weight"], _permutation(folder)),
+        to_image_space(masks["layers.0.weight"], folder.permutation()),
         shape,
         weights=state["layers.0.weight"],
         activity=activity if data is not None else None,
@@ -304,8 +247,6 @@ def _analyze_locked(
     log: Callable[[str], None],
     metrics: Sequence[dict[str, Any]] | None,
 ) -> dict[str, Any]:
-    from imprint.imp import study_round
-
     config = folder.read_config()
     folder.check_model(config)
     selected = resolve_rounds(folder, which, metrics)
@@ -330,8 +271,8 @@ def _analyze_locked(
         "within-run bootstrap",
         options,
         round_masks=folder.round_masks,
-        shape=_input_shape(folder, masks),
-        perm=_permutation(folder),
+        shape=input_shape(folder, masks),
+        perm=folder.permutation(),
         anchor=selected[-1],
     )
     written, skipped = _over_round_figures(history, out, options, group=False)
@@ -383,8 +324,6 @@ def analyze_group(
     seeds, by default), then write GROUP/analysis: rounds.csv (each reading's mean and
     sd over seeds per round), readings.json (the analysed rounds' readings, mean and sd
     over seeds) and the over-round figures with ± 1 sd bands over seeds."""
-    from imprint.imp import read_group, study_round
-
     options = options or AnalysisOptions()
     members, folders, per_seed, mean_metrics = read_group(group_dir, "analyse")
     summaries = []

@@ -15,7 +15,7 @@ __all__ = ["main", "format_round_table"]
 def format_round_table(rounds: Sequence[dict], pruned: Sequence[int]) -> str:
     """The end-of-run console table: one line per round. ``rounds`` are one run's
     metrics (each reading with its within-run bootstrap sd) or a group's rows of
-    :func:`imprint.imp.summarize_seeds` (mean ± sd over seeds); the readings are those
+    :func:`imprint.results.summarize_seeds` (mean ± sd over seeds); the readings are those
     the registry shows in the console table."""
     from imprint.analysis.uncertainty import format_spread
     from imprint.readings import shown_in
@@ -61,7 +61,8 @@ def format_round_table(rounds: Sequence[dict], pruned: Sequence[int]) -> str:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from imprint.imp import GroupResult, prunable_layers, run_experiment, study_round
+    from imprint.imp import GroupResult, prunable_layers, run_experiment
+    from imprint.results import study_round
 
     overrides = list(args.set)
     if args.seeds is not None:
@@ -178,7 +179,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from imprint.report import build_comparison
+    from imprint.compare import build_comparison
     from imprint.sweep import expand_run_dirs
 
     if args.density is not None and not 0 < args.density <= 1:

@@ -354,11 +354,19 @@ class MaskedSGD:
         weight_decay: float = 0.0,
     ) -> None:
         self.params = net.parameters()
+        self.names = net.parameter_names()
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
         self.buffers: list[torch.Tensor] | None = None
+        self.set_masks(masks)
+
+    @torch.no_grad()
+    def set_masks(self, masks: dict[str, torch.Tensor]) -> None:
+        """Hold the entries pruned by ``masks`` at zero from now on (at construction, or
+        when a procedure prunes during training): they are zeroed, and so are their
+        momentum buffers, so that they never move again."""
         self.masked: list[int] = []  # indices into params of partly pruned tensors
         self.mask_values: list[torch.Tensor] = []  # their masks as 0/1 floats
-        for index, (name, param) in enumerate(zip(net.parameter_names(), self.params)):
+        for index, (name, param) in enumerate(zip(self.names, self.params)):
             mask = masks.get(name)
             if mask is None:
                 continue
@@ -377,8 +385,9 @@ class MaskedSGD:
         self.masked_params = [self.params[i] for i in self.masked]
         self.dense_params = [self.params[i] for i in self.dense]
         if self.masked:
-            with torch.no_grad():
-                torch._foreach_mul_(self.masked_params, self.mask_values)
+            torch._foreach_mul_(self.masked_params, self.mask_values)
+            if self.buffers is not None:
+                torch._foreach_mul_([self.buffers[i] for i in self.masked], self.mask_values)
 
     def state(self) -> list[torch.Tensor]:
         """The momentum buffers (aligned with the parameters), or [] before the first

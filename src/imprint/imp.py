@@ -19,6 +19,7 @@ when that checkpoint was written by this round under the same config and device.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import sys
@@ -36,6 +37,7 @@ from imprint.config import Config, ConfigError, SeedConfig, config_to_dict
 from imprint.data import ImageData, load_dataset
 from imprint.model import build_model
 from imprint.procedures import RoundInputs, get_procedure
+from imprint.procedures.base import Interval
 from imprint.prune import (
     Masks,
     apply_masks,
@@ -43,8 +45,6 @@ from imprint.prune import (
     full_masks,
     layer_counts,
     layer_names,
-    magnitudes,
-    prune_by_scores,
 )
 from imprint.readings import (
     ReadingInputs,
@@ -52,11 +52,11 @@ from imprint.readings import (
     compute_readings,
     shown_in,
 )
+from imprint.results import STUDY_TOLERANCE, study_round, summarize_seeds
 from imprint.runs import (
     GROUP_FILE,
     RESULT_NEUTRAL_KEYS,
     RunFolder,
-    group_members,
     is_group,
     member_dir,
 )
@@ -77,12 +77,9 @@ __all__ = [
     "run_group",
     "run_experiment",
     "member_config",
-    "summarize_seeds",
     "resolve_device",
     "derive_seed",
     "prunable_layers",
-    "study_round",
-    "STUDY_TOLERANCE",
 ]
 
 
@@ -405,48 +402,6 @@ def _reference_for(config: Config, seed: int) -> _Reference | None:
     return _Reference(str(member_dir(path, seed)) if is_group(path) else path)
 
 
-def read_group(
-    root: str | Path, what: str = "read"
-) -> tuple[
-    list[tuple[int, Path]], list[RunFolder], list[list[dict[str, Any]]], list[dict[str, Any]]
-]:
-    """A group folder as analyze and report read it: its (seed, folder) members, their
-    RunFolders, each seed's round metrics and the mean over seeds per round
-    (:func:`summarize_seeds`). A seed without a completed round is refused."""
-    members = group_members(root)
-    folders = [RunFolder(path) for _, path in members]
-    per_seed = [[f.round_metrics(r) for r in f.completed_rounds()] for f in folders]
-    empty = [f"seed {seed} ({path})" for (seed, path), rows in zip(members, per_seed) if not rows]
-    if empty:
-        raise RunFolderError(
-            f"{root}: {', '.join(empty)} listed in group.json has no completed round to {what}."
-        )
-    return members, folders, per_seed, summarize_seeds(per_seed)
-
-
-def summarize_seeds(runs: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Per round index: how many seeds reached it, and the mean and sample sd over them
-    of density, accuracy and the readings shown in summary tables (sd NaN for a single
-    seed)."""
-    names = [*GROUP_METRICS, *(spec.name for spec in shown_in("summary", "round"))]
-    rows = []
-    for index in range(max((len(r) for r in runs), default=0)):
-        reached = [r[index] for r in runs if len(r) > index]
-        row: dict[str, Any] = {"round": index, "seeds": len(reached)}
-        row.update(aggregate_over_seeds(reached, names))
-        row["layer_density"] = reached[0]["layer_density"]
-        row["connected_units"] = [
-            across_seeds(m["connected_units"][layer] for m in reached)[0]
-            for layer in range(len(reached[0]["connected_units"]))
-        ]
-        row["units"] = reached[0]["units"]
-        rows.append(row)
-    return rows
-
-
-GROUP_METRICS = ("density", "best_val_top1", "val_top5_at_best")
-
-
 class _Member:
     """One run folder of a (possibly one-seed) group and the state its round loop
     carries from round to round."""
@@ -535,7 +490,7 @@ class _Member:
             build_state=fresh_state,
         )
         masks = procedure.mask(inputs)
-        if procedure.gradual is not None:
+        if procedure.during is not None:
             self.round_target = inputs.target()
         try:
             return masks, procedure.start(inputs, masks)
@@ -635,25 +590,27 @@ def _train_members(
             len(team),
             0 if resume is None else resume.step,
         )
-        schedule = get_procedure(config.prune.procedure).gradual
+        procedure = get_procedure(config.prune.procedure)
+        during = _during(team, starts, procedure, config) if index > 0 else None
         try:
-            if index > 0 and schedule is not None:
-                results, final_masks = _train_gradually(
-                    team, starts, data, config, gens, schedule, on_eval, device
-                )
-            else:
-                results = train_replicas(
-                    [m.model for m in team],
-                    device_masks,
-                    data,
-                    config.train,
-                    gens,
-                    rewind_step=config.prune.rewind_step if index == 0 else None,
-                    on_eval=on_eval,
-                    on_checkpoint=save_checkpoint,
-                    resume=resume,
-                )
-                final_masks = [masks for masks, _ in starts]
+            results = train_replicas(
+                [m.model for m in team],
+                device_masks,
+                data,
+                config.train,
+                gens,
+                rewind_step=config.prune.rewind_step if index == 0 else None,
+                on_eval=on_eval,
+                on_checkpoint=save_checkpoint,
+                resume=resume,
+                on_interval=during,
+            )
+            final_masks = [
+                masks if result.masks is None else result.masks
+                for (masks, _), result in zip(starts, results)
+            ]
+            if procedure.merit == "last" and index > 0:
+                results = [_merit_at_last(result) for result in results]
         finally:
             close()
         saved = []
@@ -666,73 +623,47 @@ def _train_members(
             log(_round_line(saved, team[0].pruned))
 
 
-def _train_gradually(
+def _during(
     team: list[_Member],
     starts: list[tuple[Masks, dict[str, torch.Tensor]]],
-    data: ImageData,
+    procedure: Any,
     config: Config,
-    gens: list[torch.Generator],
-    schedule: Callable[..., Any],
-    on_eval: Callable[[int, list[dict[str, float]]], None] | None,
-    device: torch.device,
-) -> tuple[list[RoundResult], list[Masks]]:
-    """A round of a gradual procedure: before each of the round's n validation
-    intervals, every seed's mask is pruned by magnitude to ``schedule(k, n, first,
-    target)`` entries (its round_target at k = n), and the interval trains under it.
-    The round's figures of merit are those of its last interval, at its final mask. No
-    checkpoints inside such a round: a killed one trains again from its start, the
-    same way."""
-    steps, every = config.train.steps, config.train.eval_every
-    ends = [*range(every, steps, every), steps]
+) -> Callable[[int, int, Sequence[Any], list[Masks]], list[Masks]] | None:
+    """The training loop's hook for a procedure that prunes during training (its
+    ``during`` rule, for every seed of the batch), or None."""
+    if procedure.during is None:
+        return None
     layers = sorted(_layer_rates(config))
-    masks = [dict(m) for m, _ in starts]
     firsts: list[Any] = []
-    for member, mask in zip(team, masks):
-        counts = layer_counts(mask)
-        if isinstance(member.round_target, int):
-            firsts.append(sum(counts[layer][0] for layer in layers))
-        else:
-            firsts.append({layer: counts[layer][0] for layer in layers})
-    curves: list[list[dict[str, float]]] = [[] for _ in team]
-    seconds, begin, results = 0.0, 0, []
-    for k, end in enumerate(ends, 1):
-        for i, member in enumerate(team):
-            target = member.round_target
-            if target is None:  # a seed that completed this round already
+    for member, (masks, _) in zip(team, starts):
+        counts = layer_counts(masks)
+        alive = {layer: counts[layer][0] for layer in layers}
+        firsts.append(sum(alive.values()) if isinstance(member.round_target, int) else alive)
+
+    def on_interval(k: int, n: int, models: Sequence[Any], masks: list[Masks]) -> list[Masks]:
+        out = []
+        for member, model, first, current in zip(team, models, firsts, masks):
+            if member.round_target is None:  # a seed that completed this round already
+                out.append(current)
                 continue
-            keep = schedule(k, len(ends), firsts[i], target)
-            scope = "global" if isinstance(target, int) else "layer"
-            state = member.model.state_dict()
-            scores = magnitudes({name: value.cpu() for name, value in state.items()}, layers)
-            masks[i] = prune_by_scores(scores, masks[i], keep=keep, scope=scope)
-            member.model.load_state_dict(apply_masks(state, masks[i]))
-        interval = config.train.model_copy(
-            update={"steps": end - begin, "eval_every": end - begin, "checkpoint_every": 0}
-        )
-        device_masks = [{n: v.to(device) for n, v in m.items()} for m in masks]
-        results = train_replicas([m.model for m in team], device_masks, data, interval, gens)
-        for curve, result in zip(curves, results):
-            curve += [{**row, "step": row["step"] + begin} for row in result.curves]
-        if on_eval is not None:
-            on_eval(end, [curve[-1] for curve in curves])
-        seconds += results[0].seconds
-        begin = end
-    rounds = []
-    for curve, result in zip(curves, results):
-        last = curve[-1]  # the figure of merit at the round's final mask
-        rounds.append(
-            RoundResult(
-                curves=curve,
-                best_top1=last["val_top1"],
-                best_step=int(last["step"]),
-                top5_at_best=last["val_top5"],
-                best_top5=last["val_top5"],
-                final=result.final,
-                seconds=seconds,
-                final_state=result.final_state,
-            )
-        )
-    return rounds, masks
+            state = {name: value.cpu() for name, value in model.state_dict().items()}
+            interval = Interval(k, n, state, current, first, member.round_target, layers)
+            out.append(procedure.during(interval))
+        return out
+
+    return on_interval
+
+
+def _merit_at_last(result: RoundResult) -> RoundResult:
+    """The round's figure of merit at its last validation point (Procedure.merit)."""
+    last = result.curves[-1]
+    return dataclasses.replace(
+        result,
+        best_top1=last["val_top1"],
+        best_step=int(last["step"]),
+        top5_at_best=last["val_top5"],
+        best_top5=last["val_top5"],
+    )
 
 
 def _checkpoint_key(
@@ -837,27 +768,6 @@ def _progress(
         bar.set_postfix(loss=f"{loss:.3f}", val_top1=f"{top1:.3f}")
 
     return on_eval, bar.close
-
-
-STUDY_TOLERANCE = 0.03  # the study round keeps >= 97% of the dense round's best top-1
-
-
-def study_round(metrics: Sequence[dict[str, Any]], tolerance: float = STUDY_TOLERANCE) -> int:
-    """The round that shows what pruning imprinted: the sparsest round (lowest density)
-    whose best validation top-1 is at least (1 - ``tolerance``) times the dense round's.
-
-    The "best" round (highest accuracy) is usually an early round on easy tasks, where
-    nothing local is visible yet; past the study round the net loses accuracy, so its
-    masks are what pruning could remove without paying for it. For a group, pass the
-    mean over seeds (:func:`summarize_seeds`) so every seed is read at one density.
-    """
-    if not 0 <= tolerance < 1:
-        raise ValueError(f"The 'tolerance' parameter must be in [0, 1). Got {tolerance!r}.")
-    if not metrics:
-        raise ValueError("The 'metrics' parameter must hold at least the dense round.")
-    floor = (1 - tolerance) * metrics[0]["best_val_top1"]
-    kept = [m for m in metrics if m["best_val_top1"] >= floor] or [metrics[0]]
-    return min(kept, key=lambda m: (m["density"], -m["round"]))["round"]
 
 
 def _finish(

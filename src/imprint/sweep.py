@@ -404,7 +404,7 @@ def collect(
     """One row per run and round: the overrides, remaining weights, accuracies and the
     locality readings with their within-run spread (:func:`imprint.analyze.round_readings`).
     Writes SWEEP_DIR/results.csv and results.parquet."""
-    from imprint.analyze import round_readings
+    from imprint.results import round_readings
 
     sweep_dir = Path(sweep_dir)
     rows: list[dict[str, Any]] = []

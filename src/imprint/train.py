@@ -82,6 +82,7 @@ class RoundResult:
     seconds: float
     final_state: dict[str, torch.Tensor] = field(repr=False)  # on the CPU
     rewind_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    masks: dict[str, torch.Tensor] | None = field(default=None, repr=False)  # if changed
 
 
 @dataclass
@@ -93,7 +94,9 @@ class TrainingState:
     the first step or without momentum), each replica's batch generator
     ("generator.{r}"), the training loss and hits summed since the last validation
     point ("loss_sum", "correct_sum") and, once taken, the rewind states
-    ("rewind.{r}.{state-dict name}"). The rest is plain data, :meth:`metadata`.
+    ("rewind.{r}.{state-dict name}") and, when pruning happens during training, the
+    masks in force ("masks.{state-dict name}", replicas first). The rest is plain data,
+    :meth:`metadata`.
     """
 
     step: int
@@ -330,6 +333,7 @@ def train_replicas(
     on_eval: Callable[[int, list[dict[str, float]]], None] | None = None,
     on_checkpoint: Callable[[TrainingState], None] | None = None,
     resume: TrainingState | None = None,
+    on_interval: Callable[[int, int, Sequence[FCN], list[Masks]], Sequence[Masks]] | None = None,
 ) -> list[RoundResult]:
     """Train R models of one architecture in place, as one batched model.
 
@@ -346,6 +350,14 @@ def train_replicas(
     models, masks and fresh generators, continues the round from that step and ends
     exactly where the uninterrupted round would (bitwise: the same arithmetic in the
     same order).
+
+    ``on_interval(k, n, models, masks)`` is a procedure's hook for pruning during
+    training: before each of the round's n validation intervals (k = 1 at step 0, then
+    after each validation point but the last) it gets the models, holding the current
+    weights, and each replica's masks in force (on the CPU), and returns each
+    replica's new masks; the entries they prune are zeroed
+    with their momentum and stay zero. The masks in force are part of the checkpoint,
+    and each result's ``masks`` holds those the round ended with.
     """
     if not len(models) == len(masks) == len(gens):
         raise ValueError(
@@ -358,6 +370,8 @@ def train_replicas(
     net = ReplicaFCN(models)
     stacked = {name: torch.stack([m[name] for m in masks]).to(device) for name in masks[0]}
     optimizer = MaskedSGD(net, stacked, config.lr, config.momentum, config.weight_decay)
+    if on_interval is not None:  # the masks in force are part of the training state
+        stacked = {name: mask.clone() for name, mask in stacked.items()}
     step_fn = compiled_train_step() if config.compile else train_step
     replicas = len(models)
     curves: list[list[dict[str, float]]] = [[] for _ in models]
@@ -372,7 +386,7 @@ def train_replicas(
                 f"The 'resume' state must be inside this round (0 < step < {config.steps}, "
                 f"{replicas} replicas). Got step {resume.step}, {len(resume.curves)} replicas."
             )
-        rewind_states = _restore(resume, net, optimizer, gens, loss_sum, correct_sum)
+        rewind_states = _restore(resume, net, optimizer, gens, loss_sum, correct_sum, stacked)
         if rewind_step is not None and resume.step > rewind_step and rewind_states is None:
             raise ValueError(
                 f"The 'resume' state is past the rewind step {rewind_step} but holds no "
@@ -399,14 +413,28 @@ def train_replicas(
                 since_eval = 0
             if step == config.steps:
                 break
+            resumed_here = resume is not None and step == first_step
+            if on_interval is not None and step % config.eval_every == 0 and not resumed_here:
+                n = -(-config.steps // config.eval_every)  # validation points in the round
+                net.write_to(models)
+                now = [
+                    {name: mask[r].cpu() for name, mask in stacked.items()} for r in range(replicas)
+                ]
+                new = on_interval(step // config.eval_every + 1, n, models, now)
+                for name in stacked:
+                    stacked[name].copy_(torch.stack([m[name] for m in new]))
+                optimizer.set_masks(stacked)
             if every and step % every == 0 and step != first_step:
+                masks_now = stacked if on_interval is not None else None
                 on_checkpoint(
                     TrainingState(
                         step,
                         since_eval,
                         time.perf_counter() - started,
                         [list(curve) for curve in curves],
-                        _capture(net, optimizer, gens, loss_sum, correct_sum, rewind_states),
+                        _capture(
+                            net, optimizer, gens, loss_sum, correct_sum, rewind_states, masks_now
+                        ),
                     )
                 )
             x, y = sample_batch(data, gens, config.batch_size)  # (R, B, D), (R, B)
@@ -417,10 +445,14 @@ def train_replicas(
             since_eval += 1
     net.write_to(models)
     seconds = time.perf_counter() - started
-    return [
+    results = [
         _round_result(curve, model, seconds, None if rewind_states is None else rewind_states[r])
         for r, (curve, model) in enumerate(zip(curves, models))
     ]
+    if on_interval is not None:
+        for r, result in enumerate(results):
+            result.masks = {name: mask[r].cpu() for name, mask in stacked.items()}
+    return results
 
 
 def _capture(
@@ -430,6 +462,7 @@ def _capture(
     loss_sum: torch.Tensor,
     correct_sum: torch.Tensor,
     rewind_states: list[dict[str, torch.Tensor]] | None,
+    masks: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """CPU copies of the loop's state, named as :class:`TrainingState` describes."""
     tensors = {f"net.{name}": value.to("cpu", copy=True) for name, value in net.state().items()}
@@ -441,6 +474,8 @@ def _capture(
     tensors["correct_sum"] = correct_sum.to("cpu", copy=True)
     for r, state in enumerate(rewind_states or []):
         tensors.update({f"rewind.{r}.{name}": value for name, value in state.items()})
+    for name, mask in (masks or {}).items():
+        tensors[f"masks.{name}"] = mask.to("cpu", copy=True)
     return tensors
 
 
@@ -451,17 +486,29 @@ def _restore(
     gens: Sequence[torch.Generator],
     loss_sum: torch.Tensor,
     correct_sum: torch.Tensor,
+    masks: dict[str, torch.Tensor],
 ) -> list[dict[str, torch.Tensor]] | None:
-    """Load ``resume`` into the loop's objects; returns its rewind states, if taken.
-    ValueError names what does not fit."""
+    """Load ``resume`` into the loop's objects (the masks in force, when pruning happens
+    during training, into ``masks`` and the optimizer); returns its rewind states, if
+    taken. ValueError names what does not fit."""
     groups: dict[str, dict[str, torch.Tensor]] = {}
     for name, value in resume.tensors.items():
         head, _, rest = name.partition(".")
         groups.setdefault(head, {})[rest] = value
-    unknown = set(groups) - {"net", "momentum", "generator", "loss_sum", "correct_sum", "rewind"}
+    known = {"net", "momentum", "generator", "loss_sum", "correct_sum", "rewind", "masks"}
+    unknown = set(groups) - known
     if unknown:
         raise ValueError(f"The training state has unknown entries {sorted(unknown)}.")
     net.load_state(groups.get("net", {}))
+    if "masks" in groups:
+        stored = groups["masks"]
+        if sorted(stored) != sorted(masks) or any(
+            stored[n].shape != masks[n].shape or stored[n].dtype != torch.bool for n in masks
+        ):
+            raise ValueError("The training state's masks do not fit the round's masks.")
+        for name in masks:
+            masks[name].copy_(stored[name])
+        optimizer.set_masks(masks)
     momentum = groups.get("momentum", {})
     if sorted(momentum) != sorted(str(i) for i in range(len(momentum))):
         raise ValueError(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 
@@ -142,6 +142,20 @@ def start_from_fresh_init(inputs: RoundInputs, masks: Masks) -> dict[str, torch.
 
 
 @dataclass(frozen=True)
+class Interval:
+    """What a procedure that prunes during training sees before validation interval
+    ``k`` of the round's ``n`` (k = 1 before the first step)."""
+
+    k: int
+    n: int
+    state: Tensors  # the current weights, on the CPU
+    masks: Masks  # the masks in force
+    first: Mapping[int, int] | int  # entries alive at the round's start (per layer or in all)
+    target: Mapping[int, int] | int  # the round's target (RoundInputs.target)
+    layers: list[int]  # the pruned layers
+
+
+@dataclass(frozen=True)
 class Procedure:
     """A registry entry: how round r's mask is made and where its training starts."""
 
@@ -154,12 +168,13 @@ class Procedure:
     # changed mask would otherwise be trained from silently).
     nested: bool = False
     options: tuple[str, ...] = ()  # prune.* options the rule reads, for docs
-    # Pruning during the round's training instead of before it: called at each
-    # validation point k of n with the round's first and target counts, it gives the
-    # counts to keep from then on (the round's mask is then the last one, at the target).
-    gradual: Callable[[int, int, Mapping[int, int] | int, Mapping[int, int] | int], Any] | None = (
-        None
-    )
+    # Pruning during the round's training as well as before it: called before each of
+    # the round's validation intervals (:class:`Interval`), it returns the masks to train
+    # under from then on; the round's mask is the last one.
+    during: Callable[[Interval], Masks] | None = None
+    # The round's figure of merit: the best validation top-1 ("best"), or the last one
+    # ("last": for masks that change during the round, the top-1 at the final mask).
+    merit: Literal["best", "last"] = "best"
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "summary": self.summary, "start": self.start.__doc__}

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from imprint.analysis.uncertainty import as_number, format_spread
 from imprint.readings import activity, locality, weights
 from imprint.readings.base import (
     COLUMN_SUFFIXES,
@@ -24,6 +25,7 @@ from imprint.readings.base import (
     UnknownReading,
     aggregate_over_seeds,
     has_geometry,
+    json_safe,
 )
 
 __all__ = [
@@ -33,6 +35,9 @@ __all__ = [
     "UnknownReading",
     "aggregate_over_seeds",
     "has_geometry",
+    "json_safe",
+    "as_number",
+    "format_spread",
     "get_reading",
     "shown_in",
     "compute_readings",

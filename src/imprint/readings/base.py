@@ -35,6 +35,7 @@ __all__ = [
     "COLUMN_SUFFIXES",
     "aggregate_over_seeds",
     "has_geometry",
+    "json_safe",
 ]
 
 # Where a reading can be shown (ReadingSpec.show): the end-of-run console table; RUN/ and
@@ -152,3 +153,11 @@ def aggregate_over_seeds(
         mean, sd, n = across_seeds(as_number(row.get(name)) for row in rows)
         out[name], out[f"{name}_sd"], out[f"{name}_n"] = mean, sd, n
     return out
+
+
+def json_safe(columns: Mapping[str, Any]) -> dict[str, Any]:
+    """NaN and infinities become None: JSON has no NaN."""
+    return {
+        k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+        for k, v in columns.items()
+    }
