@@ -93,6 +93,7 @@ from imprint.data import ImageData, load_dataset
 from imprint.engine import MaskedSGD, ReplicaFCN, retain_freed_memory, train_step
 from imprint.model import FCN
 from imprint.prune import full_masks, random_prune
+from imprint.reference import reference_step
 from imprint.train import (
     _validation_rows,
     compiled_train_step,
@@ -331,15 +332,12 @@ def _sgd_step(
     loss_sum: torch.Tensor,
     correct_sum: torch.Tensor,
 ) -> None:
-    """One autograd SGD step of the plain loops, summing the loss and correct answers on
-    the device (no sync per step)."""
-    optimizer.zero_grad(set_to_none=True)
-    logits = model(x)
-    loss = F.cross_entropy(logits, y)
-    loss.backward()
-    optimizer.step()
-    loss_sum.add_(loss.detach())
-    correct_sum.add_((logits.detach().argmax(dim=1) == y).sum())
+    """One step of the plain loops: imprint.reference.reference_step (the definition of
+    a training step the engine is tested against; masks here are prune hooks), summing
+    the loss and correct answers on the device (no sync per step)."""
+    loss, logits = reference_step(model, optimizer, x, y)
+    loss_sum.add_(loss)
+    correct_sum.add_((logits.argmax(dim=1) == y).sum())
 
 
 def dataloader_loop(

@@ -21,6 +21,10 @@ if [ "${#packages[@]}" -gt 0 ]; then
         echo "Missing ${packages[*]} and not root: the tests that need them will be skipped."
     fi
 fi
+# Static checks first: the lint rules and the types of the package (pyproject.toml).
+echo "Static checks: ruff check, mypy"
+.venv/bin/ruff check src tests benchmarks scripts
+.venv/bin/mypy
 .venv/bin/python -m pytest -q "$@"
 
 # The numerics tests again under other ATen CPU kernels (docs/reliability.md, "Across

@@ -45,7 +45,8 @@ def small_net():
 def test_ablation_matches_manual_removal(small_net):
     model, data = small_net
     c_in = torch.tensor([3, 25, 7, 0, 12, 25, 1, 9, 4, 4, 8, 2])
-    curve = node_ablation(model, data, c_in, [0, 2, 12], "most")
+    top1_of = lambda m: evaluate(m, data).top1  # noqa: E731
+    curve = node_ablation(model, top1_of, c_in, [0, 2, 12], "most")
     assert curve.top1[0] == evaluate(model, data).top1  # nothing removed
     order = ablation_order(c_in, "most")
     assert order[:2].tolist() == [1, 5]
@@ -58,7 +59,7 @@ def test_ablation_matches_manual_removal(small_net):
     # the model itself is untouched
     assert (model.layers[0].weight[1] != 0).any()
     with pytest.raises(ValueError, match="'removed' parameter entries must be in"):
-        node_ablation(model, data, c_in, [13])
+        node_ablation(model, top1_of, c_in, [13])
 
 
 def test_excess_kurtosis_closed_forms(seed):

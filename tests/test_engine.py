@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from imprint.engine import MaskedSGD, ReplicaFCN, eval_logits, retain_freed_memory, train_step
 from imprint.model import FCN
 from imprint.prune import full_masks, random_prune
+from imprint.reference import reference_round, reference_step
 
 IN, HIDDEN, CLASSES = 30, [12, 9], 5
 # float64 leaves rounding no room to hide a wrong term; float32 is what runs.
@@ -124,14 +125,13 @@ def test_steps_match_module_and_torch_sgd(seed, momentum, weight_decay):
     optimizer = torch.optim.SGD(
         reference.parameters(), lr=0.1, momentum=momentum, weight_decay=weight_decay
     )
-    params = dict(reference.named_parameters())
     net = ReplicaFCN([model])
     sgd = MaskedSGD(net, {k: v[None] for k, v in masks.items()}, 0.1, momentum, weight_decay)
     gen = torch.Generator().manual_seed(seed)
     for _ in range(20):
         idx = torch.randint(200, (32,), generator=gen)
         inputs = _normalise(x_all[idx], offset, scale, dtype)
-        loss = _autograd_step(reference, optimizer, params, masks, inputs, y_all[idx])
+        loss, _ = reference_step(reference, optimizer, inputs, y_all[idx], masks)
         result = train_step(net, x_all[idx][None], y_all[idx][None], offset, scale)
         sgd.step(result.grads)
         torch.testing.assert_close(result.loss[0], loss.detach(), rtol=1e-9, atol=0.0)
@@ -140,18 +140,6 @@ def test_steps_match_module_and_torch_sgd(seed, momentum, weight_decay):
         torch.testing.assert_close(model.state_dict()[name], value, rtol=1e-9, atol=1e-12)
     for name, mask in masks.items():  # pruned entries exactly zero, momentum or not
         assert (model.state_dict()[name][~mask] == 0).all(), name
-
-
-def _autograd_step(reference, optimizer, params, masks, inputs, labels) -> torch.Tensor:
-    """One step of the module with torch.optim and autograd, masks reapplied after."""
-    loss = F.cross_entropy(reference(inputs), labels)
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
-    with torch.no_grad():
-        for name, mask in masks.items():
-            params[name].mul_(mask)
-    return loss
 
 
 @pytest.mark.numerics
@@ -163,14 +151,13 @@ def test_float32_steps_stay_close_to_the_module(seed):
     offset, scale = x_all.float().mean(0), 1 / 255
     reference = copy.deepcopy(model).train()
     optimizer = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9)
-    params = dict(reference.named_parameters())
     net = ReplicaFCN([model])
     sgd = MaskedSGD(net, {k: v[None] for k, v in masks.items()}, 0.1, 0.9)
     gen = torch.Generator().manual_seed(seed)
     for _ in range(5):
         idx = torch.randint(200, (32,), generator=gen)
         inputs = _normalise(x_all[idx], offset, scale)
-        _autograd_step(reference, optimizer, params, masks, inputs, y_all[idx])
+        reference_step(reference, optimizer, inputs, y_all[idx], masks)
         sgd.step(train_step(net, x_all[idx][None], y_all[idx][None], offset, scale).grads)
     net.write_to([model])
     for name, value in reference.state_dict().items():
@@ -323,3 +310,57 @@ def test_retain_freed_memory_is_set_once():
     assert retain_freed_memory() is first  # cached: one call per process
     if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
         assert first  # glibc accepts the thresholds
+
+
+@pytest.mark.numerics
+@pytest.mark.parametrize(
+    ("momentum", "weight_decay"), [(0.0, 0.0), (0.9, 5e-4)], ids=["plain", "momentum_wd"]
+)
+def test_a_round_is_the_reference_round(seed, momentum, weight_decay):
+    """A whole round of train_round (the batched engine, sampling, masked SGD) in float64
+    against imprint.reference.reference_round, the plain-autograd definition of a round:
+    the same batches, the same weights, BN averages and pruned zeros."""
+    from imprint.config import TrainConfig
+    from imprint.data import ImageData
+    from imprint.train import train_round
+
+    dtype = torch.float64
+    model = _model(seed, dtype=dtype)
+    masks = _masked(model, seed)
+    x_all, y_all = _images(seed, 300, uint8=True)
+    data = ImageData(
+        x_all,
+        y_all,
+        x_all[:40],
+        y_all[:40],
+        (1, 1, IN),
+        CLASSES,
+        offset=x_all.to(dtype).mean(0),
+        scale=1 / 255,
+    )
+    reference = copy.deepcopy(model)
+    config = TrainConfig(
+        steps=30,
+        batch_size=16,
+        lr=0.05,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        eval_every=30,
+        eval_batch_size=40,
+    )
+    train_round(model, masks, data, config, torch.Generator().manual_seed(seed))
+    reference_round(
+        reference,
+        masks,
+        data,
+        30,
+        16,
+        torch.Generator().manual_seed(seed),
+        lr=0.05,
+        momentum=momentum,
+        weight_decay=weight_decay,
+    )
+    for name, value in reference.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[name], value, rtol=1e-9, atol=1e-12)
+    for name, mask in masks.items():
+        assert (model.state_dict()[name][~mask] == 0).all(), name

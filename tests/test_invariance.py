@@ -4,12 +4,12 @@ import pytest
 import torch
 
 from imprint.analysis.invariance import (
-    class_response,
     cluster_by_shift,
     pairwise_shift_similarity,
     shift_similarity,
     translational_invariance,
 )
+from imprint.analysis.response import class_response
 
 
 def _naive(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

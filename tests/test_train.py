@@ -10,15 +10,14 @@ import torch
 
 from imprint.config import ConfigError
 from imprint.data import load_dataset
+from imprint.engine import precision_context, step_threads
 from imprint.imp import derive_seed
 from imprint.model import build_model
 from imprint.prune import apply_masks, full_masks, layer_names, magnitude_prune
 from imprint.train import (
     TrainingDiverged,
     evaluate,
-    precision_context,
     sample_batch,
-    step_threads,
     train_replicas,
     train_round,
 )

@@ -170,7 +170,7 @@ def analyze_round(
     results["skipped"] = skipped
     write_text(out / "results.json", json.dumps(results, indent=2, default=_json_default) + "\n")
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
+    np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]  # numpy's stub: bool kwargs
     write_bytes(out / "arrays.npz", buffer.getvalue())
     results["figures"] = [str(p.relative_to(folder.root)) for p in written]
     return results

@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from imprint.config import ConfigError, load_config
 
 __all__ = ["main", "format_round_table"]
 
 
-def format_round_table(rounds: Sequence[dict], pruned: Sequence[int]) -> str:
+def format_round_table(rounds: Sequence[Mapping[str, Any]], pruned: Sequence[int]) -> str:
     """The end-of-run console table: one line per round. ``rounds`` are one run's
     metrics (each reading with its within-run bootstrap sd) or a group's rows of
     :func:`imprint.results.summarize_seeds` (mean ± sd over seeds); the readings are those

@@ -16,12 +16,13 @@ import difflib
 import json
 import stat
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from imprint.data.base import FileOptions, StrictSection, WrongValue
+from imprint.data.base import DataSection, FileOptions, StrictSection, WrongValue
 from imprint.data.cifar import CIFARData
 from imprint.data.folder import FolderData
 from imprint.data.imagenet import ImageNetData
@@ -35,6 +36,10 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 __all__ = [
+    "flatten_document",
+    "changed_keys",
+    "config_differences",
+    "allowed_change",
     "ConfigError",
     "Config",
     "NLGPData",
@@ -75,8 +80,12 @@ Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
 _DATASETS = registered_datasets()
 _DATA_CONFIGS = tuple(dataset.config for dataset in _DATASETS)
 
-DataConfig = Annotated[Union[_DATA_CONFIGS], Field(discriminator="name")]  # noqa: UP007
-FileData = Union[tuple(c for c in _DATA_CONFIGS if issubclass(c, FileOptions))]  # noqa: UP007
+if TYPE_CHECKING:  # a union built from the registry at run time: typed by its base
+    DataConfig = DataSection
+    FileData = FileOptions
+else:
+    DataConfig = Annotated[Union[_DATA_CONFIGS], Field(discriminator="name")]  # noqa: UP007
+    FileData = Union[tuple(c for c in _DATA_CONFIGS if issubclass(c, FileOptions))]  # noqa: UP007
 
 
 class ModelConfig(_Section):
@@ -441,3 +450,37 @@ def _drop_none(value: Any) -> Any:
     if isinstance(value, list):
         return [_drop_none(v) for v in value]
     return value
+
+
+# ------------------------------------------------------------------ differences
+
+
+def flatten_document(document: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in document.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_document(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def changed_keys(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    a, b = flatten_document(stored), flatten_document(current)
+    return sorted(key for key in set(a) | set(b) if a.get(key) != b.get(key))
+
+
+def allowed_change(key: str, allow: Sequence[str]) -> bool:
+    return any(key == prefix or key.startswith(prefix + ".") for prefix in allow)
+
+
+def config_differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    a, b = flatten_document(stored), flatten_document(current)
+    lines = []
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) != b.get(key):
+            lines.append(
+                f"{key}: {a.get(key, '(unset)')!r} in the folder, {b.get(key, '(unset)')!r} now"
+            )
+    return lines

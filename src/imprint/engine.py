@@ -39,17 +39,22 @@ float64 against autograd, where rounding cannot hide a wrong term).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 
+from imprint.config import ConfigError
 from imprint.model import FCN
 
 __all__ = [
+    "precision_context",
+    "step_threads",
+    "SMALL_STEP_MACS",
     "ReplicaFCN",
     "StepResult",
     "MaskedSGD",
@@ -83,6 +88,7 @@ class ReplicaFCN:
         first = models[0].norms[0]
         self.dims: list[int] = list(dims)
         self.eps = float(first.eps)
+        assert first.momentum is not None, "BN with a cumulative average is not supported"
         self.momentum = float(first.momentum)
         states = [model.state_dict() for model in models]
         for pattern, attribute, vector in _FIELDS:
@@ -263,7 +269,10 @@ def train_step(
     inv_batch = 1.0 / batch
     dtype = net.weights[0].dtype  # matmul outputs come back to it under an autocast
     last = net.n_layers - 1
-    saved = []  # per layer: (input h, c, r, s, u)
+    # per layer: (input h, c, r, s, u); layer 0 needs no h and no u (no input gradient)
+    saved: list[
+        tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]
+    ] = []
     means, variances = [], []
     h = x
     for layer in range(net.n_layers):
@@ -294,9 +303,10 @@ def train_step(
     dz.scatter_(2, target, picked.exp_().sub_(1.0))  # p_label - 1
     dz.mul_(inv_batch)
 
+    # Every slot is filled by the loop below.
     grads: list[torch.Tensor] = [None] * (4 * net.n_layers)  # type: ignore[list-item]
     for layer in reversed(range(net.n_layers)):
-        h_in, c, r, s, u = saved[layer]
+        h_in, c, r, s, u_in = saved[layer]
         weight = net.weights[layer]
         db = dz.sum(1, keepdim=True)  # (R, 1, out)
         if layer == 0:
@@ -307,7 +317,8 @@ def train_step(
             grad_shift = torch.bmm(db, weight).to(dtype)  # (R, 1, in)
             grad_w.mul_(s).baddbmm_(db.transpose(1, 2), net.shifts[layer])
         else:
-            grad_w = torch.bmm(dz.transpose(1, 2), u).to(dtype)  # (R, out, in)
+            assert h_in is not None and u_in is not None  # saved for every layer above 0
+            grad_w = torch.bmm(dz.transpose(1, 2), u_in).to(dtype)  # (R, out, in)
             du = torch.bmm(dz, weight).to(dtype)  # (R, B, in) gradient of the BN output
             grad_shift = du.sum(1, keepdim=True)  # (R, 1, in)
             grad_gain = _batch_dot(du, c).mul_(r)  # (R, 1, in): sum over the batch of du xhat
@@ -488,3 +499,71 @@ def retain_freed_memory() -> bool:
     return bool(mallopt(m_mmap_threshold, 256 << 20)) and bool(
         mallopt(m_trim_threshold, (1 << 31) - 1)
     )
+
+
+@contextlib.contextmanager
+def precision_context(precision: str, device: torch.device) -> Iterator[None]:
+    """Matmul precision for a training loop, restored on exit.
+
+    "fp32": float32 throughout. "tf32": CUDA float32 matmuls on TF32 tensor cores.
+    "bf16": CUDA matmuls under a bfloat16 autocast; weights, gradients, BN statistics
+    and the optimizer stay float32 (the engine casts every matmul output back). Both
+    need a CUDA device: on a CPU they would silently mean float32 (TF32) or a slow
+    emulation (bf16 on CPUs without bf16 units), so they are refused.
+    """
+    if precision == "fp32":
+        yield
+        return
+    if precision not in ("tf32", "bf16"):
+        raise ConfigError(f"train.precision must be one of fp32, tf32, bf16. Got {precision!r}.")
+    if device.type != "cuda":
+        raise ConfigError(
+            f"train.precision = {precision!r} needs a CUDA device; this run is on "
+            f"{device.type}. Use train.precision = 'fp32' there."
+        )
+    matmul = torch.backends.cuda.matmul
+    # torch >= 2.9 spells the switch fp32_precision and refuses mixing it with allow_tf32.
+    if hasattr(matmul, "fp32_precision"):
+        flag, tf32 = "fp32_precision", "tf32"
+    else:
+        flag, tf32 = "allow_tf32", True  # type: ignore[assignment]  # the older switch is a bool
+    saved = getattr(matmul, flag)
+    try:
+        setattr(matmul, flag, tf32)  # under bf16 autocast it only affects fp32 leftovers
+        if precision == "bf16":
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                yield
+        else:
+            yield
+    finally:
+        setattr(matmul, flag, saved)
+
+
+# Below this many multiply-adds per step (R x B x the sum of in x out over layers; the
+# default config's 144-128-4 net does 4.8M at batch 256), a CPU step runs on one thread.
+SMALL_STEP_MACS = 8_000_000
+
+
+@contextlib.contextmanager
+def step_threads(
+    dims: Sequence[int], replicas: int, batch_size: int, device: torch.device
+) -> Iterator[int]:
+    """Intra-op threads for a training loop, restored on exit; yields the count used.
+
+    Small CPU steps run on one thread. Their ~100 ops of ~10 us each gain little from
+    OpenMP's fork-join (one thread was 7% slower than two on an idle 2-core machine),
+    and on a shared machine a worker thread that the scheduler preempts stalls every
+    op for a time slice: with a two-process job on the same two cores, three rounds of
+    the default config took 7-9 s on one thread and 88-276 s on two. Larger steps keep
+    torch's setting (the physical cores by default), where parallel matmuls pay.
+    """
+    before = torch.get_num_threads()
+    macs = replicas * batch_size * sum(a * b for a, b in zip(dims[:-1], dims[1:]))
+    if device.type != "cpu" or macs >= SMALL_STEP_MACS or before == 1:
+        yield before
+        return
+    torch.set_num_threads(1)
+    try:
+        yield 1
+    finally:
+        torch.set_num_threads(before)

@@ -22,18 +22,15 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from imprint.analysis.locality import to_image_space
-from imprint.analysis.uncertainty import across_seeds, format_spread
-from imprint.config import Config, ConfigError, SeedConfig, config_to_dict
+from imprint.config import Config, ConfigError, SeedConfig
 from imprint.data import ImageData, load_dataset
 from imprint.model import build_model
 from imprint.procedures import RoundInputs, get_procedure
@@ -41,21 +38,24 @@ from imprint.procedures.base import Interval
 from imprint.prune import (
     Masks,
     apply_masks,
-    connected_units,
     full_masks,
     layer_counts,
-    layer_names,
 )
-from imprint.readings import (
-    ReadingInputs,
-    aggregate_over_seeds,
-    compute_readings,
-    shown_in,
-)
+from imprint.records import RoundMetrics
 from imprint.results import STUDY_TOLERANCE, study_round, summarize_seeds
+from imprint.rounds import (
+    check_nested,
+    checkpoint_key,
+    group_summary_row,
+    resume_state,
+    round_line,
+    round_metrics,
+    round_progress,
+    stop_reason,
+    summary_row,
+)
 from imprint.runs import (
     GROUP_FILE,
-    RESULT_NEUTRAL_KEYS,
     RunFolder,
     is_group,
     member_dir,
@@ -86,7 +86,7 @@ __all__ = [
 @dataclass(frozen=True)
 class RunResult:
     folder: Path
-    rounds: list[dict[str, Any]]  # metrics of every completed round
+    rounds: list[RoundMetrics]  # metrics of every completed round
     stop_reason: str
     best_round: int
 
@@ -143,79 +143,6 @@ class _Reference:
     def counts(self, index: int, layers: list[int]) -> dict[int, int]:
         masks = self.masks(index)
         return {layer: layer_counts(masks)[layer][0] for layer in layers}
-
-
-def _round_metrics(
-    index: int,
-    masks: Masks,
-    result: RoundResult,
-    data: ImageData,
-    pruned: list[int],
-) -> dict[str, Any]:
-    counts = layer_counts(masks)
-    alive = sum(counts[layer][0] for layer in pruned)
-    total = sum(counts[layer][1] for layer in pruned)
-    metrics: dict[str, Any] = {
-        "round": index,
-        "density": alive / total if total else 1.0,
-        "layer_density": [a / t for a, t in counts],
-        "layer_alive": [a for a, _ in counts],
-        "connected_units": connected_units(masks),
-        "units": [masks[layer_names(layer)[0]].shape[0] for layer in range(len(counts))],
-        "best_val_top1": result.best_top1,
-        "best_step": result.best_step,
-        "val_top5_at_best": result.top5_at_best,
-        "best_val_top5": result.best_top5,
-        "final_val_top1": result.final.top1,
-        "final_val_loss": result.final.loss,
-        "seconds": round(result.seconds, 3),
-    }
-    first = to_image_space(masks[layer_names(0)[0]], data.permutation)
-    metrics.update(compute_readings(ReadingInputs(first, data.shape), "round"))
-    return metrics
-
-
-def _summary_readings(metrics: dict[str, Any]) -> dict[str, Any]:
-    """The summary.csv columns of the readings shown there: value, and sd with a spread."""
-    row = {}
-    for spec in shown_in("summary", "round"):
-        row[spec.name] = metrics.get(spec.name)
-        if spec.spread:
-            row[f"{spec.name}_sd"] = metrics.get(f"{spec.name}_sd")
-    return row
-
-
-def _summary_row(metrics: dict[str, Any], pruned: list[int]) -> dict[str, Any]:
-    row = {
-        "round": metrics["round"],
-        "density": metrics["density"],
-        "best_val_top1": metrics["best_val_top1"],
-        "val_top5_at_best": metrics["val_top5_at_best"],
-        **_summary_readings(metrics),
-    }
-    for layer in pruned:
-        row[f"density_l{layer}"] = metrics["layer_density"][layer]
-        row[f"connected_l{layer}"] = metrics["connected_units"][layer]
-    row["seconds"] = metrics["seconds"]
-    return row
-
-
-def _stop_reason(config: Config, metrics: dict[str, Any], pruned: list[int]) -> str | None:
-    index = metrics["round"]
-    if index >= config.prune.max_rounds:
-        return f"reached prune.max_rounds ({config.prune.max_rounds})"
-    if config.prune.target_density and metrics["density"] <= config.prune.target_density:
-        return f"density {metrics['density']:.4g} reached prune.target_density"
-    threshold = config.prune.min_connected_fraction
-    if threshold and index > 0:
-        for layer in pruned:
-            fraction = metrics["connected_units"][layer] / metrics["units"][layer]
-            if fraction <= threshold:
-                return (
-                    f"layer {layer} has {fraction:.1%} of its units connected "
-                    f"(prune.min_connected_fraction = {threshold})"
-                )
-    return None
 
 
 def member_config(config: Config, seed: int) -> Config:
@@ -324,34 +251,8 @@ def run_group(
             _train_members(config, members, group, torch_device, progress, log, group=True)
         result = GroupResult(group.root, seeds, [m.finish() for m in members])
         pruned = prunable_layers(config)
-        group.write_summary([_group_summary_row(row, pruned) for row in result.rounds])
+        group.write_summary([group_summary_row(row, pruned) for row in result.rounds])
         return result
-
-
-def _check_nested(folder: RunFolder, done: Sequence[int]) -> None:
-    """Refuse to continue from masks that are not nested, round after round, as the
-    procedure makes them: a changed mask file must not be trained from silently."""
-    previous = None
-    for index in done:
-        masks = folder.round_masks(index)
-        if previous is not None:
-            for name, mask in masks.items():
-                if bool((mask & ~previous[name]).any()):
-                    raise RunFolderError(
-                        f"{folder.round_file(index, 'mask')}: '{name}' keeps connections "
-                        f"that round {index - 1} pruned; this procedure's masks are nested "
-                        "(the file was changed)."
-                    )
-        previous = masks
-
-
-def _group_summary_row(row: dict[str, Any], pruned: list[int]) -> dict[str, Any]:
-    """A flat row of GROUP/summary.csv: per-layer lists become per-layer columns."""
-    flat = {k: v for k, v in row.items() if not isinstance(v, list)}
-    for layer in pruned:
-        flat[f"density_l{layer}"] = row["layer_density"][layer]
-        flat[f"connected_l{layer}"] = row["connected_units"][layer]
-    return flat
 
 
 def _check_memory(config: Config, data: ImageData, replicas: int, device: torch.device) -> None:
@@ -413,8 +314,8 @@ class _Member:
         self.metrics = [folder.round_metrics(i) for i in self.done]
         self.stop_reason = self._stop_after(self.metrics[-1]) if self.metrics else None
 
-    def _stop_after(self, metrics: dict[str, Any]) -> str | None:
-        reason = _stop_reason(self.config, metrics, self.pruned)
+    def _stop_after(self, metrics: Mapping[str, Any]) -> str | None:
+        reason = stop_reason(self.config, metrics, self.pruned)
         next_round = metrics["round"] + 1
         if (
             reason is None
@@ -457,7 +358,7 @@ class _Member:
         )
         done = self.done
         if get_procedure(config.prune.procedure).nested:
-            _check_nested(folder, done)
+            check_nested(folder, done)
         self.previous_masks = folder.round_masks(done[-1]) if done else full_masks(self.init_state)
         self.previous_final = folder.round_state(done[-1]) if done else None
         self.dense_final = folder.round_state(0) if done else None
@@ -504,7 +405,7 @@ class _Member:
         start: dict[str, torch.Tensor],
         result: RoundResult,
         data: ImageData,
-    ) -> dict[str, Any] | None:
+    ) -> RoundMetrics | None:
         """Save round ``index``; returns its metrics (None if it was saved before)."""
         folder = self.folder
         if index < len(self.done):
@@ -513,11 +414,11 @@ class _Member:
             self.rewind_state = result.rewind_state
             folder.save_tensors(folder.rewind_path, self.rewind_state)
         final = apply_masks(result.final_state, masks)  # exact zeros, whatever happened
-        metrics = _round_metrics(index, masks, result, data, self.pruned)
+        metrics = round_metrics(index, masks, result, data, self.pruned)
         folder.save_round(index, masks, start, final, result.curves, CURVE_COLUMNS, metrics)
         self.done.append(index)
         self.metrics.append(metrics)
-        folder.write_summary([_summary_row(m, self.pruned) for m in self.metrics])
+        folder.write_summary([summary_row(m, self.pruned) for m in self.metrics])
         self.previous_masks, self.previous_final = masks, final
         if index == 0:
             self.dense_final = final
@@ -573,15 +474,15 @@ def _train_members(
             for m in team
         ]
         seeds = [m.config.seeds.init for m in team] if group else None
-        key = _checkpoint_key(config, device, index, seeds)
-        resume = _checkpoint(checkpoints, index, key, log)
+        key = checkpoint_key(config, device, index, seeds)
+        resume = resume_state(checkpoints, index, key, log)
 
         def save_checkpoint(state: TrainingState, key: str = key, index: int = index) -> None:
             checkpoints.save_checkpoint(
                 state.tensors, {"round": index, "key": key, **state.metadata()}
             )
 
-        on_eval, close = _progress(
+        on_eval, close = round_progress(
             config,
             index,
             starts[0][0],
@@ -620,7 +521,7 @@ def _train_members(
                 saved.append(metrics)
         checkpoints.remove_checkpoint()  # after every metrics.json: the round is complete
         if saved:
-            log(_round_line(saved, team[0].pruned))
+            log(round_line(saved, team[0].pruned))
 
 
 def _during(
@@ -666,117 +567,13 @@ def _merit_at_last(result: RoundResult) -> RoundResult:
     )
 
 
-def _checkpoint_key(
-    config: Config, device: torch.device, index: int, seeds: Sequence[int] | None = None
-) -> str:
-    """What a checkpoint must have been written under to be resumed: the round, the
-    device type, every config value that can change a result and, in a group, the
-    seeds trained in this round."""
-    document = config_to_dict(config)
-    for dotted in RESULT_NEUTRAL_KEYS:
-        section, _, name = dotted.partition(".")
-        document[section].pop(name, None)
-    parts: dict[str, Any] = {"round": index, "device": device.type, "config": document}
-    if seeds is not None:
-        parts["seeds"] = list(seeds)
-    text = json.dumps(parts, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _checkpoint(
-    folder: RunFolder, index: int, key: str, log: Callable[[str], None]
-) -> TrainingState | None:
-    """The checkpoint of round ``index`` to resume from, or None (the round starts at
-    step 0). A checkpoint that is unreadable, of another round, or written under
-    another config or device is reported and left to be overwritten."""
-    path = folder.checkpoint_path
-    try:
-        loaded = folder.load_checkpoint()
-    except RunFolderError as error:
-        log(f"{error} Round {index} starts from step 0.")
-        return None
-    if loaded is None:
-        return None
-    tensors, metadata = loaded
-    if metadata.get("round") != index:
-        return None  # left by a round that completed before its removal
-    if metadata.get("key") != key:
-        log(
-            f"{path} was written under another config or device (see config_changes.json); "
-            f"round {index} starts from step 0."
-        )
-        return None
-    try:
-        state = TrainingState.from_parts(tensors, metadata)
-    except ValueError as error:
-        log(f"{path}: {error}; round {index} starts from step 0.")
-        return None
-    log(f"Resuming round {index} at step {state.step} from {path}.")
-    return state
-
-
-def _round_line(saved: list[dict[str, Any]], pruned: list[int]) -> str:
-    """One log line per round: the seed's figures, or mean ± sd over the seeds."""
-    first = saved[0]
-    dens = " ".join(f"{first['layer_density'][layer]:.2%}" for layer in pruned)
-    top1 = format_spread(*across_seeds(m["best_val_top1"] for m in saved)[:2], digits=4)
-    specs = shown_in("console", "round")
-    if len(saved) == 1:
-        cells = [spec.format(first) for spec in specs]
-    else:
-        mean = aggregate_over_seeds(saved, [spec.name for spec in specs])
-        cells = [spec.format_mean(mean) for spec in specs]
-    readings = "".join(f"  {spec.label} {cell}" for spec, cell in zip(specs, cells))
-    seeds = f", {len(saved)} seeds" if len(saved) > 1 else ""
-    return (
-        f"round {first['round']:3d}  weights left {dens}  best top-1 {top1}"
-        f"{readings}  ({first['seconds']:.1f} s{seeds})"
-    )
-
-
-def _progress(
-    config: Config,
-    index: int,
-    masks: Masks,
-    pruned: list[int],
-    enabled: bool,
-    replicas: int,
-    first_step: int,
-):
-    if not enabled or not sys.stderr.isatty():
-        # Not a terminal (a log file, CI): no redrawn bars; the line per round says it.
-        return None, lambda: None
-    from tqdm.auto import tqdm
-
-    density = layer_counts(masks)
-    alive = sum(density[layer][0] for layer in pruned)
-    total = sum(density[layer][1] for layer in pruned) or 1
-    seeds = f", {replicas} seeds" if replicas > 1 else ""
-    bar = tqdm(
-        total=config.train.steps,
-        initial=first_step,
-        desc=f"round {index} ({alive / total:.2%} left{seeds})",
-        unit="step",
-        leave=False,
-        dynamic_ncols=True,
-    )
-
-    def on_eval(step: int, rows: list[dict[str, float]]) -> None:
-        bar.update(step - bar.n)
-        loss = sum(row["train_loss"] for row in rows) / len(rows)
-        top1 = sum(row["val_top1"] for row in rows) / len(rows)
-        bar.set_postfix(loss=f"{loss:.3f}", val_top1=f"{top1:.3f}")
-
-    return on_eval, bar.close
-
-
 def _finish(
-    folder: RunFolder, metrics: list[dict[str, Any]], reason: str, pruned: list[int]
+    folder: RunFolder, metrics: list[RoundMetrics], reason: str, pruned: list[int]
 ) -> RunResult:
     best = max(metrics, key=lambda m: m["best_val_top1"])
     study = study_round(metrics)
     folder.remove_checkpoint()  # one left by a kill just after the last round
-    folder.write_summary([_summary_row(m, pruned) for m in metrics])
+    folder.write_summary([summary_row(m, pruned) for m in metrics])
     folder.write_run_record(
         {
             "stop_reason": reason,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, cast
 
 import torch
 from torch import nn
@@ -33,10 +33,15 @@ class FCN(nn.Module):
         super().__init__()
         dims = [in_dim, *hidden, n_classes]
         self.dims = dims
-        self.norms = nn.ModuleList(
-            nn.BatchNorm1d(d, momentum=bn_momentum, eps=bn_eps) for d in dims[:-1]
+        # ModuleLists (registered as submodules), typed as what they hold.
+        self.norms = cast(
+            "Sequence[nn.BatchNorm1d]",
+            nn.ModuleList(nn.BatchNorm1d(d, momentum=bn_momentum, eps=bn_eps) for d in dims[:-1]),
         )
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.layers = cast(
+            "Sequence[nn.Linear]",
+            nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:])),
+        )
 
     @property
     def n_layers(self) -> int:

@@ -47,7 +47,8 @@ __all__ = [
     "legend_below",
 ]
 
-STYLE = {
+# matplotlib's stub types rcParams keys as a Literal of every known name.
+STYLE: dict[Any, Any] = {
     "figure.dpi": 110,
     "savefig.dpi": 200,  # PNGs sharp enough to zoom into; SVG for papers
     "font.size": 9,

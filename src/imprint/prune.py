@@ -190,7 +190,7 @@ def prune_by_scores(
             raise ValueError("The 'keep' parameter must map layers to counts when scope='layer'.")
         layers = sorted(keep) if isinstance(keep, Mapping) else _scored_layers(scores, n_layers)
     else:
-        rates = _per_layer(fraction, n_layers)  # type: ignore[arg-type]
+        rates = _per_layer(fraction, n_layers)  # type: ignore[arg-type]  # a fraction here
         if isinstance(fraction, Mapping):
             layers = sorted(rates)
         else:
@@ -210,7 +210,7 @@ def prune_by_scores(
         for i, layer in enumerate(layers):
             n_alive = int(alive[i].sum())
             if keep is not None:
-                n_keep = keep[layer]  # type: ignore[index]
+                n_keep = keep[layer]  # type: ignore[index]  # per layer here
                 if not 0 <= n_keep <= n_alive:
                     raise ValueError(
                         f"The 'keep' parameter for layer {layer} must be in [0, {n_alive}]. "
@@ -224,9 +224,9 @@ def prune_by_scores(
     score, flags = torch.cat(flat_scores), torch.cat(alive)
     n_alive = int(flags.sum())
     if keep is not None:
-        if not 0 <= keep <= n_alive:  # type: ignore[operator]
+        if not 0 <= keep <= n_alive:  # type: ignore[operator]  # a count here
             raise ValueError(f"The 'keep' parameter must be in [0, {n_alive}]. Got {keep}.")
-        n_remove = n_alive - keep  # type: ignore[operator]
+        n_remove = n_alive - keep  # type: ignore[operator]  # a count here
     else:
         if len(set(rates[layer] for layer in layers)) > 1:
             raise ValueError("The 'fraction' parameter must be one rate when scope='global'.")
@@ -277,7 +277,7 @@ def random_scores(
     for layer in layers:
         n = sum(masks[name].numel() for name in layer_names(layer))
         flat = torch.rand(n, generator=gen)
-        _unflatten(flat, masks, layer, scores)  # type: ignore[arg-type]
+        _unflatten(flat, masks, layer, scores)
     return {name: value.cpu() for name, value in scores.items()}
 
 

@@ -1,12 +1,16 @@
 """Typed records of a run folder: a round's metrics.json (:class:`RoundMetrics`), checked
-when read (:func:`check_round_metrics`)."""
+when read (:func:`check_round_metrics`), and the checks of a round's mask and state
+files (:func:`check_masks`, :func:`check_state`)."""
 
 from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypedDict
+
+import torch
 
 from imprint.readings import is_reading_column
 
@@ -17,7 +21,14 @@ else:  # pragma: no cover
 
 from imprint.safeio import RunFolderError
 
-__all__ = ["finite_or_none", "RoundMetrics", "check_round_metrics"]
+__all__ = [
+    "check_data_record",
+    "check_masks",
+    "check_state",
+    "finite_or_none",
+    "RoundMetrics",
+    "check_round_metrics",
+]
 
 
 class RoundMetrics(TypedDict):
@@ -73,7 +84,7 @@ def check_round_metrics(record: Any, index: int, source: Path) -> RoundMetrics:
         raise fail(f"'round' is {record['round']}, but the file is round {index}'s")
     for key in _FRACTIONS:
         value = record.get(key)
-        if not _number(value) or not 0 <= value <= 1:
+        if not _number(value) or not 0 <= float(value) <= 1:  # type: ignore[arg-type]  # a number
             raise fail(f"'{key}' must be a number in [0, 1], got {value!r}")
     for key in ("final_val_loss", "seconds"):
         if not _number(record.get(key)):
@@ -104,7 +115,7 @@ def check_round_metrics(record: Any, index: int, source: Path) -> RoundMetrics:
                 record[key] = None  # written as NaN before readings were stored as null
             elif value is not None and not _number(value):
                 raise fail(f"'{key}' must be a number or null, got {value!r}")
-    return record  # type: ignore[return-value]
+    return record  # type: ignore[return-value]  # checked above: a RoundMetrics
 
 
 def finite_or_none(value: Any) -> Any:
@@ -113,3 +124,102 @@ def finite_or_none(value: Any) -> Any:
 
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_masks(masks: Mapping[str, torch.Tensor], path: Path) -> int:
+    """The number of linear layers of a mask file's ``masks``, checked: bool tensors,
+    one weight and one bias mask per linear layer, shapes that chain (layer l+1's inputs
+    are layer l's units), and not all pruned; else a RunFolderError naming ``path``."""
+    n_layers = sum(1 for name in masks if name.startswith("layers.") and name.endswith(".weight"))
+    expected = {f"layers.{i}.{kind}" for i in range(n_layers) for kind in ("weight", "bias")}
+    if not n_layers or set(masks) != expected:
+        raise RunFolderError(
+            f"{path}: expected the masks layers.0..{max(n_layers - 1, 0)}.weight|bias, "
+            f"got {sorted(masks)[:6]}."
+        )
+    previous_units = None
+    for layer in range(n_layers):
+        weight, bias = masks[f"layers.{layer}.weight"], masks[f"layers.{layer}.bias"]
+        if weight.dtype != torch.bool or bias.dtype != torch.bool:
+            raise RunFolderError(f"{path}: layer {layer}'s masks must be bool tensors.")
+        if weight.dim() != 2 or tuple(bias.shape) != (weight.shape[0],):
+            raise RunFolderError(
+                f"{path}: layer {layer}'s masks have shapes {tuple(weight.shape)} and "
+                f"{tuple(bias.shape)}; expected (out, in) and (out,)."
+            )
+        if previous_units is not None and weight.shape[1] != previous_units:
+            raise RunFolderError(
+                f"{path}: layer {layer} has {weight.shape[1]} inputs; layer {layer - 1} "
+                f"has {previous_units} units."
+            )
+        previous_units = weight.shape[0]
+    if not any(bool(mask.any()) for mask in masks.values()):
+        raise RunFolderError(f"{path}: every connection is pruned (a damaged mask file).")
+    return n_layers
+
+
+def check_state(
+    state: Mapping[str, torch.Tensor], path: Path, masks: Mapping[str, torch.Tensor]
+) -> None:
+    """A state file's tensors, checked: finite, non-negative BN variances and, for each
+    of ``masks``, a tensor of the mask's shape that is zero where it prunes."""
+    for name, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise RunFolderError(f"{path}: '{name}' holds NaN or infinite values.")
+        if name.endswith("running_var") and bool((value < 0).any()):
+            raise RunFolderError(f"{path}: '{name}' holds negative variances.")
+    for name, mask in masks.items():
+        entry = state.get(name)
+        if entry is None or tuple(entry.shape) != tuple(mask.shape):
+            got = None if entry is None else tuple(entry.shape)
+            raise RunFolderError(
+                f"{path}: '{name}' has shape {got}; its mask has {tuple(mask.shape)}."
+            )
+        if bool(entry.masked_select(~mask).any()):
+            raise RunFolderError(
+                f"{path}: '{name}' has weights where its mask has pruned them (masks "
+                "multiply weights and biases): the file was changed."
+            )
+
+
+def check_data_record(
+    record: Any, path: Path, inputs: int | None, data: Mapping[str, Any] | None
+) -> None:
+    """data.json checked against its folder: an image shape (C, H, W) whose pixels are
+    the first layer's ``inputs`` (None: unknown yet), at least 2 classes, and, when the
+    config's data section ``data`` is known, its shape and pixel permutation."""
+    section: Mapping[str, Any] = data or {}
+    shape = record.get("shape") if isinstance(record, dict) else None
+    classes = record.get("num_classes") if isinstance(record, dict) else None
+    if not (
+        isinstance(shape, list)
+        and len(shape) == 3
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)
+        and isinstance(classes, int)
+        and not isinstance(classes, bool)
+        and classes >= 2
+    ):
+        raise RunFolderError(
+            f"{path}: expected 'shape' [C, H, W] of positive integers and "
+            f"'num_classes' >= 2 (a damaged data record)."
+        )
+    if inputs is not None and math.prod(shape) != inputs:
+        raise RunFolderError(
+            f"{path}: images of shape {shape} ({math.prod(shape)} pixels), but the "
+            f"first layer has {inputs} inputs (a damaged data record)."
+        )
+    if all(isinstance(section.get(k), int) for k in ("channels", "height", "width")):
+        crop = 2 * section.get("crop", 0) if isinstance(section.get("crop", 0), int) else 0
+        expected = [section["channels"], section["height"] - crop, section["width"] - crop]
+        if shape != expected:
+            raise RunFolderError(
+                f"{path}: images of shape {shape}, but the config's data section says "
+                f"{expected} (a damaged data record)."
+            )
+    if data is not None and "permuted" in record:
+        wanted = bool(section.get("permute_pixels"))
+        if record["permuted"] is not wanted:
+            raise RunFolderError(
+                f"{path}: 'permuted' is {record['permuted']!r}, but the config's "
+                f"data.permute_pixels is {str(wanted).lower()} (a damaged data record)."
+            )

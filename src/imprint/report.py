@@ -43,7 +43,11 @@ def report_sections() -> list[Section]:
 def _figure_section_order() -> list[Section]:
     """imprint.analyses.SECTIONS, then any other section an entry names."""
     order = list(analyses.SECTIONS)
-    for entry in (*analyses.OVER_ROUNDS, *analyses.ROUND_ANALYSES):
+    entries: list[analyses.OverRounds | analyses.Analysis] = [
+        *analyses.OVER_ROUNDS,
+        *analyses.ROUND_ANALYSES,
+    ]
+    for entry in entries:
         if entry.section not in order:
             order.append(entry.section)
     return order

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -54,7 +54,7 @@ __all__ = [
 STUDY_TOLERANCE = 0.03  # the study round keeps >= 97% of the dense round's best top-1
 
 
-def study_round(metrics: Sequence[dict[str, Any]], tolerance: float = STUDY_TOLERANCE) -> int:
+def study_round(metrics: Sequence[Mapping[str, Any]], tolerance: float = STUDY_TOLERANCE) -> int:
     """The round that shows what pruning imprinted: the sparsest round (lowest density)
     whose best validation top-1 is at least (1 - ``tolerance``) times the dense round's.
 
@@ -76,7 +76,7 @@ ROUND_CHOICES = "study, best, last, all or a round number"
 
 
 def resolve_rounds(
-    folder: RunFolder, which: str, metrics: Sequence[dict[str, Any]] | None = None
+    folder: RunFolder, which: str, metrics: Sequence[Mapping[str, Any]] | None = None
 ) -> list[int]:
     """'study', 'best', 'last', 'all' or a round number -> completed round indices.
 
@@ -112,7 +112,7 @@ def resolve_rounds(
 GROUP_METRICS = ("density", "best_val_top1", "val_top5_at_best")
 
 
-def summarize_seeds(runs: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, Any]]:
+def summarize_seeds(runs: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
     """Per round index: how many seeds reached it, and the mean and sample sd over them
     of density, accuracy and the readings shown in summary tables (sd NaN for a single
     seed)."""
@@ -134,9 +134,7 @@ def summarize_seeds(runs: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, 
 
 def read_group(
     root: str | Path, what: str = "read"
-) -> tuple[
-    list[tuple[int, Path]], list[RunFolder], list[list[dict[str, Any]]], list[dict[str, Any]]
-]:
+) -> tuple[list[tuple[int, Path]], list[RunFolder], list[list[RoundMetrics]], list[dict[str, Any]]]:
     """A group folder as analyze and report read it: its (seed, folder) members, their
     RunFolders, each seed's round metrics and the mean over seeds per round
     (:func:`summarize_seeds`). A seed without a completed round is refused."""
@@ -173,7 +171,7 @@ def input_shape(folder: RunFolder, masks: dict[str, torch.Tensor]) -> tuple[int,
         raise RunFolderError(
             f"{folder.data_path} gives input shape {shape}; the masks have {n_inputs} inputs."
         )
-    return shape  # type: ignore[return-value]
+    return shape
 
 
 def read_curves(folder: RunFolder, index: int) -> list[dict[str, float]]:
@@ -239,7 +237,9 @@ class RunResults:
     @cached_property
     def shape(self) -> tuple[int, int, int]:
         """The input shape (C, H, W), checked against the first layer."""
-        return input_shape(self.folder, self.masks(self.rounds[0]) if self.rounds else None)
+        if not self.rounds:
+            raise RunFolderError(f"{self.root} has no completed round.")
+        return input_shape(self.folder, self.masks(self.rounds[0]))
 
     @property
     def channels(self) -> int:

@@ -35,7 +35,6 @@ import math
 import os
 import platform
 import stat
-import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -45,7 +44,16 @@ from typing import Any
 import torch
 from safetensors.torch import save as st_save
 
-from imprint.config import Config, ConfigError, config_to_dict, parse_config
+from imprint.config import (
+    Config,
+    ConfigError,
+    allowed_change,
+    changed_keys,
+    config_differences,
+    config_to_dict,
+    flatten_document,
+    parse_config,
+)
 from imprint.prune import layer_counts
 
 if sys.version_info >= (3, 11):
@@ -53,13 +61,20 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from imprint.machine import machine_record
-from imprint.records import RoundMetrics, check_round_metrics, finite_or_none
+from imprint.machine import environment_record
+from imprint.records import (
+    RoundMetrics,
+    check_data_record,
+    check_masks,
+    check_round_metrics,
+    check_state,
+    finite_or_none,
+)
 from imprint.safeio import (
-    TEXT_LIMIT,
     RunFolderError,
     check_confined,
     confine,
+    first_layer_inputs,
     parse_tensors,
     read_file,
     read_text_or_missing,
@@ -100,42 +115,6 @@ _START_FILES = (
     "config_changes.json",
     GROUP_FILE,
 )
-
-
-def _git_revision() -> str:
-    here = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(here), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    revision = out.stdout.strip()
-    if out.returncode != 0 or not revision:
-        return "unknown"
-    dirty = subprocess.run(
-        ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-        capture_output=True,
-        text=True,
-        timeout=5,
-        check=False,
-    ).stdout.strip()
-    return revision + ("+dirty" if dirty else "")
-
-
-def _flatten(document: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in document.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
 
 
 class RunFolder:
@@ -272,18 +251,17 @@ class RunFolder:
             return None
         if self.permutation_path.exists():
             perm = self.load_tensors(self.permutation_path).get("permutation")
-            dim = None if perm is None else perm.numel()
             if (
                 perm is None
                 or perm.dtype != torch.int64
-                or not torch.equal(torch.sort(perm).values, torch.arange(dim))
+                or not torch.equal(torch.sort(perm).values, torch.arange(perm.numel()))
             ):
                 raise RunFolderError(f"{self.permutation_path}: not a permutation of the inputs.")
             return perm
         from imprint.data import pixel_permutation
 
         shape = self.read_data_record()["shape"]
-        return pixel_permutation(math.prod(int(v) for v in shape), config.data.seed)
+        return pixel_permutation(math.prod(int(v) for v in shape), getattr(config.data, "seed", 0))
 
     @property
     def init_path(self) -> Path:
@@ -379,11 +357,11 @@ class RunFolder:
                 stored = config_to_dict(parse_config(stored, str(self.config_path)))
             except ConfigError:
                 pass  # listed key by key below
-            changed = _changed_keys(stored, document)
+            changed = changed_keys(stored, document)
             free = [*allow_changes, *RESULT_NEUTRAL_KEYS]
-            refused = [key for key in changed if not _allowed(key, free)]
+            refused = [key for key in changed if not allowed_change(key, free)]
             if refused:
-                listing = "; ".join(_differences(stored, document))
+                listing = "; ".join(config_differences(stored, document))
                 raise RunFolderError(
                     f"{self.root} holds a run with a different config ({self.config_path}): "
                     f"{listing}. Use another --out folder, the folder's own config to resume, "
@@ -399,13 +377,7 @@ class RunFolder:
         except OSError as error:
             raise RunFolderError(f"Cannot create {self.root}: {error.strerror}.") from error
         manifest = {
-            "imprint": _package_version(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "numpy": _module_version("numpy"),
-            "git_revision": _git_revision(),
-            "platform": platform.platform(),
-            **machine_record(),
+            **environment_record(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "seeds": document["seeds"],
             **(extra_manifest or {}),
@@ -422,7 +394,7 @@ class RunFolder:
     def _log_changes(
         self, stored: Mapping[str, Any], current: Mapping[str, Any], keys: Sequence[str]
     ) -> None:
-        a, b = _flatten(stored), _flatten(current)
+        a, b = flatten_document(stored), flatten_document(current)
         log: list[Any] = []
         if self.changes_path.exists():
             try:
@@ -475,42 +447,9 @@ class RunFolder:
             raise RunFolderError(f"{path} is missing (written when a run starts).") from None
         except (OSError, ValueError, RecursionError) as error:
             raise RunFolderError(f"{path} is not readable JSON: {error}.") from None
-        shape = record.get("shape") if isinstance(record, dict) else None
-        classes = record.get("num_classes") if isinstance(record, dict) else None
-        if not (
-            isinstance(shape, list)
-            and len(shape) == 3
-            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)
-            and isinstance(classes, int)
-            and not isinstance(classes, bool)
-            and classes >= 2
-        ):
-            raise RunFolderError(
-                f"{path}: expected 'shape' [C, H, W] of positive integers and "
-                f"'num_classes' >= 2 (a damaged data record)."
-            )
-        inputs = _first_layer_inputs(self.round_file(0, "mask"))
-        if inputs is not None and math.prod(shape) != inputs:
-            raise RunFolderError(
-                f"{path}: images of shape {shape} ({math.prod(shape)} pixels), but the "
-                f"first layer has {inputs} inputs (a damaged data record)."
-            )
-        data = self.read_config_document().get("data", {}) if self.config_path.exists() else {}
-        if all(isinstance(data.get(k), int) for k in ("channels", "height", "width")):
-            crop = 2 * data.get("crop", 0) if isinstance(data.get("crop", 0), int) else 0
-            expected = [data["channels"], data["height"] - crop, data["width"] - crop]
-            if shape != expected:
-                raise RunFolderError(
-                    f"{path}: images of shape {shape}, but the config's data section says "
-                    f"{expected} (a damaged data record)."
-                )
-        if self.config_path.exists() and "permuted" in record:
-            wanted = bool(data.get("permute_pixels"))
-            if record["permuted"] is not wanted:
-                raise RunFolderError(
-                    f"{path}: 'permuted' is {record['permuted']!r}, but the config's "
-                    f"data.permute_pixels is {str(wanted).lower()} (a damaged data record)."
-                )
+        inputs = first_layer_inputs(self.round_file(0, "mask"))
+        data = self.read_config_document().get("data", {}) if self.config_path.exists() else None
+        check_data_record(record, path, inputs, data)
         return record
 
     def read_config(self) -> Config:
@@ -552,7 +491,7 @@ class RunFolder:
     def completed_rounds(self) -> list[int]:
         """Rounds 0..k whose metrics.json exists (written last), contiguous from 0. A
         completed round after a missing one is a damaged folder: refused, named."""
-        done = []
+        done: list[int] = []
         while self.round_file(len(done), "metrics").exists():
             done.append(len(done))
         later = sorted(
@@ -599,33 +538,7 @@ class RunFolder:
         and not all pruned."""
         path = self.round_file(index, "mask")
         masks = self.load_tensors(path)
-        n_layers = sum(
-            1 for name in masks if name.startswith("layers.") and name.endswith(".weight")
-        )
-        expected = {f"layers.{i}.{kind}" for i in range(n_layers) for kind in ("weight", "bias")}
-        if not n_layers or set(masks) != expected:
-            raise RunFolderError(
-                f"{path}: expected the masks layers.0..{max(n_layers - 1, 0)}.weight|bias, "
-                f"got {sorted(masks)[:6]}."
-            )
-        previous_units = None
-        for layer in range(n_layers):
-            weight, bias = masks[f"layers.{layer}.weight"], masks[f"layers.{layer}.bias"]
-            if weight.dtype != torch.bool or bias.dtype != torch.bool:
-                raise RunFolderError(f"{path}: layer {layer}'s masks must be bool tensors.")
-            if weight.dim() != 2 or tuple(bias.shape) != (weight.shape[0],):
-                raise RunFolderError(
-                    f"{path}: layer {layer}'s masks have shapes {tuple(weight.shape)} and "
-                    f"{tuple(bias.shape)}; expected (out, in) and (out,)."
-                )
-            if previous_units is not None and weight.shape[1] != previous_units:
-                raise RunFolderError(
-                    f"{path}: layer {layer} has {weight.shape[1]} inputs; layer {layer - 1} "
-                    f"has {previous_units} units."
-                )
-            previous_units = weight.shape[0]
-        if not any(bool(mask.any()) for mask in masks.values()):
-            raise RunFolderError(f"{path}: every connection is pruned (a damaged mask file).")
+        n_layers = check_masks(masks, path)
         if self.round_file(index, "metrics").exists():  # a completed round: they must agree
             metrics = self.round_metrics(index)
             alive = [a for a, _ in layer_counts(masks)]
@@ -642,26 +555,9 @@ class RunFolder:
         """Round ``index``'s start or final state; NaN or infinite values are refused."""
         path = self.round_file(index, which)
         state = self.load_tensors(path)
-        for name, value in state.items():
-            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-                raise RunFolderError(f"{path}: '{name}' holds NaN or infinite values.")
-            if name.endswith("running_var") and bool((value < 0).any()):
-                raise RunFolderError(f"{path}: '{name}' holds negative variances.")
         # The final weights live on the round's mask (the start of a gradual round does
         # not: its mask is where the round ends).
-        masks = self.round_masks(index) if which == "final" else {}
-        for name, mask in masks.items():
-            value = state.get(name)
-            if value is None or tuple(value.shape) != tuple(mask.shape):
-                got = None if value is None else tuple(value.shape)
-                raise RunFolderError(
-                    f"{path}: '{name}' has shape {got}; its mask has {tuple(mask.shape)}."
-                )
-            if bool(value.masked_select(~mask).any()):
-                raise RunFolderError(
-                    f"{path}: '{name}' has weights where its mask has pruned them (masks "
-                    "multiply weights and biases): the file was changed."
-                )
+        check_state(state, path, self.round_masks(index) if which == "final" else {})
         return state
 
     def write_summary(self, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -698,61 +594,3 @@ def group_members(root: str | Path) -> list[tuple[int, Path]]:
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as error:
         raise RunFolderError(f"{path} is not a readable group record: {error}.") from None
     return [(seed, member_dir(root, seed)) for seed in seeds]
-
-
-def _first_layer_inputs(path: Path) -> int | None:
-    """The inputs of layers.0.weight in a safetensors file, from its header alone (None
-    when the file or the entry is absent or unreadable: its own reader says why)."""
-    try:
-        check_confined(path)
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except (OSError, RunFolderError):
-        return None
-    with os.fdopen(fd, "rb") as handle:
-        try:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                return None
-            size = int.from_bytes(handle.read(8), "little")
-            if size > TEXT_LIMIT:
-                return None
-            header = json.loads(handle.read(size))
-            shape = header["layers.0.weight"]["shape"]
-            return int(shape[1])
-        except (ValueError, KeyError, TypeError, IndexError, RecursionError):
-            return None
-
-
-def _changed_keys(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-    a, b = _flatten(stored), _flatten(current)
-    return sorted(key for key in set(a) | set(b) if a.get(key) != b.get(key))
-
-
-def _allowed(key: str, allow: Sequence[str]) -> bool:
-    return any(key == prefix or key.startswith(prefix + ".") for prefix in allow)
-
-
-def _differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-    a, b = _flatten(stored), _flatten(current)
-    lines = []
-    for key in sorted(set(a) | set(b)):
-        if a.get(key) != b.get(key):
-            lines.append(
-                f"{key}: {a.get(key, '(unset)')!r} in the folder, {b.get(key, '(unset)')!r} now"
-            )
-    return lines
-
-
-def _module_version(name: str) -> str:
-    module = sys.modules.get(name)
-    if module is None:
-        try:
-            module = __import__(name)
-        except ImportError:
-            return "absent"
-    return getattr(module, "__version__", "unknown")
-
-
-def _package_version() -> str:
-    from imprint import __version__
-
-    return __version__

@@ -39,6 +39,7 @@ import tomli_w
 from imprint.machine import host_available_bytes
 
 __all__ = [
+    "first_layer_inputs",
     "read_file",
     "read_text_or_missing",
     "parse_tensors",
@@ -118,7 +119,7 @@ def _atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> Non
 
 def write_bytes(path: Path, data: bytes) -> None:
     try:
-        _atomic_write(path, lambda handle: handle.write(data))
+        _atomic_write(path, lambda handle: None if handle.write(data) else None)
     except OSError as error:
         raise RunFolderError(f"Cannot write {path}: {error.strerror or error}.") from error
 
@@ -270,3 +271,25 @@ def parse_tensors(path: Path, raw: bytes) -> dict[str, torch.Tensor]:
         return st_load(raw)
     except (SafetensorError, ValueError) as error:
         raise RunFolderError(f"{path} is not a readable safetensors file: {error}.") from None
+
+
+def first_layer_inputs(path: Path) -> int | None:
+    """The inputs of layers.0.weight in a safetensors file, from its header alone (None
+    when the file or the entry is absent or unreadable: its own reader says why)."""
+    try:
+        check_confined(path)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except (OSError, RunFolderError):
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                return None
+            size = int.from_bytes(handle.read(8), "little")
+            if size > TEXT_LIMIT:
+                return None
+            header = json.loads(handle.read(size))
+            shape = header["layers.0.weight"]["shape"]
+            return int(shape[1])
+        except (ValueError, KeyError, TypeError, IndexError, RecursionError):
+            return None

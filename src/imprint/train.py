@@ -16,24 +16,25 @@ the single ones do, as on the shipped configs; otherwise to float rounding).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from imprint.config import ConfigError, TrainConfig
+from imprint.config import TrainConfig
 from imprint.data import ImageData
 from imprint.engine import (
     MaskedSGD,
     ReplicaFCN,
     StepResult,
     eval_logits,
+    precision_context,
     retain_freed_memory,
+    step_threads,
     train_step,
 )
 from imprint.model import FCN
@@ -48,9 +49,6 @@ __all__ = [
     "train_replicas",
     "sample_batch",
     "compiled_train_step",
-    "step_threads",
-    "SMALL_STEP_MACS",
-    "precision_context",
     "state_copy",
     "TrainingState",
     "training_bytes",
@@ -159,74 +157,6 @@ def available_bytes(device: torch.device) -> int | None:
 def state_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A detached CPU copy of the model's state (parameters and BN running averages)."""
     return {name: value.detach().to("cpu", copy=True) for name, value in model.state_dict().items()}
-
-
-@contextlib.contextmanager
-def precision_context(precision: str, device: torch.device) -> Iterator[None]:
-    """Matmul precision for a training loop, restored on exit.
-
-    "fp32": float32 throughout. "tf32": CUDA float32 matmuls on TF32 tensor cores.
-    "bf16": CUDA matmuls under a bfloat16 autocast; weights, gradients, BN statistics
-    and the optimizer stay float32 (the engine casts every matmul output back). Both
-    need a CUDA device: on a CPU they would silently mean float32 (TF32) or a slow
-    emulation (bf16 on CPUs without bf16 units), so they are refused.
-    """
-    if precision == "fp32":
-        yield
-        return
-    if precision not in ("tf32", "bf16"):
-        raise ConfigError(f"train.precision must be one of fp32, tf32, bf16. Got {precision!r}.")
-    if device.type != "cuda":
-        raise ConfigError(
-            f"train.precision = {precision!r} needs a CUDA device; this run is on "
-            f"{device.type}. Use train.precision = 'fp32' there."
-        )
-    matmul = torch.backends.cuda.matmul
-    # torch >= 2.9 spells the switch fp32_precision and refuses mixing it with allow_tf32.
-    if hasattr(matmul, "fp32_precision"):
-        flag, tf32 = "fp32_precision", "tf32"
-    else:
-        flag, tf32 = "allow_tf32", True
-    saved = getattr(matmul, flag)
-    try:
-        setattr(matmul, flag, tf32)  # under bf16 autocast it only affects fp32 leftovers
-        if precision == "bf16":
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                yield
-        else:
-            yield
-    finally:
-        setattr(matmul, flag, saved)
-
-
-# Below this many multiply-adds per step (R x B x the sum of in x out over layers; the
-# default config's 144-128-4 net does 4.8M at batch 256), a CPU step runs on one thread.
-SMALL_STEP_MACS = 8_000_000
-
-
-@contextlib.contextmanager
-def step_threads(
-    dims: Sequence[int], replicas: int, batch_size: int, device: torch.device
-) -> Iterator[int]:
-    """Intra-op threads for a training loop, restored on exit; yields the count used.
-
-    Small CPU steps run on one thread. Their ~100 ops of ~10 us each gain little from
-    OpenMP's fork-join (one thread was 7% slower than two on an idle 2-core machine),
-    and on a shared machine a worker thread that the scheduler preempts stalls every
-    op for a time slice: with a two-process job on the same two cores, three rounds of
-    the default config took 7-9 s on one thread and 88-276 s on two. Larger steps keep
-    torch's setting (the physical cores by default), where parallel matmuls pay.
-    """
-    before = torch.get_num_threads()
-    macs = replicas * batch_size * sum(a * b for a, b in zip(dims[:-1], dims[1:]))
-    if device.type != "cpu" or macs >= SMALL_STEP_MACS or before == 1:
-        yield before
-        return
-    torch.set_num_threads(1)
-    try:
-        yield 1
-    finally:
-        torch.set_num_threads(before)
 
 
 @torch.no_grad()
@@ -424,7 +354,7 @@ def train_replicas(
                 for name in stacked:
                     stacked[name].copy_(torch.stack([m[name] for m in new]))
                 optimizer.set_masks(stacked)
-            if every and step % every == 0 and step != first_step:
+            if on_checkpoint is not None and every and step % every == 0 and step != first_step:
                 masks_now = stacked if on_interval is not None else None
                 on_checkpoint(
                     TrainingState(
@@ -450,8 +380,8 @@ def train_replicas(
         for r, (curve, model) in enumerate(zip(curves, models))
     ]
     if on_interval is not None:
-        for r, result in enumerate(results):
-            result.masks = {name: mask[r].cpu() for name, mask in stacked.items()}
+        for r, replica in enumerate(results):
+            replica.masks = {name: mask[r].cpu() for name, mask in stacked.items()}
     return results
 
 
@@ -523,12 +453,12 @@ def _restore(
     for r, gen in enumerate(gens):
         gen.set_state(generators[str(r)])
     for target, name in ((loss_sum, "loss_sum"), (correct_sum, "correct_sum")):
-        value = groups.get(name, {}).get("")
-        if value is None or value.shape != target.shape:
+        held = groups.get(name, {}).get("")
+        if held is None or held.shape != target.shape:
             raise ValueError(
                 f"The training state's '{name}' must have shape {tuple(target.shape)}."
             )
-        target.copy_(value)
+        target.copy_(held)
     if "rewind" not in groups:
         return None
     states: list[dict[str, torch.Tensor]] = [{} for _ in gens]

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from imprint.data import ImageData
 from imprint.model import FCN
-from imprint.train import evaluate
 
 __all__ = ["AblationCurve", "ablation_order", "node_ablation", "ABLATION_MODES"]
 
@@ -37,15 +36,15 @@ def ablation_order(c_in: torch.Tensor, mode: str, seed: int = 0) -> torch.Tensor
 @torch.no_grad()
 def node_ablation(
     model: FCN,
-    data: ImageData,
+    top1_of: Callable[[FCN], float],
     c_in: torch.Tensor,
     removed: list[int],
     mode: str = "most",
     seed: int = 0,
-    batch_size: int = 10_000,
 ) -> AblationCurve:
     """Zero the incoming weights and bias of the first s units (in ``mode`` order) of the
-    first layer, so each removed unit outputs 0, and evaluate; ``model`` is not modified."""
+    first layer, so each removed unit outputs 0, and measure ``top1_of`` the model so
+    ablated (the caller's evaluation: validation top-1); ``model`` is not modified."""
     order = ablation_order(c_in, mode, seed)
     n_units = c_in.numel()
     for s in removed:
@@ -61,5 +60,5 @@ def node_ablation(
         gone = order[:s].to(weight.device)
         weight[gone] = 0
         bias[gone] = 0
-        top1.append(evaluate(probe, data, batch_size).top1)
+        top1.append(top1_of(probe))
     return AblationCurve(mode, list(removed), top1)

@@ -109,7 +109,8 @@ class LocalityMaps:
 def _displacements(height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
     dy = torch.arange(-(height - 1), height)  # (2H-1,)
     dx = torch.arange(-(width - 1), width)  # (2W-1,)
-    return torch.meshgrid(dy, dx, indexing="ij")  # (2H-1, 2W-1) each
+    grid_y, grid_x = torch.meshgrid(dy, dx, indexing="ij")  # (2H-1, 2W-1) each
+    return grid_y, grid_x
 
 
 def _rows_and_shape(

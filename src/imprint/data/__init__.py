@@ -49,10 +49,10 @@ def load_dataset(config: DataSection) -> ImageData:
     if not isinstance(data, ImageData):
         from imprint.data.files import finish
 
-        data = finish(data, config)
+        data = finish(data, config)  # type: ignore[arg-type]  # raw files: a FileOptions
     _check_loaded(data, config)
     if getattr(config, "permute_pixels", False):
-        data = data.permuted(pixel_permutation(data.input_dim, config.seed))
+        data = data.permuted(pixel_permutation(data.input_dim, getattr(config, "seed", 0)))
     return data
 
 

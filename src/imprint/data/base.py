@@ -74,7 +74,9 @@ class ImageData:
     def to(self, device: torch.device | str) -> ImageData:
         import torch
 
-        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        def move(t: Any) -> Any:
+            return None if t is None else t.to(device)
+
         return replace(
             self,
             x_train=move(self.x_train),
@@ -127,6 +129,9 @@ class DataSection(StrictSection):
     it answers to; the config's union is discriminated on it). Defining
     ``permute_pixels`` and ``seed`` gives it the pixel-permutation control.
     """
+
+    if TYPE_CHECKING:  # declared by every subclass, as a Literal
+        name: str
 
 
 def refuse_wrong_kinds(model: type[BaseModel], document: Any) -> None:

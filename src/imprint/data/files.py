@@ -182,6 +182,7 @@ def finish(raw: RawData, config: FileOptions) -> ImageData:
         x_val, y_val = x_train[-config.n_val :], y_train[-config.n_val :]
         x_train, y_train = x_train[: -config.n_val], y_train[: -config.n_val]
     else:
+        assert raw.x_val is not None and raw.y_val is not None  # the format's official split
         x_val, y_val = raw.x_val[: config.n_val], raw.y_val[: config.n_val]
 
     def relabel(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
@@ -234,23 +235,20 @@ def _crop(raw: RawData, crop: int, name: str) -> RawData:
             f"at least 2x2 pixels must remain (crop <= {(min(height, width) - 2) // 2})."
         )
 
-    def cut(x: np.ndarray | None) -> np.ndarray | None:
-        if x is None:
-            return None
+    def cut(x: np.ndarray) -> np.ndarray:
         images = x.reshape(-1, channels, height, width)[
             :, :, crop : height - crop, crop : width - crop
         ]
         return np.ascontiguousarray(images.reshape(x.shape[0] if x.ndim == 2 else 1, -1))
 
-    mean = cut(raw.mean)
     return RawData(
         x_train=cut(raw.x_train),
         y_train=raw.y_train,
-        x_val=cut(raw.x_val),
+        x_val=None if raw.x_val is None else cut(raw.x_val),
         y_val=raw.y_val,
         shape=(channels, height - 2 * crop, width - 2 * crop),
         n_labels=raw.n_labels,
-        mean=None if mean is None else mean.reshape(-1),
+        mean=None if raw.mean is None else cut(raw.mean).reshape(-1),
     )
 
 

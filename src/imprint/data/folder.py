@@ -60,8 +60,8 @@ def _load(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
     try:
         if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would block the reader forever
             raise DataError(f"{path} is not a regular file (expected an image).")
-        with Image.open(path) as image:
-            image = image.convert("RGB" if channels == 3 else "L")
+        with Image.open(path) as opened:
+            image = opened.convert("RGB" if channels == 3 else "L")
             image = image.resize((width, height), Image.Resampling.BILINEAR)
             array = np.asarray(image, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:

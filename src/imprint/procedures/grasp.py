@@ -34,7 +34,7 @@ def hessian_gradient(
         cross_entropy(model, x, y), list(params.values()), create_graph=True
     )
     # H g = d/dw (g . stop_gradient(g))
-    dot = sum((g * g.detach()).sum() for g in grads)
+    dot = torch.stack([(g * g.detach()).sum() for g in grads]).sum()
     hg = torch.autograd.grad(dot, list(params.values()))
     weights = {name: p.detach() for name, p in params.items()}
     return weights, dict(zip(params, hg))

@@ -1,0 +1,503 @@
+"""The entries that run on each analysed round (:data:`ROUND_ANALYSES`): compute (a
+:class:`Round` -> a :class:`Result`) and plot (the result -> its figures) functions,
+and one ``Analysis(...)`` line each."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from imprint.analyses.base import (
+    ABLATION,
+    CLASS_RESPONSE,
+    CONNECTIVITY,
+    CURVES,
+    GALLERIES,
+    INVARIANCE,
+    LOCALITY_MAPS,
+    NON_GAUSSIANITY,
+    PIXEL_MAP,
+    Analysis,
+    Figure,
+    Result,
+    Round,
+    binomial_sd,
+    finite_value,
+    no_data,
+    no_geometry,
+    skip,
+    unit_labels,
+)
+from imprint.analysis.ablation import ABLATION_MODES, node_ablation
+from imprint.analysis.activity import kurtosis_reading
+from imprint.analysis.connectivity import (
+    ipr_reading,
+    pixel_map,
+)
+from imprint.analysis.invariance import translational_invariance
+from imprint.analysis.maps import connection_resolved_maps, locality_maps, resolved_edges
+from imprint.analysis.response import class_response
+from imprint.analysis.units import select_units, unit_images
+from imprint.plots import (
+    plot_ablation,
+    plot_cin_histogram,
+    plot_class_response,
+    plot_connection_resolved,
+    plot_curves,
+    plot_displacement_maps,
+    plot_gallery,
+    plot_pixel_map,
+)
+from imprint.readings import ReadingInputs, compute_readings, json_safe
+from imprint.train import evaluate
+
+__all__ = [
+    "ROUND_ANALYSES",
+]
+
+
+# ----------------------------------------------------------------- per-round analyses
+
+
+def _curves(r: Round, layer: int) -> Result:
+    return Result(shown={"curves": r.curves, "title": f"round {r.index}"})
+
+
+def _plot_curves(res: Result) -> list[Any]:
+    return [plot_curves(res.shown["curves"], title=res.shown["title"])]
+
+
+def _connectivity(r: Round, layer: int) -> Result:
+    conn = r.layer(layer).conn
+    numbers = {
+        "units": conn.n_units,
+        "disconnected": conn.n_disconnected,
+        "c_in_mean": float(conn.c_in.double().mean()),
+        "c_in_max": int(conn.c_in.max()),
+    }
+    title = (
+        f"layer {layer}: C_in ({conn.n_units - conn.n_disconnected} connected, "
+        f"{conn.n_disconnected} disconnected)"
+    )
+    return Result(
+        numbers, {f"c_in_l{layer}": conn.c_in.numpy()}, {"c_in": conn.c_in, "title": title}
+    )
+
+
+def _plot_connectivity(res: Result) -> list[Any]:
+    return [plot_cin_histogram(res.shown["c_in"], title=res.shown["title"])]
+
+
+def _ipr(r: Round, layer: int) -> Result:
+    one = r.layer(layer)
+    return Result(json_safe(ipr_reading(one.weights, one.conn.c_in).columns("ipr_mean")))
+
+
+def _no_figures(res: Result) -> list[Any]:
+    return []
+
+
+def _pixel_map(r: Round, layer: int) -> Result:
+    if reason := no_geometry(r):
+        return skip(reason)
+    pmap = pixel_map(r.layer(0).image, r.shape, binary=True)
+    return Result(arrays={"pixel_map": pmap.numpy()}, shown={"map": pmap})
+
+
+def _plot_pixel_map(res: Result) -> list[Any]:
+    return [plot_pixel_map(res.shown["map"])]
+
+
+def _locality_maps(r: Round, layer: int) -> Result:
+    if reason := no_geometry(r):
+        return skip(reason)
+    connected = r.layer(layer).image > 0
+    maps = locality_maps(connected, r.shape)
+    return Result(
+        json_safe(compute_readings(ReadingInputs(connected, r.shape), "round")),
+        {f"s_sc_l{layer}": maps.s_sc.numpy(), f"s_dc_l{layer}": maps.s_dc.numpy()},
+        {
+            "s_sc": maps.s_sc,
+            "s_dc": maps.s_dc if r.shape[0] > 1 else None,
+            "title": f"layer {layer}, round {r.index}",
+        },
+    )
+
+
+def _plot_locality_maps(res: Result) -> list[Any]:
+    s = res.shown
+    return [plot_displacement_maps(s["s_sc"], s["s_dc"], title=s["title"])]
+
+
+def _connection_resolved(r: Round, layer: int) -> Result:
+    if reason := no_geometry(r):
+        return skip(reason)
+    mask = r.layer(0).image > 0
+    edges = resolved_edges(mask.sum(dim=1), r.options.bin_width)
+    if len(edges) < 2:
+        return skip("no unit has two inputs: there is no pair to map")
+    resolved = connection_resolved_maps(mask, r.shape, list(edges))
+    shown = [i for i in range(len(resolved.n_units)) if int(resolved.n_units[i]) > 0]
+    return Result(
+        arrays={
+            "resolved_s_sc_l0": resolved.s_sc.numpy(),
+            "resolved_edges_l0": np.asarray(resolved.edges),
+        },
+        shown={
+            "maps": [resolved.s_sc[i] for i in shown],
+            "labels": [
+                f"C_in {_span(resolved.edges[i], resolved.edges[i + 1] - 1)}: "
+                f"{int(resolved.n_units[i])} unit{'s' if int(resolved.n_units[i]) != 1 else ''}"
+                for i in shown
+            ],
+        },
+    )
+
+
+def _span(low: int, high: int) -> str:
+    return str(low) if low == high else f"{low}-{high}"
+
+
+def _plot_connection_resolved(res: Result) -> list[Any]:
+    return [plot_connection_resolved(res.shown["maps"], res.shown["labels"])]
+
+
+def _galleries(r: Round, layer: int) -> Result:
+    if reason := no_geometry(r):
+        return skip(reason)
+    one = r.layer(layer)
+    top = select_units(one.conn.c_in, "most", r.options.gallery_size)
+    return Result(
+        shown={
+            "masks": unit_images(one.image.double(), r.shape, top),
+            "weights": unit_images(one.weights_image, r.shape, top),
+            "labels": unit_labels(top, one.conn.c_in),
+            "masks_title": f"layer {layer}: the "
+            f"{len(top)} most connected units (unit: C_in), round {r.index}",
+            "weights_title": f"layer {layer}: weighted masks of the {len(top)} most connected "
+            "units",
+        }
+    )
+
+
+def _plot_galleries(res: Result) -> list[Any]:
+    s = res.shown
+    return [
+        plot_gallery(s["masks"], s["masks_title"], s["labels"]),
+        plot_gallery(s["weights"], s["weights_title"], s["labels"], signed=True),
+    ]
+
+
+def _more_galleries(r: Round, layer: int) -> Result:
+    if reason := no_geometry(r):
+        return skip(reason)
+    one = r.layer(0)
+    shown = {}
+    for mode, what in (("least", "least connected (C_in >= 2)"), ("sample", "sampled")):
+        picked = select_units(one.conn.c_in, mode, r.options.gallery_size, r.options.seed)
+        shown[mode] = (
+            unit_images(one.image.double(), r.shape, picked),
+            f"layer 0: {len(picked)} {what} units",
+            unit_labels(picked, one.conn.c_in),
+        )
+    return Result(shown=shown)
+
+
+def _plot_more_galleries(res: Result) -> list[Any]:
+    return [plot_gallery(*res.shown["least"]), plot_gallery(*res.shown["sample"])]
+
+
+def _invariance(r: Round, layer: int) -> Result:
+    if reason := no_geometry(r):
+        return skip(reason)
+    one = r.layer(0)
+    options = r.options
+    inv = translational_invariance(
+        one.image > 0,
+        one.weights_image,
+        r.shape,
+        threshold=options.invariance_threshold,
+        max_units=options.invariance_units,
+        seed=options.seed,
+    )
+    # the largest clusters, one row each: members' masks side by side
+    rows = [c for c in inv.clusters if c.n_positions >= 2][:8]
+    members = [m for c in rows for m in c.members[:12]]
+    if not members:
+        shown = {
+            "images": torch.zeros((1, *r.shape)),
+            "title": f"no cluster of shifted copies found (threshold {inv.threshold})",
+            "labels": None,
+        }
+    else:
+        shown = {
+            "images": unit_images(one.image.double(), r.shape, torch.tensor(members)),
+            "title": f"masks equal up to a shift: {inv.fraction_shifted:.0%} of "
+            f"{len(inv.units)} units in shifted clusters (random masks: "
+            f"{inv.null_fraction_shifted:.0%})",
+            "labels": [f"c{i} u{m}" for i, c in enumerate(rows) for m in c.members[:12]],
+        }
+    return Result({"invariance": _invariance_json(inv)}, shown=shown)
+
+
+def _plot_invariance(res: Result) -> list[Any]:
+    s = res.shown
+    if s["labels"] is None:
+        return [plot_gallery(s["images"], s["title"])]
+    return [plot_gallery(s["images"], s["title"], s["labels"], columns=12)]
+
+
+def _invariance_json(inv: Any) -> dict[str, Any]:
+    n = max(len(inv.units), 1)
+    return {
+        "units": list(inv.units),
+        "threshold": inv.threshold,
+        "fraction_shifted": finite_value(inv.fraction_shifted),
+        # binomial sd of a fraction of n analysed units
+        "fraction_shifted_sd": finite_value(binomial_sd(inv.fraction_shifted, n)),
+        "null_fraction_shifted": finite_value(inv.null_fraction_shifted),
+        "null_fraction_shifted_sd": finite_value(binomial_sd(inv.null_fraction_shifted, n)),
+        "mean_best_similarity": finite_value(inv.mean_best_similarity),
+        "null_mean_best_similarity": finite_value(inv.null_mean_best_similarity),
+        "weight_similarity": finite_value(inv.weight_similarity),
+        "weight_similarity_null": finite_value(inv.weight_similarity_null),
+        "clusters": [
+            {
+                "members": list(c.members),
+                "positions": [list(p) for p in c.positions],
+                "n_positions": c.n_positions,
+                "spread": c.spread,
+                "weight_similarity": finite_value(c.weight_similarity),
+                "weight_similarity_null": finite_value(c.weight_similarity_null),
+            }
+            for c in inv.clusters
+        ],
+    }
+
+
+def _ablation_points(n_units: int, points: int) -> list[int]:
+    raw = np.unique(np.round(np.linspace(0, n_units, points)).astype(int))
+    return [int(v) for v in raw]
+
+
+def _ablation(r: Round, layer: int) -> Result:
+    if reason := no_data(r, "node ablation"):
+        return skip(reason)
+    data = r.data
+    assert data is not None
+    c_in0 = r.c_in0
+    points = _ablation_points(c_in0.numel(), r.options.ablation_points)
+    curves = [
+        node_ablation(
+            r.model,
+            lambda model: evaluate(model, data, r.config.train.eval_batch_size).top1,
+            c_in0,
+            points,
+            mode,
+            r.options.seed,
+        )
+        for mode in ABLATION_MODES
+    ]
+    n_val = data.x_val.shape[0]
+    numbers = {
+        c.mode: {
+            "removed": c.removed,
+            "top1": c.top1,
+            # binomial sd of an accuracy over n_val validation images
+            "top1_sd": [math.sqrt(max(p * (1 - p), 0.0) / n_val) for p in c.top1],
+        }
+        for c in curves
+    }
+    shown = {"curves": curves, "units": c_in0.numel(), "chance": 1 / data.num_classes}
+    return Result({"ablation": numbers}, shown=shown)
+
+
+def _plot_ablation(res: Result) -> list[Any]:
+    s = res.shown
+    return [plot_ablation(s["curves"], s["units"], baseline=s["chance"])]
+
+
+def _kurtosis(r: Round, layer: int) -> Result:
+    if reason := no_data(r, "the pre-activation kurtosis"):
+        return skip(reason)
+    connected = r.c_in0 > 0
+    reading, kurt = kurtosis_reading(r.activity, connected)
+    if kurt is None:
+        return Result({"kurtosis": None})
+    columns = json_safe(reading.columns("mean"))
+    return Result({"kurtosis": {**columns, "median": finite_value(kurt.median), "null": 0.0}})
+
+
+def _class_response(r: Round, layer: int) -> Result:
+    if reason := no_data(r, "the class response"):
+        return skip(reason)
+    assert r.data is not None
+    pre = r.activity
+    labels = r.data.y_val[: pre.shape[0]].cpu()
+    post = torch.relu(pre).double()  # (n, units): what the next layer sees
+    response = class_response(post, labels, r.data.num_classes, seed=r.options.seed)
+    top = select_units(r.c_in0, "most", 24)
+    numbers = {
+        "class_response": {
+            "mean_independence": finite_value(response.mean_independence),
+            "null_mean_independence": finite_value(response.null_mean_independence),
+        }
+    }
+    shown = {
+        "means": response.class_means[top],
+        "spread": post.std(dim=0)[top],
+        "scores": response.independence[top].tolist(),
+        "units": top.tolist(),
+    }
+    return Result(numbers, {"class_means_l0": response.class_means.numpy()}, shown)
+
+
+def _plot_class_response(res: Result) -> list[Any]:
+    s = res.shown
+    return [plot_class_response(s["means"], s["spread"], s["scores"], s["units"])]
+
+
+ROUND_ANALYSES: tuple[Analysis, ...] = (
+    Analysis(
+        "curves",
+        CURVES,
+        (
+            Figure(
+                "curves",
+                "Loss and accuracy over the analysed round's SGD steps: look for "
+                "convergence within the round and no overfitting.",
+            ),
+        ),
+        _curves,
+        _plot_curves,
+    ),
+    Analysis(
+        "connectivity",
+        CONNECTIVITY,
+        (
+            Figure(
+                "cin_hist_l{l}",
+                "C_in of layer {l}'s units, log counts (beyond layer 0 through effective "
+                "masks M1 M2 ... Ml): a mode at a few inputs and a tail, as in the paper.",
+            ),
+        ),
+        _connectivity,
+        _plot_connectivity,
+        every_layer=True,
+    ),
+    Analysis("ipr", CONNECTIVITY, (), _ipr, _no_figures, every_layer=True),
+    Analysis(
+        "pixel_map",
+        PIXEL_MAP,
+        (
+            Figure(
+                "pixel_map",
+                "Connections per input pixel: where the first layer still looks.",
+            ),
+        ),
+        _pixel_map,
+        _plot_pixel_map,
+    ),
+    Analysis(
+        "locality_maps",
+        LOCALITY_MAPS,
+        (
+            Figure(
+                "locality_maps_l{l}",
+                "S_sc(d) (pairs in the same channel){dc} of layer {l} (in input space "
+                "through effective masks beyond layer 0): a bright centre means connected "
+                "inputs are neighbours.",
+            ),
+        ),
+        _locality_maps,
+        _plot_locality_maps,
+        every_layer=True,
+    ),
+    Analysis(
+        "connection_resolved",
+        LOCALITY_MAPS,
+        (
+            Figure(
+                "connection_resolved_l0",
+                "S_sc for layer-0 units binned by C_in (units with two inputs or more; bins "
+                "of 10 inputs as the paper, or, when C_in is small, bins of about equal "
+                "numbers of units): locality at every connectivity, not only for sparse units.",
+            ),
+        ),
+        _connection_resolved,
+        _plot_connection_resolved,
+    ),
+    Analysis(
+        "galleries",
+        GALLERIES,
+        (
+            Figure(
+                "gallery_most_l{l}",
+                "Masks of the most connected units of layer {l} (beyond layer 0 aggregated "
+                "features, effective masks M1 ... Ml): look for compact blobs, bars and "
+                "repeated shapes.",
+            ),
+            Figure(
+                "gallery_weighted_most_l{l}",
+                "The same units carrying their weights (beyond layer 0 aggregated weights "
+                "(W1 M1) ... (Wl Ml)); red positive, blue negative.",
+            ),
+        ),
+        _galleries,
+        _plot_galleries,
+        every_layer=True,
+    ),
+    Analysis(
+        "least_and_sampled",
+        GALLERIES,
+        (
+            Figure("gallery_least_l0", "Least connected layer-0 units (C_in >= 2)."),
+            Figure("gallery_sample_l0", "A random sample of connected layer-0 units."),
+        ),
+        _more_galleries,
+        _plot_more_galleries,
+    ),
+    Analysis(
+        "invariance",
+        INVARIANCE,
+        (
+            Figure(
+                "invariance",
+                "Masks equal up to a 2-D shift, one cluster per row: the same pattern at "
+                "different positions, like a convolution filter.",
+            ),
+        ),
+        _invariance,
+        _plot_invariance,
+    ),
+    Analysis(
+        "ablation",
+        ABLATION,
+        (
+            Figure(
+                "ablation",
+                "Accuracy after removing first-layer units without retraining: if the most "
+                "connected go first and accuracy drops fastest, they carry the task.",
+            ),
+        ),
+        _ablation,
+        _plot_ablation,
+    ),
+    Analysis("kurtosis", NON_GAUSSIANITY, (), _kurtosis, _no_figures),
+    Analysis(
+        "class_response",
+        CLASS_RESPONSE,
+        (
+            Figure(
+                "class_response",
+                "Class-averaged activations: near-zero rows are units that respond alike "
+                "to every class (generic features).",
+            ),
+        ),
+        _class_response,
+        _plot_class_response,
+    ),
+)
