@@ -3,6 +3,8 @@ invariants, and each score against an independent computation."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -80,8 +82,9 @@ def test_new_procedures_sit_on_imps_density_axis(name, imp_run, tmp_path):
     assert all(torch.equal(masks[-1][k], other.round_masks(3)[k]) for k in masks[-1])
 
 
-def _functional_loss(state, masks, x, y, eps):
-    """The FCN's training loss written with plain functional ops (no nn.Module)."""
+def _functional_loss(state, masks, x, y, eps, temperature=1.0):
+    """The FCN's training loss written with plain functional ops (no nn.Module), the
+    logits divided by ``temperature``."""
     h = x
     n = sum(1 for k in state if k.startswith("layers.") and k.endswith(".weight"))
     for layer in range(n):
@@ -94,7 +97,7 @@ def _functional_loss(state, masks, x, y, eps):
         h = h @ w.T + b
         if layer < n - 1:
             h = torch.relu(h)
-    return F.cross_entropy(h, y)
+    return F.cross_entropy(h / temperature, y)
 
 
 def _leaf_state(inputs):
@@ -122,10 +125,14 @@ def test_snip_scores_are_abs_gradient_times_weight():
         )
 
 
-def test_grasp_hessian_gradient_matches_finite_differences():
-    """H g = d/de g(w + e g) at e = 0, by central differences in float64."""
-    config = smoke_config("prune.procedure=grasp")
-    inputs = _inputs(config)
+@pytest.mark.parametrize("temperature", [1.0, 200.0])
+def test_grasp_hessian_gradient_matches_finite_differences(temperature):
+    """H g = d/de g(w + e g) at e = 0, by central differences in float64, for the loss
+    of the logits divided by prune.options.temperature."""
+    config = smoke_config("prune.procedure=grasp", f"prune.options.temperature={temperature}")
+    inputs = dataclasses.replace(
+        _inputs(config), options=get_procedure("grasp").parse_options(config.prune.options)
+    )
     weights, hg = hessian_gradient(inputs)
     from imprint.procedures.gradients import score_batch
 
@@ -138,11 +145,11 @@ def test_grasp_hessian_gradient_matches_finite_differences():
         with torch.no_grad():
             for name in names:
                 state[name] += shift.get(name, 0)
-        loss = _functional_loss(state, masks, x, y, config.model.bn_eps)
+        loss = _functional_loss(state, masks, x, y, config.model.bn_eps, temperature)
         return dict(zip(names, torch.autograd.grad(loss, [state[k] for k in names])))
 
     g = gradient({})
-    eps = 1e-4
+    eps = 1e-4 * temperature  # g shrinks as 1/T: steps of ~1e-4 in the weights
     plus = gradient({k: eps * g[k] for k in names})
     minus = gradient({k: -eps * g[k] for k in names})
     for name in names:
@@ -208,3 +215,30 @@ def test_target_follows_imps_schedule():
     glob = _inputs(smoke_config("prune.scope=global"), index=2)
     total = sum(totals[layer] for layer in glob.layers)
     assert glob.target() == round(total * 0.7**2)
+
+
+def test_a_procedure_declares_its_own_options():
+    """[prune.options] is the procedure's options class: validated with the config,
+    named when wrong, and given to the rules as RoundInputs.options."""
+    from imprint.config import ConfigError
+
+    grasp = get_procedure("grasp")
+    assert grasp.parse_options({}).temperature == 1.0
+    assert grasp.describe()["options"] == {"temperature": 1.0}
+    assert get_procedure("imp").describe()["options"] == {}
+    with pytest.raises(ConfigError, match=r"prune.options.temp: .*takes temperature"):
+        smoke_config("prune.procedure=grasp", "prune.options.temp=2")
+    with pytest.raises(ConfigError, match=r"prune.options.temperature: .*'imp' takes no options"):
+        smoke_config("prune.options.temperature=2")
+    with pytest.raises(ConfigError, match=r"prune.options.temperature: .*greater than 0"):
+        smoke_config("prune.procedure=grasp", "prune.options.temperature=0")
+    # T = 1 spelled out is the default; another T ranks other weights
+    config = smoke_config("prune.procedure=grasp")
+    plain = _inputs(config)
+    default = hessian_gradient(plain)[1]
+    spelled = hessian_gradient(dataclasses.replace(plain, options=grasp.parse_options({})))[1]
+    hot = hessian_gradient(
+        dataclasses.replace(plain, options=grasp.parse_options({"temperature": 200}))
+    )[1]
+    assert all(torch.equal(default[k], spelled[k]) for k in default)
+    assert not all(torch.allclose(default[k] / 200**2, hot[k], rtol=0.1) for k in default)

@@ -153,6 +153,9 @@ class PruneConfig(_Section):
     # A finished IMP run whose masks (reinit) or per-layer densities (oneshot, random)
     # the control matches. Required for reinit.
     reference_run: str | None = None
+    # The procedure's own options (the fields of its Procedure.options class, e.g.
+    # [prune.options] temperature = 200 for grasp), checked against the procedure.
+    options: dict[str, Any] = {}
 
 
 class SeedConfig(_Section):
@@ -219,6 +222,7 @@ class Config(_Section):
                 f"prune.rewind_step must be smaller than train.steps ({self.train.steps}). "
                 f"Got {self.prune.rewind_step}."
             )
+        procedure.parse_options(self.prune.options)
         if procedure.needs_reference and not self.prune.reference_run:
             raise ValueError(
                 "prune.reference_run must name a finished IMP run folder when "

@@ -389,6 +389,7 @@ class _Member:
             rates=_layer_rates(config),
             derive_seed=derive_seed,
             build_state=fresh_state,
+            options=procedure.parse_options(config.prune.options),
         )
         masks = procedure.mask(inputs)
         if procedure.during is not None:

@@ -149,14 +149,19 @@ def toml_document(document: Mapping[str, Any]) -> str:
         lines += [f"{key} = {_toml_value(value)}" for key, value in table.items()]
         lines.append("")
     text = "\n".join(lines)
-    if tomllib.loads(text) != dict(document):  # never write what would not read back
-        return tomli_w.dumps(document)
-    return text
+    try:
+        same = tomllib.loads(text) == dict(document)
+    except tomllib.TOMLDecodeError:
+        same = False
+    return text if same else tomli_w.dumps(document)  # never what would not read back
 
 
 def _toml_value(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):  # a table inside a section (prune.options): inline
+        inner = ", ".join(f"{key} = {_toml_value(v)}" for key, v in value.items())
+        return "{" + (f" {inner} " if inner else "") + "}"
     return tomli_w.dumps({"v": value}).partition("=")[2].strip()
 
 

@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import torch
+from pydantic import ValidationError
 
 from imprint.data import ImageData
+from imprint.data.base import StrictSection
 from imprint.model import ModelSection
 from imprint.prune import (
     Masks,
@@ -77,6 +79,7 @@ class RoundInputs:
     rates: Mapping[int, float]  # per pruned layer, the fraction removed per IMP round
     derive_seed: Callable[..., int] = field(repr=False)
     build_state: Callable[[int], dict[str, torch.Tensor]] = field(repr=False)  # a fresh init
+    options: Any = None  # the procedure's options (Procedure.options), from [prune.options]
 
     @property
     def layers(self) -> list[int]:
@@ -141,6 +144,10 @@ def start_from_fresh_init(inputs: RoundInputs, masks: Masks) -> dict[str, torch.
     )
 
 
+class NoOptions(StrictSection):
+    """The options of a procedure that has none: an empty [prune.options] table."""
+
+
 @dataclass(frozen=True)
 class Interval:
     """What a procedure that prunes during training sees before validation interval
@@ -167,7 +174,9 @@ class Procedure:
     # Each round's mask is a subset of the previous round's (checked on resume, where a
     # changed mask would otherwise be trained from silently).
     nested: bool = False
-    options: tuple[str, ...] = ()  # prune.* options the rule reads, for docs
+    # The procedure's own knobs: a section class whose fields the config's
+    # [prune.options] table sets (validated with the config; RoundInputs.options).
+    options: type[StrictSection] = NoOptions
     # Pruning during the round's training as well as before it: called before each of
     # the round's validation intervals (:class:`Interval`), it returns the masks to train
     # under from then on; the round's mask is the last one.
@@ -177,4 +186,27 @@ class Procedure:
     merit: Literal["best", "last"] = "best"
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "summary": self.summary, "start": self.start.__doc__}
+        return {
+            "name": self.name,
+            "summary": self.summary,
+            "start": self.start.__doc__,
+            "options": {name: field.default for name, field in self.options.model_fields.items()},
+        }
+
+    def parse_options(self, table: Mapping[str, Any]) -> StrictSection:
+        """The config's [prune.options] table as this procedure's options; a ValueError
+        names the key (prune.options.KEY) and what this procedure accepts."""
+        try:
+            return self.options.model_validate(dict(table))
+        except ValidationError as error:
+            accepted = ", ".join(
+                f"{name} (default {field.default!r})"
+                for name, field in self.options.model_fields.items()
+            )
+            problems = "; ".join(
+                f"prune.options.{'.'.join(str(p) for p in e['loc']) or '?'}: {e['msg']}"
+                for e in error.errors()
+            )
+            raise ValueError(
+                f"{problems}. prune.procedure = '{self.name}' takes {accepted or 'no options'}."
+            ) from None

@@ -43,10 +43,13 @@ def parameters(model: FCN, layers: list[int]) -> dict[str, torch.nn.Parameter]:
     return {name: named[name] for layer in layers for name in layer_names(layer)}
 
 
-def cross_entropy(model: FCN, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The training loss on (x, y), BN with batch statistics (training mode)."""
+def cross_entropy(
+    model: FCN, x: torch.Tensor, y: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """The training loss on (x, y), BN with batch statistics (training mode), the logits
+    divided by ``temperature`` first (1: the loss that trains)."""
     model.train()
-    return F.cross_entropy(model(x), y)
+    return F.cross_entropy(model(x) / temperature, y)
 
 
 def as_scores(values: Mapping[str, torch.Tensor], masks: Masks) -> dict[str, torch.Tensor]:
