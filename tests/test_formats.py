@@ -56,3 +56,61 @@ def test_old_folders_compare(old, tmp_path):
     runs = expand_run_dirs([old / "run", old / "group"])
     page = build_comparison(runs, tmp_path / "c.html").read_text()
     assert "3 runs" in page and "<th>locality index</th>" in page
+
+
+def test_metrics_json_nests_each_reading_and_reads_back_as_written(tmp_path):
+    """Since the readings registry, metrics.json holds each reading as one object; read
+    back, the round's columns are those the loop computed, and the typed readings are
+    Readings."""
+    from imprint.imp import run_imp
+    from imprint.results import RunResults
+    from tests.conftest import smoke_config
+
+    result = run_imp(
+        smoke_config("prune.max_rounds=1"),
+        tmp_path / "run",
+        device="cpu",
+        progress=False,
+        log=_quiet,
+    )
+    document = json.loads((tmp_path / "run" / "rounds" / "001" / "metrics.json").read_text())
+    assert "locality_index" not in document and "locality_index_sd" not in document
+    assert set(document["readings"]["locality_index"]) >= {"value", "sd", "low", "high", "n"}
+    assert document["readings"]["locality_ratio"].keys() == {"value"}
+    read = RunFolder(tmp_path / "run").round_metrics(1)
+    assert read == {k: v for k, v in result.rounds[1].items()}
+    typed = RunResults(tmp_path / "run").typed_readings(1)
+    assert typed["locality_index"].value == read["locality_index"]
+    assert typed["locality_index"].n == read["locality_index_n"]
+
+
+@pytest.mark.parametrize(
+    ("damage", "words"),
+    [
+        ({"locality_index": 3}, "reading 'locality_index' must be an object"),
+        ({"locality_index": {"value": 0.1, "n": 2.5}}, "'n' must be an integer"),
+        ({"locality_index": {"value": "high"}}, "'locality_index' must be a number or null"),
+        ([1, 2], "'readings' must be an object"),
+    ],
+)
+def test_a_damaged_reading_is_refused_naming_the_file(tmp_path, damage, words):
+    from imprint.imp import run_imp
+    from imprint.safeio import RunFolderError
+    from tests.conftest import smoke_config
+
+    run_imp(
+        smoke_config("prune.max_rounds=1"),
+        tmp_path / "run",
+        device="cpu",
+        progress=False,
+        log=_quiet,
+    )
+    path = tmp_path / "run" / "rounds" / "001" / "metrics.json"
+    document = json.loads(path.read_text())
+    if isinstance(damage, dict):
+        document["readings"].update(damage)
+    else:
+        document["readings"] = damage
+    path.write_text(json.dumps(document))
+    with pytest.raises(RunFolderError, match=str(path).replace("/", ".") + ".*" + words):
+        RunFolder(tmp_path / "run").round_metrics(1)

@@ -130,7 +130,11 @@ def test_a_missing_middle_round_is_reported(finished):
         (lambda m: m.update(round=True), "'round' must be an integer"),
         (lambda m: m.update(round=5), "'round' is 5, but the file is round 1's"),
         (lambda m: m.update(layer_alive=[1, "x", 2]), "'layer_alive' must be a non-empty list"),
-        (lambda m: m.update(locality_index="high"), "'locality_index' must be a number or null"),
+        (
+            lambda m: m["readings"]["locality_index"].update(value="high"),
+            "'locality_index' must be a number or null",
+        ),
+        (lambda m: m.update(locality_index=0.5), "'locality_index' is both a column and"),
         (lambda m: m.update(density=7.0), "'density' must be a number in"),
         (lambda m: m["connected_units"].__setitem__(0, -5), "0 <= connected <= units"),
     ],
@@ -224,6 +228,7 @@ def test_metrics_written_with_nan_readings_still_read(finished):
 
     path = finished.round_file(1, "metrics")
     record = json.loads(path.read_text())
+    record.pop("readings")  # the flat columns of that time
     record["locality_index"] = float("nan")
     path.write_text(json.dumps(record))
     assert finished.round_metrics(1)["locality_index"] is None

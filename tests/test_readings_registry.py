@@ -91,7 +91,8 @@ def test_a_registered_reading_is_in_every_table(tmp_path):
         table = console.split("\n\n")[1]
         assert label in table.splitlines()[0], console
     metrics = json.loads((tmp_path / "run" / "rounds" / "001" / "metrics.json").read_text())
-    assert metrics["mean_c_in"] > 0 and metrics["mean_c_in_sd"] >= 0
+    stored = metrics["readings"]["mean_c_in"]  # one object per reading
+    assert stored["value"] > 0 and stored["sd"] >= 0 and stored["n"] > 0
     for summary in ("run/summary.csv", "group/summary.csv"):
         assert {"mean_c_in", "mean_c_in_sd"} <= set(_header(tmp_path / summary)), summary
 

@@ -12,7 +12,7 @@ from typing import Any, TypedDict
 
 import torch
 
-from imprint.readings import is_reading_column
+from imprint.readings import READINGS, is_reading_column
 
 if sys.version_info >= (3, 11):
     pass
@@ -22,6 +22,8 @@ else:  # pragma: no cover
 from imprint.safeio import RunFolderError
 
 __all__ = [
+    "round_document",
+    "READING_FIELDS",
     "check_data_record",
     "check_masks",
     "check_state",
@@ -109,6 +111,12 @@ def check_round_metrics(record: Any, index: int, source: Path) -> RoundMetrics:
                 f"layer {layer}: 'units' {units}, 'connected_units' {connected} and "
                 f"'layer_alive' {alive} must satisfy 0 <= connected <= units and alive >= 0"
             )
+    nested = record.pop("readings", None)
+    if nested is not None:  # written since the readings registry: flat columns in memory
+        columns = _reading_columns(nested, fail)
+        for key in columns.keys() & record.keys():
+            raise fail(f"'{key}' is both a column and in 'readings'")
+        record.update(columns)
     for key, value in list(record.items()):
         if is_reading_column(key) and not key.endswith("_reason"):
             if isinstance(value, float) and math.isnan(value):
@@ -223,3 +231,60 @@ def check_data_record(
                 f"{path}: 'permuted' is {record['permuted']!r}, but the config's "
                 f"data.permute_pixels is {str(wanted).lower()} (a damaged data record)."
             )
+
+
+# metrics.json holds each reading as one object: value, and where it has them its
+# within-run spread (sd, low, high), null, the units it rests on (n), and the reason it
+# has no value.
+READING_FIELDS = {
+    "value": "",
+    "sd": "_sd",
+    "low": "_low",
+    "high": "_high",
+    "null": "_null",
+    "n": "_n",
+    "reason": "_reason",
+}
+
+
+def round_document(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """metrics.json as written: the round's figures, then "readings": each registered
+    reading's columns (name, name_sd, ...) gathered into one object under its name."""
+    document: dict[str, Any] = {}
+    readings: dict[str, dict[str, Any]] = {}
+    for key, value in metrics.items():
+        split = _reading_field(key)
+        if split is None:
+            document[key] = finite_or_none(value)
+        else:
+            name, field = split
+            readings.setdefault(name, {})[field] = finite_or_none(value)
+    document["readings"] = readings
+    return document
+
+
+def _reading_field(key: str) -> tuple[str, str] | None:
+    """(reading, field) of a registered reading's column, or None."""
+    if key in READINGS:
+        return key, "value"
+    for field, suffix in READING_FIELDS.items():
+        if suffix and key.endswith(suffix) and key.removesuffix(suffix) in READINGS:
+            return key.removesuffix(suffix), field
+    return None
+
+
+def _reading_columns(nested: Any, fail: Any) -> dict[str, Any]:
+    """The flat columns of metrics.json's "readings" object, checked."""
+    if not isinstance(nested, dict):
+        raise fail("'readings' must be an object of readings")
+    columns: dict[str, Any] = {}
+    for name, reading in nested.items():
+        if not isinstance(reading, dict) or not set(reading) <= set(READING_FIELDS):
+            raise fail(f"reading '{name}' must be an object with {', '.join(READING_FIELDS)}")
+        for field, value in reading.items():
+            if field == "reason" and not isinstance(value, str):
+                raise fail(f"reading '{name}': 'reason' must be text, got {value!r}")
+            if field == "n" and not (isinstance(value, int) and not isinstance(value, bool)):
+                raise fail(f"reading '{name}': 'n' must be an integer, got {value!r}")
+            columns[name + READING_FIELDS[field]] = value
+    return columns

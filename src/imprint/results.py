@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from imprint.analysis.locality import to_image_space
-from imprint.analysis.uncertainty import across_seeds
+from imprint.analysis.uncertainty import Reading, across_seeds
 from imprint.readings import (
     READINGS,
     ReadingInputs,
@@ -260,8 +260,19 @@ class RunResults:
         return to_image_space(self.masks(index)["layers.0.weight"], self.permutation)
 
     def readings(self, index: int) -> dict[str, Any]:
-        """The registered round readings of round ``index`` (:func:`round_readings`)."""
+        """The registered round readings of round ``index`` as columns
+        (:func:`round_readings`)."""
         return round_readings(self.folder, index)
+
+    def typed_readings(self, index: int) -> dict[str, Reading]:
+        """The registered round readings of round ``index``, each a :class:`Reading`
+        (value, spread, interval, null, n, or the reason it has none)."""
+        columns = self.readings(index)
+        return {
+            spec.name: spec.read(columns)
+            for spec in READINGS.values()
+            if spec.stage == "round" and spec.name in columns
+        }
 
     def resolve(self, which: str, metrics: Sequence[dict[str, Any]] | None = None) -> list[int]:
         return resolve_rounds(self.folder, which, metrics)

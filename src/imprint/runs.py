@@ -68,7 +68,7 @@ from imprint.records import (
     check_masks,
     check_round_metrics,
     check_state,
-    finite_or_none,
+    round_document,
 )
 from imprint.safeio import (
     RunFolderError,
@@ -520,7 +520,7 @@ class RunFolder:
         self.save_tensors(self.round_file(index, "start"), start)
         self.save_tensors(self.round_file(index, "final"), final)
         write_csv(self.round_file(index, "curves"), curves, curve_columns)
-        record = {k: finite_or_none(v) for k, v in metrics.items()}  # JSON has no NaN
+        record = round_document(metrics)  # readings nested; JSON has no NaN: null
         write_text(self.round_file(index, "metrics"), json.dumps(record, indent=2) + "\n")
 
     def round_metrics(self, index: int) -> RoundMetrics:

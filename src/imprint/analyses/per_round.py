@@ -51,7 +51,13 @@ from imprint.plots import (
     plot_gallery,
     plot_pixel_map,
 )
-from imprint.readings import ReadingInputs, compute_readings, json_safe
+from imprint.readings import (
+    READINGS,
+    ReadingInputs,
+    compute_readings,
+    json_safe,
+    reading_columns,
+)
 from imprint.train import evaluate
 
 __all__ = [
@@ -116,8 +122,13 @@ def _locality_maps(r: Round, layer: int) -> Result:
         return skip(reason)
     connected = r.layer(layer).image > 0
     maps = locality_maps(connected, r.shape)
+    stored = [spec.name for spec in READINGS.values() if spec.stage == "round"]
+    if layer == 0 and all(name in r.metrics for name in stored):
+        readings = reading_columns(r.metrics, stored)  # the loop's, read back: not redone
+    else:  # a deeper layer's effective connectivity, or a folder from before the registry
+        readings = compute_readings(ReadingInputs(connected, r.shape), "round")
     return Result(
-        json_safe(compute_readings(ReadingInputs(connected, r.shape), "round")),
+        json_safe(readings),
         {f"s_sc_l{layer}": maps.s_sc.numpy(), f"s_dc_l{layer}": maps.s_dc.numpy()},
         {
             "s_sc": maps.s_sc,
