@@ -139,7 +139,7 @@ def test_registry_order_and_tables():
         "mass_within_r",
         "locality_ratio",
     ]
-    assert [s.name for s in shown_in("console")] == ["locality_index"]
+    assert [s.name for s in shown_in("console")] == ["locality_index", "locality_index_pix"]
     assert {s.name for s in shown_in("rounds", "analysis")} == {"ipr_l0", "kurtosis_l0"}
 
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from imprint.analysis.uncertainty import as_number, format_spread
-from imprint.readings import activity, locality, weights
+from imprint.readings import activity, locality, pixel_usage, weights
 from imprint.readings.base import (
     COLUMN_SUFFIXES,
     TABLES,
@@ -53,6 +53,7 @@ READINGS: dict[str, ReadingSpec] = {
         locality.NEIGHBOUR_ENRICHMENT,
         locality.MASS_WITHIN_R,
         locality.LOCALITY_RATIO,
+        pixel_usage.LOCALITY_INDEX_PIX,
         weights.IPR,
         activity.KURTOSIS,
     )
