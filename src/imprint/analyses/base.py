@@ -283,35 +283,15 @@ class Panel:
 # ---------------------------------------------------------------------------- registry
 
 ACCURACY = Section("accuracy", "Accuracy against remaining weights")
-
-
 CURVES = Section("curves", "Training and validation curves")
-
-
 CONNECTIVITY = Section("connectivity", "Connectivity")
-
-
 PIXEL_MAP = Section("pixel-map", "Pixel map")
-
-
 LOCALITY_MAPS = Section("locality-maps", "Locality maps")
-
-
 GALLERIES = Section("galleries", "Mask galleries")
-
-
 EVOLUTION = Section("evolution", "Evolution over rounds")
-
-
 ABLATION = Section("ablation", "Node ablation")
-
-
 INVARIANCE = Section("invariance", "Translational invariance")
-
-
 CLASS_RESPONSE = Section("class-response", "Class response")
-
-
 SCALAR_LOCALITY = Section("scalar-locality", "Scalar locality with its null")
 
 

@@ -41,6 +41,7 @@ __all__ = [
     "pair_distance_locality",
     "to_image_space",
     "neighbour_pairs",
+    "neighbour_kernel",
     "neighbour_locality",
     "NEIGHBOUR_RADIUS",
     "MIN_PAIRS",
@@ -120,6 +121,15 @@ def pair_distance_locality(mask: torch.Tensor, shape: tuple[int, int, int]) -> P
     return PairDistanceLocality(actual, null, pairs, tuple(per_unit.tolist()))
 
 
+def neighbour_kernel(radius: float) -> torch.Tensor:
+    """(2r+1, 2r+1) float64, r = int(radius): 1 at the displacements 0 < |d| <= radius."""
+    reach = int(radius)
+    offsets = torch.arange(-reach, reach + 1, dtype=torch.float64)
+    kernel = (offsets[:, None] ** 2 + offsets[None, :] ** 2) <= radius * radius
+    kernel[reach, reach] = False  # distinct inputs only
+    return kernel.to(torch.float64)
+
+
 def neighbour_pairs(
     mask: torch.Tensor, shape: tuple[int, int, int], radius: float = NEIGHBOUR_RADIUS
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,11 +145,8 @@ def neighbour_pairs(
     channels, height, width = shape
     units = mask.shape[0]
     m = (mask != 0).to(torch.float64).reshape(units * channels, 1, height, width).cpu()
-    reach = int(radius)
-    offsets = torch.arange(-reach, reach + 1, dtype=torch.float64)
-    kernel = (offsets[:, None] ** 2 + offsets[None, :] ** 2) <= radius * radius
-    kernel[reach, reach] = False  # distinct inputs only
-    around = F.conv2d(m, kernel.to(torch.float64)[None, None], padding=reach)
+    kernel = neighbour_kernel(radius)
+    around = F.conv2d(m, kernel[None, None], padding=kernel.shape[0] // 2)
     near = (m * around).reshape(units, -1).sum(dim=1)  # (units,)
     n = m.reshape(units, channels, -1).sum(dim=2)  # (units, C)
     return near, (n * (n - 1)).sum(dim=1)

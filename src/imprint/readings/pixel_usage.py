@@ -26,7 +26,13 @@ import math
 import torch
 import torch.nn.functional as F
 
-from imprint.analysis.locality import MIN_PAIRS, MIN_UNITS, NEIGHBOUR_RADIUS, neighbour_pairs
+from imprint.analysis.locality import (
+    MIN_PAIRS,
+    MIN_UNITS,
+    NEIGHBOUR_RADIUS,
+    neighbour_kernel,
+    neighbour_pairs,
+)
 from imprint.analysis.uncertainty import N_BOOT, Reading, bootstrap_counts
 from imprint.readings.base import ReadingSpec
 
@@ -41,12 +47,9 @@ def pixel_usage_null(
     (module docstring); NaN where no pair exists."""
     channels, height, width = shape
     d = degrees.to(torch.float64).reshape(-1, channels, height * width)  # (B, C, HW)
-    reach = int(radius)
-    offsets = torch.arange(-reach, reach + 1, dtype=torch.float64)
-    kernel = (offsets[:, None] ** 2 + offsets[None, :] ** 2) <= radius * radius
-    kernel[reach, reach] = False
+    kernel = neighbour_kernel(radius)
     images = d.reshape(-1, 1, height, width)
-    around = F.conv2d(images, kernel.to(torch.float64)[None, None], padding=reach)
+    around = F.conv2d(images, kernel[None, None], padding=kernel.shape[0] // 2)
     near = (images * around).reshape(d.shape[0], -1).sum(dim=1)  # sum_{p~q} d_p d_q
     total = d.sum(dim=2)  # (B, C)
     every = (total**2 - (d**2).sum(dim=2)).sum(dim=1)  # sum_{p != q, same channel}
