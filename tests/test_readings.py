@@ -180,4 +180,6 @@ def test_format_spread_shows_digits_the_spread_needs():
     # equal values whose mean rounds differently in float: no spread, no extra digits
     assert format_spread(0.168070, 2e-17, 2, percent=True) == "16.81 ± 0.00%"
     assert format_spread(float("nan"), 0.1) == "n/a"
+    assert format_spread(-0.00004, 0.0014) == "0.0000 ± 0.0014"  # no sign on a rounded 0
+    assert format_spread(-0.0004, 0.0014) == "-0.0004 ± 0.0014"
     assert format_spread(0.25, float("nan"), 2, percent=True) == "25.00%"

@@ -57,9 +57,9 @@ class Reading:
         if not self.ok:
             return self.reason or "n/a"
         if not math.isfinite(self.sd):
-            return f"{self.value:.{digits}f}"
+            return _fixed(self.value, digits)
         digits = _digits(self.sd, digits)
-        return f"{self.value:.{digits}f} ± {self.sd:.{digits}f}"
+        return f"{_fixed(self.value, digits)} ± {self.sd:.{digits}f}"
 
     def columns(self, name: str) -> dict[str, Any]:
         """Flat columns for tables and JSON: name, name_sd, name_low, name_high,
@@ -180,11 +180,18 @@ def format_spread(mean: float, sd: float, digits: int = 2, percent: bool = False
         return "n/a"
     scale, unit = (100.0, "%") if percent else (1.0, "")
     if not math.isfinite(sd):
-        return f"{mean * scale:.{digits}f}{unit}"
+        return f"{_fixed(mean * scale, digits)}{unit}"
     if sd <= 1e-9 * abs(mean):  # float rounding of equal values, not a spread
         sd = 0.0
     digits = _digits(sd * scale, digits)
-    return f"{mean * scale:.{digits}f} ± {sd * scale:.{digits}f}{unit}"
+    return f"{_fixed(mean * scale, digits)} ± {sd * scale:.{digits}f}{unit}"
+
+
+def _fixed(value: float, digits: int) -> str:
+    """``value`` with ``digits`` decimals, without the sign of a value that rounds to 0
+    ("0.0000", not "-0.0000")."""
+    text = f"{value:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
 
 
 def _digits(sd: float, digits: int) -> int:
