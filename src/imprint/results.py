@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from imprint.analysis.locality import to_image_space
-from imprint.analysis.uncertainty import Reading, across_seeds
+from imprint.analysis.uncertainty import Reading
 from imprint.readings import (
     READINGS,
     ReadingInputs,
@@ -123,10 +123,10 @@ def summarize_seeds(runs: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[st
         row: dict[str, Any] = {"round": index, "seeds": len(reached)}
         row.update(aggregate_over_seeds(reached, names))
         row["layer_density"] = reached[0]["layer_density"]
-        row["connected_units"] = [
-            across_seeds(m["connected_units"][layer] for m in reached)[0]
-            for layer in range(len(reached[0]["connected_units"]))
-        ]
+        layers = range(len(reached[0]["connected_units"]))
+        per_layer = [{str(i): m["connected_units"][i] for i in layers} for m in reached]
+        connected = aggregate_over_seeds(per_layer, [str(i) for i in layers])
+        row["connected_units"] = [connected[str(i)] for i in layers]
         row["units"] = reached[0]["units"]
         rows.append(row)
     return rows

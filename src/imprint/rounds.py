@@ -14,7 +14,7 @@ from typing import Any, cast
 import torch
 
 from imprint.analysis.locality import to_image_space
-from imprint.analysis.uncertainty import across_seeds, format_spread
+from imprint.analysis.uncertainty import format_spread
 from imprint.config import Config, config_to_dict
 from imprint.data import ImageData
 from imprint.prune import (
@@ -189,12 +189,12 @@ def round_line(saved: Sequence[Mapping[str, Any]], pruned: list[int]) -> str:
     """One log line per round: the seed's figures, or mean ± sd over the seeds."""
     first = saved[0]
     dens = " ".join(f"{first['layer_density'][layer]:.2%}" for layer in pruned)
-    top1 = format_spread(*across_seeds(m["best_val_top1"] for m in saved)[:2], digits=4)
     specs = shown_in("console", "round")
+    mean = aggregate_over_seeds(saved, ["best_val_top1", *(spec.name for spec in specs)])
+    top1 = format_spread(mean["best_val_top1"], mean["best_val_top1_sd"], digits=4)
     if len(saved) == 1:
         cells = [spec.format(first) for spec in specs]
     else:
-        mean = aggregate_over_seeds(saved, [spec.name for spec in specs])
         cells = [spec.format_mean(mean) for spec in specs]
     readings = "".join(f"  {spec.label} {cell}" for spec, cell in zip(specs, cells))
     seeds = f", {len(saved)} seeds" if len(saved) > 1 else ""
