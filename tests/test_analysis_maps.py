@@ -571,3 +571,27 @@ def test_resolved_edges_bin_what_exists():
     wide = torch.tensor([3, 12, 25, 40])
     assert resolved_edges(wide, width=10) == (2, 10, 20, 30, 40, 41)
     assert resolved_edges(torch.tensor([0, 1, 1])) == ()
+
+
+def test_ipr_null_is_matched_to_each_units_inputs(seed):
+    """Gaussian weights on each unit's own inputs read an excess of 0 against 3/(C_in+2)
+    (and a mean IPR at the matched null, not at 3/(D+2)); weights concentrated on one of
+    their inputs read a clear excess."""
+    from imprint.analysis.connectivity import ipr_excess_reading, ipr_reading
+
+    gen = torch.Generator().manual_seed(seed)
+    units, inputs = 400, 100
+    c_in = torch.randint(2, 12, (units,), generator=gen)
+    mask = torch.zeros(units, inputs, dtype=torch.bool)
+    for k in range(units):
+        mask[k, torch.randperm(inputs, generator=gen)[: c_in[k]]] = True
+    gaussian = torch.randn(units, inputs, generator=gen) * mask
+    reading = ipr_reading(gaussian, c_in)
+    assert reading.null == pytest.approx((3 / (c_in.double() + 2)).mean().item())
+    assert reading.null > 10 * ipr_null(inputs)  # far from the dense null
+    assert abs(reading.value - reading.null) < 3 * reading.sd
+    excess = ipr_excess_reading(gaussian, c_in)
+    assert abs(excess.value) < 3 * excess.sd and excess.null == 0.0
+    peaked = gaussian.clone()
+    peaked[torch.arange(units), mask.float().argmax(dim=1)] *= 20  # one input dominates
+    assert ipr_excess_reading(peaked, c_in).value > 0.3

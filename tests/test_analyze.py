@@ -107,7 +107,11 @@ def test_numbers_agree_with_the_masks(analysed):
         rows = list(csv.DictReader(handle))
     assert [int(r["round"]) for r in rows] == [0, 1, 2, 3]
     assert float(rows[0]["locality_ratio"]) == pytest.approx(1.0)  # dense: no locality
-    assert float(rows[3]["ipr_l0_null"]) == pytest.approx(3 / (192 + 2))
+    # the IPR's null is matched to the units read: mean of 3/(C_in + 2) over them
+    alive = torch.as_tensor(c_in[c_in > 0]).double()
+    assert float(rows[3]["ipr_l0_null"]) == pytest.approx((3 / (alive + 2)).mean().item())
+    excess = float(rows[3]["ipr_excess_l0"])
+    assert excess == pytest.approx(float(rows[3]["ipr_l0"]) - float(rows[3]["ipr_l0_null"]))
 
 
 def test_permutation_control_is_undone(tmp_path_factory):

@@ -16,6 +16,7 @@ Inputs are images flattened channel-major: p = c*H*W + y*W + x for shape (C, H, 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ from imprint.prune import layer_names
 
 __all__ = [
     "ipr_reading",
+    "ipr_excess_reading",
     "Connectivity",
     "connectivity",
     "effective_mask",
@@ -221,8 +223,25 @@ def ipr_null(n: int | torch.Tensor) -> float | torch.Tensor:
 
 def ipr_reading(weights: torch.Tensor, c_in: torch.Tensor):
     """The mean IPR of the connected units' weights (rows of ``weights``, (units, D),
-    with ``c_in`` > 0), bootstrapped over units, with the null 3/(D+2): the one place
-    this reading is computed."""
+    with ``c_in`` > 0), bootstrapped over units, beside the null matched to those units:
+    the mean over them of 3/(C_in + 2), the IPR of C_in Gaussian weights (a unit's IPR
+    can only be read against the inputs it has). The one place this reading is
+    computed."""
     from imprint.analysis.uncertainty import mean_reading
 
-    return mean_reading(ipr(weights[c_in > 0]), null=float(ipr_null(weights.shape[1])))
+    alive = c_in > 0
+    null = ipr_null(c_in[alive].long().cpu())
+    assert isinstance(null, torch.Tensor)
+    return mean_reading(ipr(weights[alive]), null=float(null.mean()) if null.numel() else math.nan)
+
+
+def ipr_excess_reading(weights: torch.Tensor, c_in: torch.Tensor):
+    """The mean over connected units of IPR - 3/(C_in + 2), each unit against its own
+    null, bootstrapped over the same units (0: as Gaussian weights on the unit's inputs;
+    > 0: concentrated on fewer inputs than it has)."""
+    from imprint.analysis.uncertainty import mean_reading
+
+    alive = c_in > 0
+    null = ipr_null(c_in[alive].long().cpu())
+    assert isinstance(null, torch.Tensor)
+    return mean_reading(ipr(weights[alive]).cpu() - null, null=0.0)

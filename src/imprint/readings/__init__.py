@@ -55,6 +55,7 @@ READINGS: dict[str, ReadingSpec] = {
         locality.LOCALITY_RATIO,
         pixel_usage.LOCALITY_INDEX_PIX,
         weights.IPR,
+        weights.IPR_EXCESS,
         activity.KURTOSIS,
     )
 }
