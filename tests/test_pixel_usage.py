@@ -10,7 +10,11 @@ import torch
 
 from imprint.analysis.locality import neighbour_locality, neighbour_pairs
 from imprint.analysis.maps import mass_within_radius_null
-from imprint.readings.pixel_usage import pixel_usage_locality, pixel_usage_null
+from imprint.readings.pixel_usage import (
+    pixel_usage_enrichment,
+    pixel_usage_locality,
+    pixel_usage_null,
+)
 
 pytestmark = pytest.mark.numerics
 
@@ -110,3 +114,15 @@ def test_too_few_pairs_has_no_number():
     mask = torch.zeros(10, 144, dtype=torch.bool)
     mask[:, 0] = True
     assert pixel_usage_locality(mask, SHAPE).reason.startswith("too few pairs")
+
+
+def test_enrichment_over_pixel_usage_is_f_over_f_pix():
+    mask = _centre_crowded(120, 6, seed=4)
+    near, pairs = neighbour_pairs(mask, SHAPE)
+    f = (near.sum() / pairs.sum()).item()
+    f_pix = pixel_usage_null(mask.sum(0).double(), SHAPE).item()
+    reading = pixel_usage_enrichment(mask, SHAPE)
+    assert reading.value == pytest.approx(f / f_pix, rel=1e-12) and reading.null == 1.0
+    assert abs(reading.value - 1) < 3 * reading.sd + 0.02  # random pairing: about 1
+    lam = pixel_usage_locality(mask, SHAPE)
+    assert lam.value == pytest.approx((f - f_pix) / (1 - f_pix), rel=1e-9)

@@ -140,7 +140,8 @@ def test_registry_order_and_tables():
         "locality_ratio",
     ]
     assert [s.name for s in shown_in("console")] == ["locality_index", "locality_index_pix"]
-    assert {s.name for s in shown_in("rounds", "analysis")} == {"ipr_l0", "kurtosis_l0"}
+    analysis = {s.name for s in shown_in("rounds", "analysis")}
+    assert analysis == {"ipr_l0", "ipr_excess_l0", "kurtosis_l0"}
 
 
 def test_aggregate_over_seeds_is_mean_and_sample_sd():

@@ -54,6 +54,7 @@ READINGS: dict[str, ReadingSpec] = {
         locality.MASS_WITHIN_R,
         locality.LOCALITY_RATIO,
         pixel_usage.LOCALITY_INDEX_PIX,
+        pixel_usage.ENRICHMENT_PIX,
         weights.IPR,
         weights.IPR_EXCESS,
         activity.KURTOSIS,

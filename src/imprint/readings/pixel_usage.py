@@ -12,8 +12,9 @@ degrees, by drawing a unit's inputs independently with probability proportional 
     f_pix = sum_{p ~ q} d_p d_q / sum_{p != q, same channel} d_p d_q,
 
 the same for every unit (p ~ q: distinct pixels of one channel within the radius); with
-equal degrees it is f0 exactly. The reading is lambda_pix = (f - f_pix) / (1 - f_pix):
-0 for masks of the configuration model, 1 when every pair is a neighbour pair. Its
+equal degrees it is f0 exactly. The readings are lambda_pix = (f - f_pix) / (1 - f_pix):
+0 for masks of the configuration model, 1 when every pair is a neighbour pair, and the
+enrichment over pixel usage f / f_pix (1: no more than pixel usage explains). Its
 spread is a bootstrap over units that redraws the degrees with the units (the null moves
 with the resample). tests/test_pixel_usage.py holds the approximation against a
 degree-preserving randomisation (curveball trades) of real-looking masks.
@@ -22,6 +23,7 @@ degree-preserving randomisation (curveball trades) of real-looking masks.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -34,9 +36,15 @@ from imprint.analysis.locality import (
     neighbour_pairs,
 )
 from imprint.analysis.uncertainty import N_BOOT, Reading, bootstrap_counts
-from imprint.readings.base import ReadingSpec
+from imprint.readings.base import TABLES, ReadingSpec
 
-__all__ = ["LOCALITY_INDEX_PIX", "pixel_usage_null", "pixel_usage_locality"]
+__all__ = [
+    "LOCALITY_INDEX_PIX",
+    "ENRICHMENT_PIX",
+    "pixel_usage_null",
+    "pixel_usage_locality",
+    "pixel_usage_enrichment",
+]
 
 
 def pixel_usage_null(
@@ -64,32 +72,61 @@ def pixel_usage_locality(
     n_boot: int = N_BOOT,
     seed: int = 0,
 ) -> Reading:
-    """lambda_pix of ``mask`` (units, C*H*W) in image space, bootstrapped over units
-    (degrees redrawn with them); "too few pairs" as the locality index."""
+    """lambda_pix = (f - f_pix) / (1 - f_pix) of ``mask`` (units, C*H*W) in image space,
+    bootstrapped over units (degrees redrawn with them); "too few pairs" as the
+    locality index."""
+    return _over_pixel_usage(
+        mask, shape, radius, lambda f, f_pix: (f - f_pix) / (1 - f_pix), 0.0, n_boot, seed
+    )
+
+
+def pixel_usage_enrichment(
+    mask: torch.Tensor,
+    shape: tuple[int, int, int],
+    radius: float = NEIGHBOUR_RADIUS,
+    *,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+) -> Reading:
+    """f / f_pix: how many times more often a same-channel pair is a neighbour pair than
+    under the configuration model (1: no more than pixel usage explains)."""
+    return _over_pixel_usage(mask, shape, radius, lambda f, f_pix: f / f_pix, 1.0, n_boot, seed)
+
+
+def _over_pixel_usage(
+    mask: torch.Tensor,
+    shape: tuple[int, int, int],
+    radius: float,
+    transform: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    null: float,
+    n_boot: int,
+    seed: int,
+) -> Reading:
+    """transform(f, f_pix) of ``mask`` with its bootstrap over units."""
     m = (mask != 0).to(torch.float64).cpu()
     near, pairs = neighbour_pairs(mask, shape, radius)
     units, total = int((pairs > 0).sum()), pairs.sum().item()
     if units < MIN_UNITS or total < MIN_PAIRS:
         return Reading(
             math.nan,
-            null=0.0,
+            null=null,
             n=units,
             reason=f"too few pairs ({total:g} over {units} units; needs {MIN_PAIRS:g} "
             f"over {MIN_UNITS})",
         )
-    f_pix = pixel_usage_null(m.sum(dim=0), shape, radius).item()
-    if not f_pix < 1:
-        return Reading(math.nan, null=0.0, n=units, reason="every used pair is a neighbour pair")
-    value = (near.sum().item() / total - f_pix) / (1 - f_pix)
+    f_pix = pixel_usage_null(m.sum(dim=0), shape, radius)
+    if not f_pix.item() < 1:
+        return Reading(math.nan, null=null, n=units, reason="every used pair is a neighbour pair")
+    value = transform(near.sum() / total, f_pix).item()
     weights = bootstrap_counts(m.shape[0], n_boot, seed)  # (B, units): all units use pixels
     f_b = (weights @ near) / (weights @ pairs)
     f_pix_b = pixel_usage_null(weights @ m, shape, radius)
-    finite = torch.isfinite(f_b) & torch.isfinite(f_pix_b) & (f_pix_b < 1)
-    samples = ((f_b - f_pix_b) / (1 - f_pix_b))[finite]
+    finite = torch.isfinite(f_b) & torch.isfinite(f_pix_b) & (f_pix_b < 1) & (f_pix_b > 0)
+    samples = transform(f_b, f_pix_b)[finite]
     if samples.numel() < 2:
-        return Reading(value, null=0.0, n=units)
+        return Reading(value, null=null, n=units)
     low, high = torch.quantile(samples, torch.tensor([0.025, 0.975], dtype=samples.dtype))
-    return Reading(value, samples.std().item(), low.item(), high.item(), 0.0, units)
+    return Reading(value, samples.std().item(), low.item(), high.item(), null, units)
 
 
 LOCALITY_INDEX_PIX = ReadingSpec(
@@ -98,4 +135,13 @@ LOCALITY_INDEX_PIX = ReadingSpec(
     compute=lambda r: pixel_usage_locality(r.mask, r.shape),
     null="masks keeping each unit's C_in and each pixel's connections: 0",
     missing="too few pairs",
+)
+
+ENRICHMENT_PIX = ReadingSpec(
+    name="neighbour_enrichment_pix",
+    label="enrichment over pixel usage",
+    compute=lambda r: pixel_usage_enrichment(r.mask, r.shape),
+    null="masks keeping each unit's C_in and each pixel's connections: 1",
+    missing="too few pairs",
+    show=TABLES - {"console"},
 )
