@@ -126,3 +126,27 @@ def test_enrichment_over_pixel_usage_is_f_over_f_pix():
     assert abs(reading.value - 1) < 3 * reading.sd + 0.02  # random pairing: about 1
     lam = pixel_usage_locality(mask, SHAPE)
     assert lam.value == pytest.approx((f - f_pix) / (1 - f_pix), rel=1e-9)
+
+
+def test_the_expected_map_holds_the_pairs_spread_as_pixel_usage_gives():
+    """The expected S_sc map sums to the mask's pairs; its mass within 1.5 px is f_pix
+    of them; over curveball randomisations the observed maps average to it."""
+    from imprint.analysis.maps import locality_maps
+    from imprint.readings.pixel_usage import pixel_usage_map
+
+    mask = _centre_crowded(80, 6, seed=2)
+    expected = pixel_usage_map(mask, SHAPE)
+    _, pairs = neighbour_pairs(mask, SHAPE)
+    assert expected.sum().item() == pytest.approx(pairs.sum().item())
+    dy, dx = torch.meshgrid(torch.arange(-11, 12), torch.arange(-11, 12), indexing="ij")
+    near = (dy**2 + dx**2 <= 1.5**2) & ((dy != 0) | (dx != 0))
+    f_pix = pixel_usage_null(mask.sum(0).double(), SHAPE).item()
+    assert (expected[near].sum() / expected.sum()).item() == pytest.approx(f_pix, rel=1e-12)
+    total = torch.zeros_like(expected)
+    current = mask
+    for draw in range(40):
+        current = _curveball(current, 400, seed=100 + draw)
+        total += locality_maps(current, SHAPE).s_sc.double()
+    observed = total / 40
+    centre = (dy.abs() <= 4) & (dx.abs() <= 4) & ((dy != 0) | (dx != 0))
+    assert observed[centre].sum().item() == pytest.approx(expected[centre].sum().item(), rel=0.05)

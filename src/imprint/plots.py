@@ -315,6 +315,27 @@ def plot_displacement_maps(
     return fig
 
 
+def plot_enrichment_map(observed: torch.Tensor, expected: torch.Tensor, title: str = "") -> Figure:
+    """S_sc(d) over its pixel-usage expectation, log2 (0: as pixel usage alone gives;
+    red: more pairs at that displacement), displacement 0 at the centre."""
+    o, e = observed.double().cpu().numpy(), expected.double().cpu().numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(e > 0, np.log2((o + 0.5) / (e + 0.5)), np.nan)
+    height, width = (ratio.shape[0] + 1) // 2, (ratio.shape[1] + 1) // 2
+    extent = (-width + 0.5, width - 0.5, height - 0.5, -height + 0.5)
+    limit = max(1.0, float(np.nanmax(np.abs(ratio))) if np.isfinite(ratio).any() else 1.0)
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(4.4, 3.6))
+    im = ax.imshow(
+        ratio, cmap="RdBu_r", vmin=-limit, vmax=limit, extent=extent, interpolation="nearest"
+    )
+    fig.colorbar(im, ax=ax, label="log2(observed / pixel-usage expected)")
+    ax.set_title(title or "S_sc over pixel usage")
+    ax.set_xlabel("dx (pixels)")
+    ax.set_ylabel("dy (pixels)")
+    return fig
+
+
 def plot_connection_resolved(
     maps: Sequence[torch.Tensor], labels: Sequence[str], columns: int = 4
 ) -> Figure:

@@ -48,6 +48,7 @@ from imprint.plots import (
     plot_connection_resolved,
     plot_curves,
     plot_displacement_maps,
+    plot_enrichment_map,
     plot_gallery,
     plot_pixel_map,
 )
@@ -58,6 +59,7 @@ from imprint.readings import (
     json_safe,
     reading_columns,
 )
+from imprint.readings.pixel_usage import pixel_usage_map
 from imprint.train import evaluate
 
 __all__ = [
@@ -127,12 +129,18 @@ def _locality_maps(r: Round, layer: int) -> Result:
         readings = reading_columns(r.metrics, stored)  # the loop's, read back: not redone
     else:  # a deeper layer's effective connectivity, or a folder from before the registry
         readings = compute_readings(ReadingInputs(connected, r.shape), "round")
+    expected = pixel_usage_map(connected, r.shape)
     return Result(
         json_safe(readings),
-        {f"s_sc_l{layer}": maps.s_sc.numpy(), f"s_dc_l{layer}": maps.s_dc.numpy()},
+        {
+            f"s_sc_l{layer}": maps.s_sc.numpy(),
+            f"s_dc_l{layer}": maps.s_dc.numpy(),
+            f"s_sc_pixel_usage_l{layer}": expected.numpy(),
+        },
         {
             "s_sc": maps.s_sc,
             "s_dc": maps.s_dc if r.shape[0] > 1 else None,
+            "expected": expected,
             "title": f"layer {layer}, round {r.index}",
         },
     )
@@ -140,7 +148,10 @@ def _locality_maps(r: Round, layer: int) -> Result:
 
 def _plot_locality_maps(res: Result) -> list[Any]:
     s = res.shown
-    return [plot_displacement_maps(s["s_sc"], s["s_dc"], title=s["title"])]
+    return [
+        plot_displacement_maps(s["s_sc"], s["s_dc"], title=s["title"]),
+        plot_enrichment_map(s["s_sc"], s["expected"], f"S_sc over pixel usage, {s['title']}"),
+    ]
 
 
 def _connection_resolved(r: Round, layer: int) -> Result:
@@ -421,6 +432,12 @@ ROUND_ANALYSES: tuple[Analysis, ...] = (
                 "S_sc(d) (pairs in the same channel){dc} of layer {l} (in input space "
                 "through effective masks beyond layer 0): a bright centre means connected "
                 "inputs are neighbours.",
+            ),
+            Figure(
+                "pixel_usage_map_l{l}",
+                "S_sc(d) of layer {l} over what its pixel usage alone gives (the "
+                "configuration model: each unit's C_in and each pixel's connections kept), "
+                "log2: a red centre is locality beyond the pixels the layer uses.",
             ),
         ),
         _locality_maps,

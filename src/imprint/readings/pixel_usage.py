@@ -44,6 +44,7 @@ __all__ = [
     "pixel_usage_null",
     "pixel_usage_locality",
     "pixel_usage_enrichment",
+    "pixel_usage_map",
 ]
 
 
@@ -62,6 +63,25 @@ def pixel_usage_null(
     total = d.sum(dim=2)  # (B, C)
     every = (total**2 - (d**2).sum(dim=2)).sum(dim=1)  # sum_{p != q, same channel}
     return (near / every).reshape(degrees.shape[:-1]) if degrees.dim() > 1 else near[0] / every[0]
+
+
+def pixel_usage_map(mask: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+    """The S_sc map that the configuration model expects of ``mask`` (units, C*H*W):
+    its pairs spread over displacements d != 0 as the products d_p d_{p+d} of the
+    pixel degrees (the same-channel autocorrelation of the degree image), float64
+    (2H-1, 2W-1). Observed S_sc over this map is the enrichment map: 1 where pixel
+    usage explains the pairs."""
+    channels, height, width = shape
+    m = (mask != 0).to(torch.float64).cpu()
+    d = m.sum(dim=0).reshape(1, channels, height, width)
+    auto = F.conv2d(
+        d, d.reshape(channels, 1, height, width), padding=(height - 1, width - 1), groups=channels
+    ).sum(dim=(0, 1))  # (2H-1, 2W-1): sum_p d_p d_{p+dy,dx}
+    auto[height - 1, width - 1] = 0.0  # distinct inputs only
+    n = m.reshape(m.shape[0], channels, -1).sum(dim=2)
+    pairs = (n * (n - 1)).sum()
+    total = auto.sum()
+    return auto * (pairs / total) if total > 0 else torch.zeros_like(auto)
 
 
 def pixel_usage_locality(
