@@ -3,11 +3,12 @@ engine (:mod:`imprint.engine`, batched over seeds by :func:`imprint.train.train_
 must reproduce, and the benchmark's plain loop.
 
 Per step: draw ``batch_size`` training indices with replacement from the round's
-generator, normalise those images, and take one ``torch.optim.SGD`` step on the
-cross-entropy of the FCN (train mode: BN on batch statistics, running averages
-updated), with the gradient of every pruned entry zeroed; pruned entries are zeroed
-once before the first step, so they stay exactly zero (momentum and weight decay
-included).
+generator (and, with data.shift = k, a shift of up to k pixels per image from the same
+generator, the images moved by it), normalise those images, and take one
+``torch.optim.SGD`` step on the cross-entropy of the FCN (train mode: BN on batch
+statistics, running averages updated), with the gradient of every pruned entry zeroed;
+pruned entries are zeroed once before the first step, so they stay exactly zero
+(momentum and weight decay included).
 """
 
 from __future__ import annotations
@@ -20,7 +21,37 @@ import torch.nn.functional as F
 from imprint.data import ImageData
 from imprint.model import FCN
 
-__all__ = ["reference_round", "reference_step"]
+__all__ = ["reference_round", "reference_step", "random_shifts", "shift_images"]
+
+
+def random_shifts(
+    gen: torch.Generator, batch_size: int, shift: int, device: torch.device
+) -> torch.Tensor:
+    """(batch_size, 2) int64 (dy, dx), each uniform in -shift..shift, from ``gen`` (drawn
+    after the batch's indices, so that shift = 0 leaves every stream as it was)."""
+    return torch.randint(-shift, shift + 1, (batch_size, 2), generator=gen, device=device)
+
+
+def shift_images(
+    x: torch.Tensor, shifts: torch.Tensor, shape: tuple[int, int, int]
+) -> torch.Tensor:
+    """Images ``x`` (N, C*H*W, any dtype) moved by ``shifts`` (N, 2) = (dy, dx): pixel
+    (y, x) of the result is pixel (y - dy, x - dx) of the image, 0 outside it."""
+    channels, height, width = shape
+    k = int(shifts.abs().max().item()) if shifts.numel() else 0
+    if k == 0:
+        return x
+    n = x.shape[0]
+    padded = torch.nn.functional.pad(x.reshape(n, channels, height, width), (k, k, k, k))
+    rows = torch.arange(height, device=x.device)[None, :] - shifts[:, :1] + k  # (N, H)
+    cols = torch.arange(width, device=x.device)[None, :] - shifts[:, 1:] + k  # (N, W)
+    out = padded[
+        torch.arange(n, device=x.device)[:, None, None, None],
+        torch.arange(channels, device=x.device)[None, :, None, None],
+        rows[:, None, :, None],
+        cols[:, None, None, :],
+    ]
+    return out.reshape(n, -1)
 
 
 def reference_step(
@@ -69,13 +100,19 @@ def reference_round(
     dtype = next(model.parameters()).dtype
     for _ in range(steps):
         index = torch.randint(n_train, (batch_size,), generator=gen, device=gen.device)
-        reference_step(model, optimizer, _normalise(data, index, dtype), data.y_train[index], masks)
+        images = data.x_train[index]
+        if data.shift:
+            shifts = random_shifts(gen, batch_size, data.shift, gen.device)
+            images = shift_images(images, shifts, data.shape)
+        reference_step(
+            model, optimizer, _normalise(data, images, dtype), data.y_train[index], masks
+        )
     return model
 
 
-def _normalise(data: ImageData, index: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """The images at ``index`` as network inputs (ImageData.normalize, in ``dtype``)."""
-    x = data.x_train[index].to(dtype)
+def _normalise(data: ImageData, images: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Stored ``images`` as network inputs (ImageData.normalize, in ``dtype``)."""
+    x = images.to(dtype)
     if data.offset is not None:
         x = x - data.offset.to(dtype)
     scale = data.scale

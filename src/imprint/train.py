@@ -39,6 +39,7 @@ from imprint.engine import (
 )
 from imprint.model import FCN
 from imprint.prune import Masks
+from imprint.reference import random_shifts, shift_images
 
 __all__ = [
     "TrainingDiverged",
@@ -206,7 +207,8 @@ def sample_batch(
     """One training batch per generator, drawn with replacement on the data's device.
 
     Returns the stored images (R, B, D) (uint8 or float, not normalised: the step
-    folds the normalisation into the first BN) and the labels (R, B).
+    folds the normalisation into the first BN; moved by up to data.shift pixels when
+    set, as :func:`imprint.reference.shift_images`) and the labels (R, B).
     """
     n_train, device = data.x_train.shape[0], data.x_train.device
     idx = torch.stack(  # (R, B): each replica's own stream
@@ -215,8 +217,11 @@ def sample_batch(
     # index_select on the flat indices: a plain gather of rows, several times faster
     # than advanced indexing with an (R, B) index.
     flat = idx.view(-1)
-    x = data.x_train.index_select(0, flat).view(len(gens), batch_size, -1)
-    return x, data.y_train.index_select(0, flat).view(idx.shape)
+    x = data.x_train.index_select(0, flat)
+    if data.shift:  # each replica's shifts from its own stream, after its indices
+        shifts = torch.cat([random_shifts(g, batch_size, data.shift, device) for g in gens])
+        x = shift_images(x, shifts, data.shape)
+    return x.view(len(gens), batch_size, -1), data.y_train.index_select(0, flat).view(idx.shape)
 
 
 def train_round(

@@ -9,6 +9,7 @@ Which reader builds it is decided by :mod:`imprint.data.registry` from data.name
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import TYPE_CHECKING
 
@@ -51,6 +52,20 @@ def load_dataset(config: DataSection) -> ImageData:
 
         data = finish(data, config)  # type: ignore[arg-type]  # raw files: a FileOptions
     _check_loaded(data, config)
+    shift = getattr(config, "shift", 0)
+    if shift:
+        channels, height, width = data.shape
+        if shift >= min(height, width):
+            raise DataError(
+                f"data.shift = {shift} moves {height}x{width} images out of sight: it must be "
+                f"smaller than {min(height, width)}."
+            )
+        if getattr(config, "permute_pixels", False):
+            raise DataError(
+                "data.shift moves images in their 2-D geometry, which data.permute_pixels "
+                "hides: use one of the two."
+            )
+        data = dataclasses.replace(data, shift=shift)
     if getattr(config, "permute_pixels", False):
         data = data.permuted(pixel_permutation(data.input_dim, getattr(config, "seed", 0)))
     return data

@@ -55,6 +55,7 @@ class ImageData:
     scale: float | torch.Tensor = 1.0  # a number, or (D,) per input (channel standardisation)
     # Network input j holds image pixel permutation[j] (the geometry-hiding control).
     permutation: torch.Tensor | None = None  # (D,) int64
+    shift: int = 0  # training images moved by up to this many pixels per batch (data.shift)
 
     @property
     def input_dim(self) -> int:
@@ -132,6 +133,11 @@ class DataSection(StrictSection):
 
     if TYPE_CHECKING:  # declared by every subclass, as a Literal
         name: str
+
+    # Random-shift augmentation (beyond the paper): every training image of a batch is
+    # moved by up to `shift` pixels along each axis (drawn per sample; the border filled
+    # with zeros), in the batch sampler. 0: the images as they are.
+    shift: Annotated[int, Field(ge=0, le=64)] = 0
 
 
 def refuse_wrong_kinds(model: type[BaseModel], document: Any) -> None:

@@ -15,10 +15,14 @@ from imprint.data.registry import datasets
 __all__ = ["DataReport", "check_data", "format_datasets", "shared_options"]
 
 
-def shared_options() -> str:
-    """The options of every on-disk dataset (FileOptions' fields), with their choices."""
+def shared_options(base: type[DataSection] = FileOptions) -> str:
+    """The options of every on-disk dataset (FileOptions' own fields; every dataset's,
+    DataSection's, with ``base=DataSection``), with their choices."""
     parts = []
-    for name, field in FileOptions.model_fields.items():
+    inherited = set() if base is DataSection else set(DataSection.model_fields)
+    for name, field in base.model_fields.items():
+        if name in inherited:
+            continue
         choices = typing.get_args(field.annotation)
         if typing.get_origin(field.annotation) is Literal:
             parts.append(f"{name} ({'|'.join(str(c) for c in choices)})")
@@ -39,6 +43,7 @@ def format_datasets() -> str:
             "",
         ]
     lines.append(f"Options of every on-disk dataset: {shared_options()}.")
+    lines.append(f"Options of every dataset: {shared_options(DataSection)}.")
     return "\n".join(lines)
 
 
