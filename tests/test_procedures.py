@@ -224,7 +224,7 @@ def test_a_procedure_declares_its_own_options():
 
     grasp = get_procedure("grasp")
     assert grasp.parse_options({}).temperature == 1.0
-    assert grasp.describe()["options"] == {"temperature": 1.0}
+    assert grasp.describe()["options"] == {"temperature": 1.0, "samples_per_class": None}
     assert get_procedure("imp").describe()["options"] == {}
     with pytest.raises(ConfigError, match=r"prune.options.temp: .*takes temperature"):
         smoke_config("prune.procedure=grasp", "prune.options.temp=2")
@@ -242,3 +242,23 @@ def test_a_procedure_declares_its_own_options():
     )[1]
     assert all(torch.equal(default[k], spelled[k]) for k in default)
     assert not all(torch.allclose(default[k] / 200**2, hot[k], rtol=0.1) for k in default)
+
+
+def test_grasp_scores_on_a_class_balanced_batch_when_asked():
+    """samples_per_class draws that many images of every class (GraSP's reference
+    sampling), the same in every round; the default keeps the one random batch."""
+    from imprint.procedures.gradients import score_batch
+
+    config = smoke_config("prune.procedure=grasp", "prune.options.samples_per_class=7")
+    grasp = get_procedure("grasp")
+    options = grasp.parse_options(config.prune.options)
+    assert grasp.describe()["options"] == {"temperature": 1.0, "samples_per_class": None}
+    inputs = dataclasses.replace(_inputs(config), options=options)
+    x, y = score_batch(inputs, options.samples_per_class)
+    assert torch.bincount(y).tolist() == [7] * inputs.data.num_classes
+    again = score_batch(dataclasses.replace(inputs, index=3), 7)
+    assert torch.equal(x, again[0]) and torch.equal(y, again[1])
+    assert len(score_batch(inputs)[1]) == config.train.batch_size
+    balanced = hessian_gradient(inputs)[1]
+    plain = hessian_gradient(_inputs(config))[1]
+    assert not all(torch.allclose(balanced[k], plain[k]) for k in plain)

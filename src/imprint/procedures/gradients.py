@@ -26,13 +26,26 @@ def masked_model(inputs: RoundInputs, state: Mapping[str, torch.Tensor], masks: 
     return model.to(device=data.x_train.device, dtype=torch.float64)
 
 
-def score_batch(inputs: RoundInputs) -> tuple[torch.Tensor, torch.Tensor]:
-    """One batch of ``train.batch_size`` normalised training images and their labels,
-    the same in every round (its own seed stream), so that scores are too."""
+def score_batch(
+    inputs: RoundInputs, per_class: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch of normalised training images and their labels, the same in every round
+    (its own seed stream), so that scores are too: ``train.batch_size`` images drawn at
+    random, or ``per_class`` images of every class (drawn without replacement within
+    the class, all of a class that has fewer), as GraSP's reference code samples."""
     data = inputs.data
     gen = inputs.generator("scores", round_index=0)
-    n = min(inputs.config.train.batch_size, data.x_train.shape[0])
-    idx = torch.randint(data.x_train.shape[0], (n,), generator=gen).to(data.x_train.device)
+    if per_class is None:
+        n = min(inputs.config.train.batch_size, data.x_train.shape[0])
+        idx = torch.randint(data.x_train.shape[0], (n,), generator=gen).to(data.x_train.device)
+    else:
+        labels = data.y_train.cpu()
+        picked = []
+        for label in range(data.num_classes):
+            members = torch.nonzero(labels == label).flatten()
+            order = torch.randperm(members.numel(), generator=gen)[:per_class]
+            picked.append(members[order])
+        idx = torch.cat(picked).to(data.x_train.device)
     x = data.normalize(data.x_train.index_select(0, idx)).to(torch.float64)
     return x, data.y_train.index_select(0, idx)
 
