@@ -48,7 +48,7 @@ def test_expansion_is_stable_and_validated(tmp_path):
 
 def test_shipped_sweeps_expand():
     synthetic = load_sweep(ROOT / "sweeps" / "synthetic.toml")
-    assert len(synthetic.runs) == 13  # variants, each three seeds trained together
+    assert len(synthetic.runs) == 14  # variants, each three seeds trained together
     assert all(r.config.seeds.group == [0, 1, 2] for r in synthetic.runs)
     paper = load_sweep(ROOT / "sweeps" / "paper.toml")
     assert len(paper.runs) == 36
