@@ -90,7 +90,7 @@ def save_figure(
     for fmt in formats:
         path = stem.with_suffix(f".{fmt}")
         buffer = io.BytesIO()
-        fig.savefig(buffer, format=fmt)
+        fig.savefig(buffer, format=fmt, bbox_inches="tight")  # labels and legends whole
         write_bytes(path, buffer.getvalue())  # a fresh temporary, never a planted link
         paths.append(path)
     plt.close(fig)
