@@ -183,3 +183,16 @@ def test_format_spread_shows_digits_the_spread_needs():
     assert format_spread(-0.00004, 0.0014) == "0.0000 ± 0.0014"  # no sign on a rounded 0
     assert format_spread(-0.0004, 0.0014) == "-0.0004 ± 0.0014"
     assert format_spread(0.25, float("nan"), 2, percent=True) == "25.00%"
+
+
+def test_small_samples_at_their_edges():
+    """Edges a mutation run found untested: two seeds have an sd, min_units units are
+    enough, and what is not a number reads as NaN, None and text included."""
+    from imprint.analysis.uncertainty import as_number, mean_reading
+
+    mean, sd, n = across_seeds([1.0, 3.0])
+    assert (mean, n) == (2.0, 2) and sd == pytest.approx(2**0.5)
+    assert mean_reading(torch.tensor([0.5, 1.5]), min_units=2).value == 1.0
+    assert mean_reading(torch.tensor([0.5]), min_units=2).reason.startswith("too few")
+    assert all(math.isnan(as_number(v)) for v in (None, "", "x", True, [1]))
+    assert as_number("0.25") == 0.25
