@@ -18,16 +18,20 @@ def format_round_table(rounds: Sequence[Mapping[str, Any]], pruned: Sequence[int
     metrics (each reading with its within-run bootstrap sd) or a group's rows of
     :func:`imprint.results.summarize_seeds` (mean ± sd over seeds); the readings are those
     the registry shows in the console table."""
-    from imprint.analysis.uncertainty import format_spread
+    import math
+
+    from imprint.analysis.uncertainty import as_number, format_spread
     from imprint.readings import shown_in
 
     group = bool(rounds) and "seeds" in rounds[0]
     top5 = not group and bool(rounds) and rounds[0]["units"][-1] > 5  # 5 classes or fewer: 1
     specs = shown_in("console", "round")
+    test = any(math.isfinite(as_number(m.get("test_top1_at_best"))) for m in rounds)
     header = [
         "round",
         *[f"left L{layer}" for layer in pruned],
         "best top-1",
+        *(["test top-1"] if test else []),
         *(["top-5"] if top5 else []),
         *[f"conn. L{layer}" for layer in pruned],
         *[spec.label for spec in specs],
@@ -35,12 +39,15 @@ def format_round_table(rounds: Sequence[Mapping[str, Any]], pruned: Sequence[int
     ]
     rows = []
     for m in rounds:
+        tested = as_number(m.get("test_top1_at_best"))
         if group:
             top1 = format_spread(m["best_val_top1"], m["best_val_top1_sd"], digits=4)
+            test_top1 = format_spread(tested, as_number(m.get("test_top1_at_best_sd")), 4)
             readings = [spec.format_mean(m) for spec in specs]
             conn = [f"{m['connected_units'][layer]:.0f}/{m['units'][layer]}" for layer in pruned]
         else:
             top1 = f"{m['best_val_top1']:.4f}"
+            test_top1 = f"{tested:.4f}" if math.isfinite(tested) else "n/a"
             readings = [spec.format(m) for spec in specs]
             conn = [f"{m['connected_units'][layer]}/{m['units'][layer]}" for layer in pruned]
         rows.append(
@@ -48,6 +55,7 @@ def format_round_table(rounds: Sequence[Mapping[str, Any]], pruned: Sequence[int
                 str(m["round"]),
                 *[f"{m['layer_density'][layer]:.2%}" for layer in pruned],
                 top1,
+                *([test_top1] if test else []),
                 *([f"{m['val_top5_at_best']:.4f}"] if top5 else []),
                 *conn,
                 *readings,

@@ -341,6 +341,7 @@ class _Member:
                     "num_classes": data.num_classes,
                     "n_train": data.x_train.shape[0],
                     "n_val": data.x_val.shape[0],
+                    "n_test": 0 if data.x_test is None else data.x_test.shape[0],
                     "permuted": data.permutation is not None,
                 }
             )
@@ -416,7 +417,8 @@ class _Member:
             folder.save_tensors(folder.rewind_path, self.rewind_state)
         final = apply_masks(result.final_state, masks)  # exact zeros, whatever happened
         metrics = round_metrics(index, masks, result, data, self.pruned)
-        folder.save_round(index, masks, start, final, result.curves, CURVE_COLUMNS, metrics)
+        columns = list(result.curves[0]) if result.curves else list(CURVE_COLUMNS)
+        folder.save_round(index, masks, start, final, result.curves, columns, metrics)
         self.done.append(index)
         self.metrics.append(metrics)
         folder.write_summary([summary_row(m, self.pruned) for m in self.metrics])
@@ -565,6 +567,7 @@ def _merit_at_last(result: RoundResult) -> RoundResult:
         best_step=int(last["step"]),
         top5_at_best=last["val_top5"],
         best_top5=last["val_top5"],
+        test_top1_at_best=last.get("test_top1"),
     )
 
 

@@ -134,11 +134,12 @@ _COLUMN_NAMES = {
     "density": "weights left",
     "best_val_top1": "best top-1",
     "val_top5_at_best": "top-5",
+    "test_top1_at_best": "test top-1 (at best validation)",
     "seconds": "seconds",
 }
 
 
-_PERCENT = ("density", "best_val_top1", "val_top5_at_best")
+_PERCENT = ("density", "best_val_top1", "val_top5_at_best", "test_top1_at_best")
 
 
 def readable(rows: list[dict[str, str]]) -> list[dict[str, str]]:

@@ -88,6 +88,10 @@ def check_round_metrics(record: Any, index: int, source: Path) -> RoundMetrics:
         value = record.get(key)
         if not _number(value) or not 0 <= float(value) <= 1:  # type: ignore[arg-type]  # a number
             raise fail(f"'{key}' must be a number in [0, 1], got {value!r}")
+    for key in ("test_top1_at_best", "final_test_top1"):  # only with a test set
+        value = record.get(key)
+        if key in record and value is not None and (not _number(value) or not 0 <= value <= 1):
+            raise fail(f"'{key}' must be a number in [0, 1], got {value!r}")
     for key in ("final_val_loss", "seconds"):
         if not _number(record.get(key)):
             raise fail(f"'{key}' must be a finite number, got {record.get(key)!r}")

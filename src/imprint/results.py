@@ -109,7 +109,7 @@ def resolve_rounds(
     return [index]
 
 
-GROUP_METRICS = ("density", "best_val_top1", "val_top5_at_best")
+GROUP_METRICS = ("density", "best_val_top1", "val_top5_at_best", "test_top1_at_best")
 
 
 def summarize_seeds(runs: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:

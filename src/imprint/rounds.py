@@ -79,6 +79,9 @@ def round_metrics(
         "final_val_loss": result.final.loss,
         "seconds": round(result.seconds, 3),
     }
+    if result.test_top1_at_best is not None:  # only reported: chosen on validation
+        metrics["test_top1_at_best"] = result.test_top1_at_best
+        metrics["final_test_top1"] = result.final_test_top1
     first = to_image_space(masks[layer_names(0)[0]], data.permutation)
     metrics.update(compute_readings(ReadingInputs(first, data.shape), "round"))
     return cast(RoundMetrics, metrics)  # checked when read back (check_round_metrics)
@@ -100,6 +103,11 @@ def summary_row(metrics: Mapping[str, Any], pruned: list[int]) -> dict[str, Any]
         "density": metrics["density"],
         "best_val_top1": metrics["best_val_top1"],
         "val_top5_at_best": metrics["val_top5_at_best"],
+        **(
+            {"test_top1_at_best": metrics["test_top1_at_best"]}
+            if "test_top1_at_best" in metrics
+            else {}
+        ),
         **summary_readings(metrics),
     }
     for layer in pruned:

@@ -424,6 +424,7 @@ def collect(
                     "density": metrics["density"],
                     "density_l0": metrics["layer_density"][0],
                     "best_val_top1": metrics["best_val_top1"],
+                    "test_top1_at_best": metrics.get("test_top1_at_best"),
                     "val_top5_at_best": metrics["val_top5_at_best"],
                     "final_val_top1": metrics["final_val_top1"],
                     "connected_l0": metrics["connected_units"][0],

@@ -57,6 +57,7 @@ __all__ = [
 ]
 
 CURVE_COLUMNS = ("step", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5")
+TEST_COLUMNS = ("test_loss", "test_top1")  # added when the data has a test set
 
 
 class TrainingDiverged(RuntimeError):
@@ -82,6 +83,10 @@ class RoundResult:
     final_state: dict[str, torch.Tensor] = field(repr=False)  # on the CPU
     rewind_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
     masks: dict[str, torch.Tensor] | None = field(default=None, repr=False)  # if changed
+    # Test top-1 at the step of best validation top-1, and at the round's end (None
+    # without a test set): reported, never used to choose.
+    test_top1_at_best: float | None = None
+    final_test_top1: float | None = None
 
 
 @dataclass
@@ -130,7 +135,8 @@ class TrainingState:
 
 
 def _curve_row(row: dict[str, Any]) -> dict[str, float]:
-    if set(row) != set(CURVE_COLUMNS) or not all(isinstance(v, (int, float)) for v in row.values()):
+    columns = set(row) - set(TEST_COLUMNS)
+    if columns != set(CURVE_COLUMNS) or not all(isinstance(v, (int, float)) for v in row.values()):
         raise ValueError(f"a curve row must map {CURVE_COLUMNS} to numbers, got {row!r}")
     return dict(row)
 
@@ -166,7 +172,12 @@ def _evaluate_net(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Summed loss, top-1 and top-k hits of every replica on a split: (R,) float each,
     left on the data's device (the caller synchronises once)."""
-    x_all, y_all = (data.x_val, data.y_val) if split == "val" else (data.x_train, data.y_train)
+    x_all, y_all = {
+        "val": (data.x_val, data.y_val),
+        "train": (data.x_train, data.y_train),
+        "test": (data.x_test, data.y_test),
+    }[split]
+    assert x_all is not None and y_all is not None, f"the data has no {split} set"
     device = x_all.device
     k = min(5, data.num_classes)
     loss = torch.zeros(net.replicas, device=device)
@@ -493,6 +504,8 @@ def _round_result(
         seconds=seconds,
         final_state=state_copy(model),
         rewind_state=rewind_state,
+        test_top1_at_best=best.get("test_top1"),
+        final_test_top1=last.get("test_top1"),
     )
 
 
@@ -527,7 +540,7 @@ def _validation_rows(
                 f"was finite): the evaluation-mode net (BN running averages) diverged. "
                 "Completed rounds are kept in the run folder."
             )
-    return [
+    rows = [
         {
             "step": step,
             "train_loss": train_loss[r],
@@ -538,3 +551,9 @@ def _validation_rows(
         }
         for r in range(net.replicas)
     ]
+    if data.x_test is not None:  # reported beside the validation set, never chosen on
+        loss, top1, _ = _evaluate_net(net, data, config.eval_batch_size, "test")
+        n_test = data.x_test.shape[0]
+        for row, test_loss, test_top1 in zip(rows, loss.tolist(), top1.tolist()):
+            row["test_loss"], row["test_top1"] = test_loss / n_test, test_top1 / n_test
+    return rows

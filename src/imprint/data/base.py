@@ -56,6 +56,10 @@ class ImageData:
     # Network input j holds image pixel permutation[j] (the geometry-hiding control).
     permutation: torch.Tensor | None = None  # (D,) int64
     shift: int = 0  # training images moved by up to this many pixels per batch (data.shift)
+    # A held-out test set, only reported (selection uses the validation set); None when
+    # the data has none (the paper's splits: validation on the official set).
+    x_test: torch.Tensor | None = None  # (N_test, D)
+    y_test: torch.Tensor | None = None  # (N_test,)
 
     @property
     def input_dim(self) -> int:
@@ -87,6 +91,8 @@ class ImageData:
             offset=move(self.offset),
             scale=move(self.scale) if isinstance(self.scale, torch.Tensor) else self.scale,
             permutation=move(self.permutation),
+            x_test=move(self.x_test),
+            y_test=move(self.y_test),
         )
 
     def permuted(self, permutation: torch.Tensor) -> ImageData:
@@ -99,6 +105,7 @@ class ImageData:
             self,
             x_train=self.x_train[:, permutation],
             x_val=self.x_val[:, permutation],
+            x_test=None if self.x_test is None else self.x_test[:, permutation],
             offset=offset,
             scale=scale,
             permutation=permutation,
@@ -220,8 +227,10 @@ class FileOptions(DataSection):
     train_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
     # "first": the first fraction of the training files, as the paper; "random": seeded.
     fraction_mode: Literal["first", "random"] = "first"
-    # "official": the first n_val images of the official validation/test set (the paper);
-    # "train": the last n_val training images, held out before taking the fraction.
+    # "official": the first n_val images of the official validation/test set (the paper:
+    # selection and the reported accuracy on one split); "train": the last n_val
+    # training images, held out before taking the fraction, and the official set, where
+    # the format has one, becomes the test set: only reported, never used to choose.
     val_source: Literal["official", "train"] = "official"
     n_val: PositiveInt = 10_000
     # "paper": (x - mean image) / 255; "channel": per-channel standardisation.

@@ -181,7 +181,9 @@ def finish(raw: RawData, config: FileOptions) -> ImageData:
             )
         x_val, y_val = x_train[-config.n_val :], y_train[-config.n_val :]
         x_train, y_train = x_train[: -config.n_val], y_train[: -config.n_val]
+        x_test, y_test = raw.x_val, raw.y_val  # the official set: the test set, if any
     else:
+        x_test = y_test = None
         assert raw.x_val is not None and raw.y_val is not None  # the format's official split
         x_val, y_val = raw.x_val[: config.n_val], raw.y_val[: config.n_val]
 
@@ -197,6 +199,8 @@ def finish(raw: RawData, config: FileOptions) -> ImageData:
 
     x_train, y_train, n_classes = relabel(x_train, y_train)
     x_val, y_val, _ = relabel(x_val, y_val)
+    if x_test is not None and y_test is not None:
+        x_test, y_test, _ = relabel(x_test, y_test)
     n_keep = max(1, round(config.train_fraction * x_train.shape[0]))
     if config.fraction_mode == "random" and n_keep < x_train.shape[0]:
         rng = np.random.default_rng(config.seed)
@@ -221,6 +225,8 @@ def finish(raw: RawData, config: FileOptions) -> ImageData:
         num_classes=n_classes,
         offset=offset,
         scale=scale,
+        x_test=None if x_test is None else torch.from_numpy(np.ascontiguousarray(x_test)),
+        y_test=None if y_test is None else torch.from_numpy(np.ascontiguousarray(y_test)),
     )
 
 
