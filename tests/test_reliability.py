@@ -187,10 +187,10 @@ def _same(a: RunFolder, b: RunFolder) -> bool:
     )
 
 
-@pytest.mark.parametrize("damage", ["truncated", "other-config", "stale-round"])
+@pytest.mark.parametrize("damage", ["other-config", "stale-round"])
 def test_unusable_checkpoint_restarts_its_round(tmp_path, monkeypatch, damage):
-    """A checkpoint that cannot be resumed is reported (or, from a completed round,
-    ignored) and the round starts from step 0: same results, nothing lost."""
+    """A checkpoint written under another config is reported (one left by a completed
+    round, ignored) and the round starts from step 0: same results, nothing lost."""
     sets = ("train.checkpoint_every=10", "prune.max_rounds=2")
     reference = tmp_path / "reference"
     _run(reference, *sets)
@@ -201,26 +201,103 @@ def test_unusable_checkpoint_restarts_its_round(tmp_path, monkeypatch, damage):
             _run(out, *sets)
     folder = RunFolder(out)
     path = folder.checkpoint_path
-    if damage == "truncated":
-        path.write_bytes(path.read_bytes()[:100])
-    elif damage == "other-config":
-        tensors, metadata = folder.load_checkpoint()
+    tensors, metadata = folder.load_checkpoint()
+    if damage == "other-config":
         folder.save_checkpoint(tensors, {**metadata, "key": "0" * 16})
     else:
-        tensors, metadata = folder.load_checkpoint()
         folder.save_checkpoint(tensors, {**metadata, "round": 0})
     lines = []
     _run(out, *sets, log=lines.append)
     assert not any(line.startswith("Resuming round 1 at step") for line in lines)
-    expected = {
-        "truncated": "is not a readable safetensors file",
-        "other-config": "was written under another config or device",
-        "stale-round": None,
-    }[damage]
-    if expected:
-        assert any(expected in line and "starts from step 0" in line for line in lines), lines
+    if damage == "other-config":
+        assert any(
+            "was written under another config or device" in line and "starts from step 0" in line
+            for line in lines
+        ), lines
     assert _same(folder, RunFolder(reference))
     assert not path.exists()
+
+
+def _damage_checkpoint(folder: RunFolder, damage: str) -> None:
+    path = folder.checkpoint_path
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:100])
+        return
+    tensors, metadata = folder.load_checkpoint()
+    if damage == "wrong-shape":
+        tensors["net.weights.0"] = tensors["net.weights.0"][..., :-1].contiguous()
+    elif damage == "negative-step":
+        metadata = {**metadata, "step": -5}
+    elif damage == "huge-step":
+        metadata = {**metadata, "step": 10**9}
+    elif damage == "rng-size":
+        tensors["generator.0"] = tensors["generator.0"][:-8].contiguous()
+    elif damage == "missing-tensor":
+        tensors.pop("loss_sum")
+    elif damage == "extra-tensor":
+        tensors["stray.x"] = torch.zeros(3)
+    elif damage == "nan-rewind":
+        name = next(k for k in tensors if k.startswith("rewind.0.layers.0.weight"))
+        tensors[name] = tensors[name].clone()
+        tensors[name][0, 0] = float("nan")
+    elif damage == "nan-weights":
+        tensors["net.weights.1"] = tensors["net.weights.1"].clone()
+        tensors["net.weights.1"].view(-1)[0] = float("inf")
+    folder.save_checkpoint(tensors, metadata)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "truncated",
+        "wrong-shape",
+        "negative-step",
+        "huge-step",
+        "rng-size",
+        "missing-tensor",
+        "extra-tensor",
+        "nan-rewind",
+        "nan-weights",
+    ],
+)
+def test_a_damaged_checkpoint_is_refused_by_name_with_its_remedy(tmp_path, monkeypatch, damage):
+    """Shapes, step range, generator states, tensor names and finite values of a
+    checkpoint are checked on resume: a damaged one is refused naming the file and the
+    remedy (delete it), never resumed (a NaN rewind state would change the run) and
+    never overwritten unseen; deleted, the round restarts and ends as the reference."""
+    sets = ("train.checkpoint_every=3", "prune.max_rounds=1", "prune.rewind_step=2")
+    reference = tmp_path / "reference"
+    _run(reference, *sets)
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, 0, 15)  # past the rewind step: the rewind state is in it
+        with pytest.raises(KeyboardInterrupt):
+            _run(out, *sets)
+    folder = RunFolder(out)
+    _damage_checkpoint(folder, damage)
+    before = folder.checkpoint_path.read_bytes()
+    with pytest.raises(RunFolderError, match="delete it to restart round 0") as caught:
+        _run(out, *sets)
+    assert str(folder.checkpoint_path) in str(caught.value)
+    assert folder.checkpoint_path.read_bytes() == before  # kept as it was
+    folder.checkpoint_path.unlink()
+    _run(out, *sets)
+    assert _same(folder, RunFolder(reference))
+
+
+def test_a_damaged_checkpoint_is_one_line_from_the_command(tmp_path, monkeypatch, capsys):
+    from imprint.cli import main
+
+    sets = ("train.checkpoint_every=3", "prune.max_rounds=1")
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, 0, 9)
+        with pytest.raises(KeyboardInterrupt):
+            _run(out, *sets)
+    _damage_checkpoint(RunFolder(out), "rng-size")
+    assert main(smoke_run_args(out, *sets)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "checkpoint.safetensors" in err[0] and "delete it" in err[0]
 
 
 def test_checkpoint_interval_may_change_on_resume(tmp_path, monkeypatch):

@@ -53,6 +53,7 @@ from imprint.rounds import (
     round_progress,
     stop_reason,
     summary_row,
+    train_or_refuse,
 )
 from imprint.runs import (
     GROUP_FILE,
@@ -66,7 +67,6 @@ from imprint.train import (
     RoundResult,
     TrainingState,
     available_bytes,
-    train_replicas,
     training_bytes,
 )
 
@@ -497,7 +497,9 @@ def _train_members(
         procedure = get_procedure(config.prune.procedure)
         during = _during(team, starts, procedure, config) if index > 0 else None
         try:
-            results = train_replicas(
+            results = train_or_refuse(
+                checkpoints,
+                index,
                 [m.model for m in team],
                 device_masks,
                 data,

@@ -35,12 +35,11 @@ from imprint.runs import (
     RunFolder,
 )
 from imprint.safeio import RunFolderError
-from imprint.train import (
-    RoundResult,
-    TrainingState,
-)
+from imprint.train import CheckpointError, RoundResult, TrainingState, train_replicas
 
 __all__ = [
+    "train_or_refuse",
+    "damaged_remedy",
     "check_nested",
     "round_metrics",
     "summary_readings",
@@ -165,14 +164,14 @@ def resume_state(
     folder: RunFolder, index: int, key: str, log: Callable[[str], None]
 ) -> TrainingState | None:
     """The checkpoint of round ``index`` to resume from, or None (the round starts at
-    step 0). A checkpoint that is unreadable, of another round, or written under
-    another config or device is reported and left to be overwritten."""
+    step 0). One of another round, or written under another config or device, is
+    reported and left to be overwritten; a damaged one (unreadable, malformed) is
+    refused, naming it and the remedy, so that nothing is overwritten unseen."""
     path = folder.checkpoint_path
     try:
         loaded = folder.load_checkpoint()
     except RunFolderError as error:
-        log(f"{error} Round {index} starts from step 0.")
-        return None
+        raise RunFolderError(f"{error} {damaged_remedy(index)}") from None
     if loaded is None:
         return None
     tensors, metadata = loaded
@@ -187,10 +186,17 @@ def resume_state(
     try:
         state = TrainingState.from_parts(tensors, metadata)
     except ValueError as error:
-        log(f"{path}: {error}; round {index} starts from step 0.")
-        return None
+        raise RunFolderError(f"{path}: {error}. {damaged_remedy(index)}") from None
     log(f"Resuming round {index} at step {state.step} from {path}.")
     return state
+
+
+def damaged_remedy(index: int) -> str:
+    """What to do about a damaged checkpoint of round ``index``."""
+    return (
+        f"A damaged checkpoint: delete it to restart round {index} from its start (the "
+        "completed rounds are kept)."
+    )
 
 
 def round_line(saved: Sequence[Mapping[str, Any]], pruned: list[int]) -> str:
@@ -263,3 +269,11 @@ def check_nested(folder: RunFolder, done: Sequence[int]) -> None:
                         "(the file was changed)."
                     )
         previous = masks
+
+
+def train_or_refuse(folder: RunFolder, index: int, *args: Any, **kwargs: Any) -> list[RoundResult]:
+    """train_replicas, a checkpoint that does not fit the round refused by name."""
+    try:
+        return train_replicas(*args, **kwargs)
+    except CheckpointError as error:
+        raise RunFolderError(f"{folder.checkpoint_path}: {error} {damaged_remedy(index)}") from None

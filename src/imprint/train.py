@@ -60,6 +60,10 @@ CURVE_COLUMNS = ("step", "train_loss", "train_top1", "val_loss", "val_top1", "va
 TEST_COLUMNS = ("test_loss", "test_top1")  # added when the data has a test set
 
 
+class CheckpointError(ValueError):
+    """A training state (checkpoint) that does not fit the round it would resume."""
+
+
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite."""
 
@@ -328,13 +332,18 @@ def train_replicas(
     earlier_seconds = 0.0
     if resume is not None:
         if not 0 < resume.step < config.steps or len(resume.curves) != replicas:
-            raise ValueError(
+            raise CheckpointError(
                 f"The 'resume' state must be inside this round (0 < step < {config.steps}, "
                 f"{replicas} replicas). Got step {resume.step}, {len(resume.curves)} replicas."
             )
-        rewind_states = _restore(resume, net, optimizer, gens, loss_sum, correct_sum, stacked)
+        try:
+            rewind_states = _restore(
+                resume, net, optimizer, gens, loss_sum, correct_sum, stacked, models
+            )
+        except (ValueError, RuntimeError) as error:  # torch refuses mismatches too
+            raise CheckpointError(str(error)) from None
         if rewind_step is not None and resume.step > rewind_step and rewind_states is None:
-            raise ValueError(
+            raise CheckpointError(
                 f"The 'resume' state is past the rewind step {rewind_step} but holds no "
                 "rewind state."
             )
@@ -433,6 +442,7 @@ def _restore(
     loss_sum: torch.Tensor,
     correct_sum: torch.Tensor,
     masks: dict[str, torch.Tensor],
+    models: Sequence[FCN],
 ) -> list[dict[str, torch.Tensor]] | None:
     """Load ``resume`` into the loop's objects (the masks in force, when pruning happens
     during training, into ``masks`` and the optimizer); returns its rewind states, if
@@ -445,6 +455,9 @@ def _restore(
     unknown = set(groups) - known
     if unknown:
         raise ValueError(f"The training state has unknown entries {sorted(unknown)}.")
+    for name, value in resume.tensors.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ValueError(f"The training state's '{name}' holds NaN or infinite values.")
     net.load_state(groups.get("net", {}))
     if "masks" in groups:
         stored = groups["masks"]
@@ -467,7 +480,13 @@ def _restore(
             f"The training state must hold {len(gens)} generator state(s). Got {len(generators)}."
         )
     for r, gen in enumerate(gens):
-        gen.set_state(generators[str(r)])
+        got, want = generators[str(r)], gen.get_state()
+        if got.dtype != want.dtype or got.shape != want.shape:
+            raise ValueError(
+                f"The training state's generator {r} must be a {want.dtype} tensor of shape "
+                f"{tuple(want.shape)}. Got {got.dtype} {tuple(got.shape)}."
+            )
+        gen.set_state(got)
     for target, name in ((loss_sum, "loss_sum"), (correct_sum, "correct_sum")):
         held = groups.get(name, {}).get("")
         if held is None or held.shape != target.shape:
@@ -483,6 +502,14 @@ def _restore(
         if not replica.isdigit() or int(replica) >= len(gens):
             raise ValueError(f"The training state has a rewind entry for replica {replica!r}.")
         states[int(replica)][key] = value
+    for r, (state, model) in enumerate(zip(states, models)):
+        expected = model.state_dict()
+        if set(state) != set(expected) or any(
+            tuple(state[k].shape) != tuple(expected[k].shape) for k in expected
+        ):
+            raise ValueError(
+                f"The training state's rewind state of replica {r} does not fit the net."
+            )
     return states
 
 
