@@ -587,3 +587,51 @@ def test_a_group_member_that_is_a_link_is_not_even_locked(tmp_path, capsys):
     assert main([*smoke_run_args(group, "prune.max_rounds=0"), "--seeds", "0,1"]) == 2
     assert "leads outside" in capsys.readouterr().err
     assert (outside / "seed_1" / ".lock").read_bytes() == lock
+
+
+def test_mapping_files_without_rows_or_with_a_label_twice_are_refused(tmp_path):
+    from imprint.data import DataError
+    from imprint.data.files import _read_mapping
+
+    empty = tmp_path / "empty.csv"
+    empty.write_text("label,target\n")
+    with pytest.raises(DataError, match=r"empty.csv has no rows"):
+        _read_mapping(empty, 10)
+    twice = tmp_path / "twice.csv"
+    twice.write_text("label,target\n1,0\n2,1\n1,1\n")
+    with pytest.raises(DataError, match=r"twice.csv line 4 maps label 1 again \(first on line 2\)"):
+        _read_mapping(twice, 10)
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("label,target\n1,0\n\xe9\n".encode("latin-1"))
+    with pytest.raises(DataError, match="latin.csv is not a readable CSV"):
+        _read_mapping(latin, 10)
+    words = tmp_path / "words.csv"
+    words.write_text("label,target\none,0\n")
+    with pytest.raises(DataError, match="words.csv line 2 must have integer"):
+        _read_mapping(words, 10)
+
+
+def test_a_fifo_in_place_of_a_data_file_is_refused_not_waited_on(tmp_path):
+    """A FIFO would block the reader forever: pickles, npz and IDX files are opened only
+    when regular (this test would hang otherwise)."""
+    from imprint.data import DataError
+    from imprint.data.mnist import read_idx
+    from imprint.data.safe import read_npz, safe_unpickle
+
+    fifo = tmp_path / "data_batch_1"
+    os.mkfifo(fifo)
+    for read in (safe_unpickle, read_npz, lambda p: read_idx(p, 3)):
+        with pytest.raises(DataError, match="is not a regular file"):
+            read(fifo)
+
+
+def test_empty_out_and_empty_formats_are_refused(tmp_path, capsys):
+    from imprint.cli import main
+
+    assert main(["run", str(CONFIGS / "smoke.toml"), "--out", ""]) == 2
+    assert "'--out' option is empty" in capsys.readouterr().err
+    run = tmp_path / "run"
+    assert main([*smoke_run_args(run, "prune.max_rounds=0")]) == 0
+    capsys.readouterr()
+    assert main(["analyze", str(run), "--formats", "png,,svg"]) == 2
+    assert "'--formats' option must list" in capsys.readouterr().err

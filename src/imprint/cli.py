@@ -123,8 +123,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from imprint.imp import resolve_device
     from imprint.readings import shown_in
 
-    formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
-    if not formats or not set(formats) <= FIGURE_FORMATS:
+    formats = tuple(f.strip() for f in args.formats.split(","))
+    if not all(formats) or not set(formats) <= FIGURE_FORMATS:
         raise ConfigError(
             f"The '--formats' option must list figure formats among "
             f"{', '.join(sorted(FIGURE_FORMATS))}. Got {args.formats!r}."
@@ -494,6 +494,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return 2
     args = build_parser().parse_args(words)  # --help and --version end here, before torch loads
+    for option in ("out",):  # an empty path is a mistake, not "the default"
+        if getattr(args, option, None) == "":
+            print(
+                f"imprint: error: the '--{option}' option is empty: name a path.", file=sys.stderr
+            )
+            return 2
     try:
         return args.handler(args)
     except KeyboardInterrupt:

@@ -122,6 +122,12 @@ def _read_mapping(path: Path, n_labels: int) -> np.ndarray:
         raise DataError(f"data.mapping_file: {path} does not exist.") from None
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise DataError(f"data.mapping_file: {path} is not a readable CSV ({error}).") from None
+    if not rows:
+        raise DataError(
+            f"data.mapping_file: {path} has no rows: it needs a header label,target and a "
+            "line per label."
+        )
+    seen: dict[int, int] = {}
     for line, row in enumerate(rows, start=2):
         try:
             label, target = int(row["label"]), int(row["target"])
@@ -136,6 +142,12 @@ def _read_mapping(path: Path, n_labels: int) -> np.ndarray:
                 f"data.mapping_file: {path} line {line}: label and target must be in "
                 f"0..{n_labels - 1}. Got {label},{target}."
             )
+        if label in seen:
+            raise DataError(
+                f"data.mapping_file: {path} line {line} maps label {label} again (first on "
+                f"line {seen[label]}): one line per label."
+            )
+        seen[label] = line
         table[label] = target
     return table
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import model_validator
 
 from imprint.data.base import DataError, Dataset, FileOptions, refuse_superclasses
+from imprint.data.safe import require_regular
 
 if TYPE_CHECKING:
     import numpy as np
@@ -78,6 +79,7 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
     """
     import numpy as np
 
+    require_regular(path)
     try:
         with (
             path.open("rb") as plain,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import stat
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -99,9 +100,22 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise DataError(f"{self.source}: refused a persistent reference; not a data file.")
 
 
-def safe_unpickle(path: Path) -> Any:
-    """Unpickle ``path`` admitting only numpy arrays and plain containers."""
+def require_regular(path: Path) -> None:
+    """A DataError unless ``path`` is a regular file (or absent: its reader says so): a
+    FIFO, socket or device would block a reader or never end."""
     try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        raise DataError(f"{path} is not a regular file (a FIFO, socket or device).")
+
+
+def safe_unpickle(path: Path) -> Any:
+    """Unpickle ``path`` admitting only numpy arrays and plain containers. Only a
+    regular file is opened: a FIFO or device would block or never end."""
+    try:
+        require_regular(path)
         with path.open("rb") as handle:
             return _RestrictedUnpickler(handle, path).load()
     except DataError:
@@ -147,6 +161,7 @@ def _check_npz_sizes(path: Path) -> None:
 def read_npz(path: Path) -> dict[str, Any]:
     """The arrays of an npz file; object arrays (pickles) are refused, and so are arrays
     larger than the archive's bytes can hold."""
+    require_regular(path)
     try:
         _check_npz_sizes(path)
         with np.load(path, allow_pickle=False) as archive:
