@@ -635,3 +635,39 @@ def test_empty_out_and_empty_formats_are_refused(tmp_path, capsys):
     capsys.readouterr()
     assert main(["analyze", str(run), "--formats", "png,,svg"]) == 2
     assert "'--formats' option must list" in capsys.readouterr().err
+
+
+def test_a_covariance_that_is_not_positive_definite_is_a_data_error():
+    from imprint.data import DataError
+    from imprint.data.nlgp import _cholesky
+
+    indefinite = torch.ones(5, 5, dtype=torch.float64)
+    indefinite[0, 1] = indefinite[1, 0] = 2.0
+    with pytest.raises(DataError, match="not positive definite"):
+        _cholesky(indefinite)
+
+
+@pytest.mark.parametrize("procedure", ["oneshot", "random", "reinit"])
+def test_a_reference_run_of_another_architecture_is_refused(tmp_path, procedure, capsys):
+    """A control follows a reference of its own architecture: another width would land
+    at the wrong density (oneshot, random) or fail on shapes (reinit)."""
+    reference = tmp_path / "imp"
+    run_imp(
+        smoke_config("prune.max_rounds=1"),
+        reference,
+        device="cpu",
+        progress=False,
+        log=lambda _: None,
+    )
+    out = tmp_path / procedure
+    args = smoke_run_args(
+        out,
+        f"prune.procedure={procedure}",
+        f"prune.reference_run={reference}",
+        "model.hidden=[24, 16]",
+        "prune.max_rounds=1",
+    )
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "prune.reference_run" in err[0], err
+    assert "64 -> 32 -> 16 -> 2" in err[0] and "64 -> 24 -> 16 -> 2" in err[0]

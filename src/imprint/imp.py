@@ -42,7 +42,7 @@ from imprint.prune import (
     layer_counts,
 )
 from imprint.records import RoundMetrics
-from imprint.results import STUDY_TOLERANCE, study_round, summarize_seeds
+from imprint.results import STUDY_TOLERANCE, ReferenceRun, study_round, summarize_seeds
 from imprint.rounds import (
     check_nested,
     checkpoint_key,
@@ -123,28 +123,6 @@ def _layer_rates(config: Config) -> dict[int, float]:
     }
 
 
-class _Reference:
-    """A finished run whose masks or per-layer counts a control procedure follows."""
-
-    def __init__(self, path: str) -> None:
-        self.folder = RunFolder(path)
-        if not self.folder.config_path.exists():
-            raise RunFolderError(
-                f"prune.reference_run: {path} is not an imprint run folder (no config.toml)."
-            )
-        self.rounds = self.folder.completed_rounds()
-
-    def has_round(self, index: int) -> bool:
-        return index in self.rounds
-
-    def masks(self, index: int) -> Masks:
-        return self.folder.round_masks(index)
-
-    def counts(self, index: int, layers: list[int]) -> dict[int, int]:
-        masks = self.masks(index)
-        return {layer: layer_counts(masks)[layer][0] for layer in layers}
-
-
 def member_config(config: Config, seed: int) -> Config:
     """The config of seed ``seed`` of a group: init = data = prune = seed, no group."""
     return config.model_copy(update={"seeds": SeedConfig(init=seed, data=seed, prune=seed)})
@@ -183,7 +161,7 @@ def run_imp(
     torch_device = resolve_device(device)
     config = resolve_data_root(config)
     folder = RunFolder(out_dir)
-    reference = _Reference(config.prune.reference_run) if config.prune.reference_run else None
+    reference = ReferenceRun(config.prune.reference_run) if config.prune.reference_run else None
     with folder.lock():
         resumed = folder.prepare(config, allow_changes=allow_changes)
         member = _Member(config, folder, reference)
@@ -295,19 +273,19 @@ def resolve_data_root(config: Config) -> Config:
     return config.model_copy(update={"data": data})
 
 
-def _reference_for(config: Config, seed: int) -> _Reference | None:
+def _reference_for(config: Config, seed: int) -> ReferenceRun | None:
     """A control in a group follows the same seed of a reference group."""
     path = config.prune.reference_run
     if path is None:
         return None
-    return _Reference(str(member_dir(path, seed)) if is_group(path) else path)
+    return ReferenceRun(str(member_dir(path, seed)) if is_group(path) else path)
 
 
 class _Member:
     """One run folder of a (possibly one-seed) group and the state its round loop
     carries from round to round."""
 
-    def __init__(self, config: Config, folder: RunFolder, reference: _Reference | None) -> None:
+    def __init__(self, config: Config, folder: RunFolder, reference: ReferenceRun | None) -> None:
         self.config, self.folder, self.reference = config, folder, reference
         self.pruned = prunable_layers(config)
         self.done = folder.completed_rounds()
@@ -348,6 +326,8 @@ class _Member:
         if data.permutation is not None and not folder.permutation_path.exists():
             folder.save_permutation(data.permutation)
         self.model = build_model(config.model, data.input_dim, data.num_classes, config.seeds.init)
+        if self.reference is not None:
+            self.reference.check_fits(self.model.state_dict())
         if folder.init_path.exists():
             self.init_state = folder.load_tensors(folder.init_path)
         else:

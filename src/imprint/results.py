@@ -20,6 +20,7 @@ import torch
 
 from imprint.analysis.locality import to_image_space
 from imprint.analysis.uncertainty import Reading
+from imprint.prune import layer_counts
 from imprint.readings import (
     READINGS,
     ReadingInputs,
@@ -48,6 +49,7 @@ __all__ = [
     "RunResults",
     "GroupResults",
     "open_results",
+    "ReferenceRun",
 ]
 
 
@@ -336,3 +338,51 @@ class GroupResults:
 def open_results(path: str | Path, what: str = "read") -> RunResults | GroupResults:
     """A run folder's or a group folder's results."""
     return GroupResults(path, what) if is_group(path) else RunResults(path)
+
+
+class ReferenceRun:
+    """A finished run whose masks or per-layer counts a control procedure follows
+    (``prune.reference_run``); it must be of the run's architecture."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.folder = RunFolder(path)
+        if not self.folder.config_path.exists():
+            raise RunFolderError(
+                f"prune.reference_run: {path} is not an imprint run folder (no config.toml)."
+            )
+        self.rounds = self.folder.completed_rounds()
+
+    def check_fits(self, state: Mapping[str, torch.Tensor]) -> None:
+        """A ConfigError-like RunFolderError when the reference's layers are not this
+        net's (another width, depth or input size would give masks of the wrong shape,
+        or counts at the wrong density)."""
+        if not self.rounds:
+            raise RunFolderError(f"prune.reference_run: {self.path} has no completed round.")
+        theirs = {k: tuple(v.shape) for k, v in self.masks(0).items()}
+        ours = {k: tuple(state[k].shape) for k in theirs if k in state}
+        if theirs != ours or not theirs:
+            raise RunFolderError(
+                f"prune.reference_run: {self.path} is a net of layers "
+                f"{_widths(theirs)}; this config's net has {_widths(ours)}. A control follows "
+                "a reference of its own architecture: name one, or change model.hidden."
+            )
+
+    def has_round(self, index: int) -> bool:
+        return index in self.rounds
+
+    def masks(self, index: int) -> dict[str, torch.Tensor]:
+        return self.folder.round_masks(index)
+
+    def counts(self, index: int, layers: list[int]) -> dict[int, int]:
+        masks = self.masks(index)
+        return {layer: layer_counts(masks)[layer][0] for layer in layers}
+
+
+def _widths(shapes: Mapping[str, tuple[int, ...]]) -> str:
+    """in -> hidden ... -> out of a net's weight shapes."""
+    names = [k for k in shapes if k.startswith("layers.") and k.endswith(".weight")]
+    weights = [shapes[k] for k in sorted(names, key=lambda k: int(k.split(".")[1]))]
+    if not weights:
+        return "none"
+    return " -> ".join(str(n) for n in [weights[0][1], *(w[0] for w in weights)])

@@ -50,8 +50,20 @@ def nlgp_covariance(latent: torch.Tensor, gain: float) -> torch.Tensor:
 
 
 def _cholesky(matrix: torch.Tensor) -> torch.Tensor:
+    """The Cholesky factor of a covariance; one that is not positive definite (some
+    correlation lengths and gains give no valid covariance in float64) is a DataError
+    naming the options, not a linear-algebra traceback."""
+    from imprint.data.base import DataError
+
     eye = torch.eye(matrix.shape[0], dtype=matrix.dtype)
-    return torch.linalg.cholesky(matrix + _JITTER * eye)
+    factor, info = torch.linalg.cholesky_ex(matrix + _JITTER * eye)
+    if int(info) != 0 or not bool(torch.isfinite(factor).all()):
+        raise DataError(
+            "data.class_xi, data.gain and data.channel_correlation give a covariance that is "
+            "not positive definite here (no Gaussian with it can be sampled): use shorter "
+            "correlation lengths, a smaller image or data.process = 'nlgp'."
+        )
+    return factor
 
 
 def _latent_samples(
