@@ -671,3 +671,39 @@ def test_a_reference_run_of_another_architecture_is_refused(tmp_path, procedure,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "prune.reference_run" in err[0], err
     assert "64 -> 32 -> 16 -> 2" in err[0] and "64 -> 24 -> 16 -> 2" in err[0]
+
+
+def test_a_start_that_failed_before_its_config_is_taken_over(tmp_path):
+    """A full disk during a first start leaves start files but no config.toml: the next
+    start writes them anew instead of refusing the folder as foreign."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "manifest.json").write_text("{}")
+    (out / "data.json").write_text('{"shape": [9, 9, 9], "num_classes": 2}')  # stale
+    (out / ".config.toml.host-1.ab12.tmp").write_text("partial")
+    result = run_imp(
+        smoke_config("prune.max_rounds=0"), out, device="cpu", progress=False, log=lambda _: None
+    )
+    assert len(result.rounds) == 1
+    assert RunFolder(out).read_data_record()["shape"] == [1, 8, 8]
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(RunFolderError, match="not an imprint run folder"):
+        run_imp(
+            smoke_config("prune.max_rounds=0"),
+            tmp_path / "other",
+            device="cpu",
+            progress=False,
+            log=lambda _: None,
+        )
+    assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
+
+
+def test_a_missing_rewind_state_is_named():
+    from imprint.procedures.base import start_from_rewind
+
+    class Inputs:
+        rewind_state = None
+
+    with pytest.raises(ValueError, match="rewind.safetensors"):
+        start_from_rewind(Inputs(), {})  # type: ignore[arg-type]

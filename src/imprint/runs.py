@@ -154,7 +154,8 @@ class RunFolder:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
             handle = os.fdopen(fd, "r+")  # noqa: SIM115 - held for the context
         except OSError as error:
-            raise RunFolderError(f"Cannot create {self.lock_path}: {error.strerror}.") from error
+            why = error.strerror or str(error) or type(error).__name__
+            raise RunFolderError(f"Cannot create {self.lock_path}: {why}.") from error
         try:
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -217,8 +218,9 @@ class RunFolder:
             return
         if not self.root.is_dir():
             raise RunFolderError(f"{self.root} exists and is not a folder.")
-        # What a start killed before config.toml leaves behind is ours, not foreign.
-        ours = {".lock", self.manifest_path.name}
+        # What a start killed (or failed: a full disk) before config.toml leaves behind is
+        # ours, not foreign (config.toml is written last), and is written anew.
+        ours = {".lock", *_START_FILES}
         leftovers = [
             p
             for p in self.root.iterdir()
@@ -229,6 +231,7 @@ class RunFolder:
                 f"{self.root} is not empty and has no config.toml: not an imprint run folder. "
                 "Choose an empty or new --out folder."
             )
+        self.discard_start()  # a failed start's files: this start writes them anew
 
     @property
     def data_path(self) -> Path:
@@ -375,7 +378,8 @@ class RunFolder:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise RunFolderError(f"Cannot create {self.root}: {error.strerror}.") from error
+            why = error.strerror or str(error) or type(error).__name__
+            raise RunFolderError(f"Cannot create {self.root}: {why}.") from error
         manifest = {
             **environment_record(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

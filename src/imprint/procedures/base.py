@@ -121,7 +121,10 @@ StartRule = Callable[[RoundInputs, Masks], dict[str, torch.Tensor]]
 def start_from_rewind(inputs: RoundInputs, masks: Masks) -> dict[str, torch.Tensor]:
     """The dense state at prune.rewind_step, masked (late rewinding)."""
     if inputs.rewind_state is None:
-        raise ValueError("the rewind state is missing; cannot rewind.")
+        raise ValueError(
+            "the rewind state (rewind.safetensors, written by round 0 at prune.rewind_step) "
+            "is missing; cannot rewind. Restore it, or rerun round 0 in a new --out folder."
+        )
     return apply_masks(inputs.rewind_state, masks)
 
 
