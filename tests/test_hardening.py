@@ -707,3 +707,19 @@ def test_a_missing_rewind_state_is_named():
 
     with pytest.raises(ValueError, match="rewind.safetensors"):
         start_from_rewind(Inputs(), {})  # type: ignore[arg-type]
+
+
+def test_depth_is_bounded_and_the_memory_estimate_clips_the_evaluation_chunk(tmp_path):
+    from imprint.config import ConfigError
+
+    with pytest.raises(ConfigError, match="model.hidden.*at most 64 items"):
+        smoke_config("model.hidden=[" + ",".join(["2"] * 100_000) + "]")
+    # a chunk of 1e9 images is the held-out set itself: no refusal for a tiny net
+    result = run_imp(
+        smoke_config("train.eval_batch_size=1000000000", "prune.max_rounds=0"),
+        tmp_path / "run",
+        device="cpu",
+        progress=False,
+        log=lambda _: None,
+    )
+    assert len(result.rounds) == 1

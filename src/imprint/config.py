@@ -91,7 +91,9 @@ else:
 class ModelConfig(_Section):
     """The paper's FCN: BN on the input of every linear layer, ReLU, Glorot-normal init."""
 
-    hidden: list[PositiveInt] = [1024, 1024, 1024]
+    # At most 64 hidden layers (the paper has 3): a tiny file must not ask for a loop
+    # without end; widths are bounded by the memory estimate at the start of a run.
+    hidden: Annotated[list[PositiveInt], Field(max_length=64)] = [1024, 1024, 1024]
     bn_momentum: Annotated[float, Field(gt=0.0, le=1.0)] = (
         0.01  # decay 0.99 of the running averages
     )

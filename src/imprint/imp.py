@@ -237,7 +237,10 @@ def _check_memory(config: Config, data: ImageData, replicas: int, device: torch.
     """Refuse, before building anything, a model that cannot fit: one line with the
     estimate, instead of minutes of allocation and an out-of-memory kill."""
     dims = [data.input_dim, *config.model.hidden, data.num_classes]
-    need = training_bytes(dims, replicas, config.train.batch_size, config.train.eval_batch_size)
+    # The evaluation goes in chunks of at most eval_batch_size of the larger held-out set.
+    held_out = max(data.x_val.shape[0], 0 if data.x_test is None else data.x_test.shape[0])
+    eval_batch = min(config.train.eval_batch_size, held_out)
+    need = training_bytes(dims, replicas, config.train.batch_size, eval_batch)
     have = available_bytes(device)
     if have is not None and need > have:
         raise ConfigError(
