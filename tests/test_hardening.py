@@ -723,3 +723,26 @@ def test_depth_is_bounded_and_the_memory_estimate_clips_the_evaluation_chunk(tmp
         log=lambda _: None,
     )
     assert len(result.rounds) == 1
+
+
+def test_a_sweep_file_changed_under_its_name_is_refused(tmp_path):
+    """Never a silent mix of two plans: the folder's sweep.json names what changed."""
+    from imprint.sweep import load_sweep, run_sweep
+
+    path = tmp_path / "s.toml"
+    base = f'name = "s"\nbase = "{CONFIGS / "smoke.toml"}"\nseeds = [0]\n'
+    settings = '[set]\n"prune.max_rounds" = 0\n"train.steps" = 10\n"prune.rewind_step" = 2\n'
+    path.write_text(base + settings)
+    out = tmp_path / "out"
+    run_sweep(load_sweep(path), out, log=lambda _: None)
+    before = (out / "sweep.json").read_text()
+    path.write_text(base.replace("seeds = [0]", "seeds = [0, 1]") + settings)
+    with pytest.raises(
+        RunFolderError, match=r"sweep.json: the sweep file .* changed .*1 run\(s\) added"
+    ):
+        run_sweep(load_sweep(path), out, log=lambda _: None)
+    assert (out / "sweep.json").read_text() == before
+    (out / "sweep.json").unlink()  # the remedy: adopt the new plan, reusing the finished run
+    messages = []
+    run_sweep(load_sweep(path), out, log=messages.append)
+    assert "1 finished, 1 to run" in messages[0]

@@ -271,6 +271,16 @@ def run_sweep(
                 f"{out} holds sweep '{previous.get('name')}', not '{sweep.name}'. "
                 "Use another output folder."
             )
+        before = _plan_names(previous, plan_path)
+        now = [r.name for r in sweep.runs]
+        if before != now:
+            added, gone = len(set(now) - set(before)), len(set(before) - set(now))
+            raise RunFolderError(
+                f"{plan_path}: the sweep file {sweep.source} changed since this folder's plan "
+                f"({added} run(s) added, {gone} removed, {len(now)} now). Use another --out "
+                "folder, or delete sweep.json to adopt the new plan (the runs already there "
+                "are kept and reused where their overrides match)."
+            )
     write_text(plan_path, json.dumps(plan, indent=2) + "\n")
     folders = [out / "runs" / r.name for r in sweep.runs]
     for folder in folders:
@@ -289,6 +299,14 @@ def run_sweep(
     else:
         raise ConfigError(f"The 'backend' option must be 'local' or 'ray'. Got {backend!r}.")
     return folders
+
+
+def _plan_names(plan: Any, path: Path) -> list[str]:
+    """The run names of a sweep.json plan, or a RunFolderError naming the file."""
+    try:
+        return [str(entry["name"]) for entry in plan["runs"]]
+    except (KeyError, TypeError) as error:
+        raise RunFolderError(f"{path}: not a sweep plan ({error!r}).") from None
 
 
 def _run_local(todo, workers: int, device: str, log) -> None:
