@@ -30,6 +30,7 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -332,8 +333,17 @@ def _run_local(todo, workers: int, device: str, log) -> None:
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:
                 run = pending.pop(future)
+                try:
+                    reason = future.result()
+                except BrokenProcessPool:
+                    raise RunFolderError(
+                        f"A worker process of the sweep ended abruptly (killed, or out of "
+                        f"memory) while running {run.name}. Finished runs and checkpoints "
+                        "are kept: run the same command again to resume, each run from its "
+                        "last checkpoint."
+                    ) from None
                 done_count += 1
-                log(f"[{done_count}/{len(todo)}] {run.name}: {future.result()}")
+                log(f"[{done_count}/{len(todo)}] {run.name}: {reason}")
 
 
 def _run_ray(todo, address: str | None, cpus: float, gpus: float, device: str, log) -> None:
@@ -354,7 +364,9 @@ def _run_ray(todo, address: str | None, cpus: float, gpus: float, device: str, l
                 "Check the address, or run with --backend local."
             ) from None
     try:
-        task = ray.remote(num_cpus=cpus, num_gpus=gpus)(_run_one)
+        # A task whose worker dies (killed, lost node) is retried, up to 3 times; the retry
+        # resumes the run from its last checkpoint.
+        task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=3)(_run_one)
         threads = max(1, int(cpus))
         pending = {
             task.remote(config_to_dict(run.config), str(folder.resolve()), threads, device): run
