@@ -746,3 +746,31 @@ def test_a_sweep_file_changed_under_its_name_is_refused(tmp_path):
     messages = []
     run_sweep(load_sweep(path), out, log=messages.append)
     assert "1 finished, 1 to run" in messages[0]
+
+
+def test_a_sweep_variants_bad_value_names_the_variant(tmp_path, capsys):
+    path = tmp_path / "bv.toml"
+    path.write_text(
+        f'name = "bv"\nbase = "{CONFIGS / "smoke.toml"}"\n'
+        '[[variants]]\nname = "fast"\n"train.steps" = "abc"\n'
+    )
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "variant 'fast'" in err[0] and "'train.steps'" in err[0]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [MemoryError(), OSError(12, "Cannot allocate memory"), RuntimeError("CUDA out of memory.")],
+    ids=["MemoryError", "ENOMEM", "device"],
+)
+def test_an_allocation_failure_is_one_line_not_an_internal_error(monkeypatch, capsys, error):
+    import imprint.imp
+
+    def refuse(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(imprint.imp, "run_experiment", refuse)
+    assert main(["run", str(CONFIGS / "smoke.toml"), "--out", "unused"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "out of memory" in err[0] and "internal error" not in err[0]

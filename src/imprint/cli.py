@@ -509,6 +509,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _expected(error):
             print(f"imprint: error: {error}", file=sys.stderr)
             return 2
+        if _out_of_memory(error) and not os.environ.get("IMPRINT_DEBUG"):
+            print(
+                f"imprint: error: out of memory ({type(error).__name__}: {error}). Completed "
+                "rounds and checkpoints are kept; use narrower layers, a smaller "
+                "train.batch_size or train.eval_batch_size, fewer seeds at once, or a "
+                "machine with more memory, then run the same command again.",
+                file=sys.stderr,
+            )
+            return 2
         if isinstance(error, OSError) and error.filename and not os.environ.get("IMPRINT_DEBUG"):
             # The system's own refusal (a name too long, a file where a folder is needed,
             # no permission): its reason and the path are the message.
@@ -537,6 +546,19 @@ INTERRUPTED = {
     "report": "interrupted; no report written. Run the same command again.",
     "compare": "interrupted; no comparison written. Run the same command again.",
 }
+
+
+def _out_of_memory(error: Exception) -> bool:
+    """An allocation the system or the device refused: not a bug, a size."""
+    import errno
+
+    if isinstance(error, MemoryError):
+        return True
+    if isinstance(error, OSError) and error.errno == errno.ENOMEM:
+        return True
+    return "out of memory" in str(error).lower() and type(error).__name__.endswith(
+        ("OutOfMemoryError", "RuntimeError")
+    )
 
 
 def _expected(error: Exception) -> bool:

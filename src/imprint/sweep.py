@@ -206,7 +206,7 @@ def load_sweep(path: str | Path) -> Sweep:
                 elif seed is not None:
                     shown["seed"] = seed
                     applied.update({"seeds.init": seed, "seeds.data": seed, "seeds.prune": seed})
-                where = f"{source} run {_slug(shown)}"
+                where = f"{source} {f'variant {label!r}, ' if label else ''}run {_slug(shown)}"
                 config = parse_config(set_values(base, {**common, **applied}), source=where)
                 name = f"{label + ',' if label else ''}{_slug(shown)}-{_config_hash(config)}"
                 if name in names:
