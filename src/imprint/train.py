@@ -235,7 +235,7 @@ def sample_batch(
     x = data.x_train.index_select(0, flat)
     if data.shift:  # each replica's shifts from its own stream, after its indices
         shifts = torch.cat([random_shifts(g, batch_size, data.shift, device) for g in gens])
-        x = shift_images(x, shifts, data.shape)
+        x = shift_images(x, shifts, data.shape, data.shift)
     return x.view(len(gens), batch_size, -1), data.y_train.index_select(0, flat).view(idx.shape)
 
 
