@@ -68,6 +68,14 @@ class ReadingInputs:
     shape: tuple[int, int, int]
     weights: torch.Tensor | None = None
     activity: Callable[[], torch.Tensor] | None = None
+    # Intermediates several readings of one round share (:meth:`shared`).
+    memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def shared(self, key: str, make: Callable[[], Any]) -> Any:
+        """``make()`` once per round and key: what two readings rest on is computed once."""
+        if key not in self.memo:
+            self.memo[key] = make()
+        return self.memo[key]
 
 
 Stage = Literal["round", "analysis"]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +37,7 @@ from imprint.analysis.locality import (
     neighbour_pairs,
 )
 from imprint.analysis.uncertainty import N_BOOT, Reading, bootstrap_counts
-from imprint.readings.base import TABLES, ReadingSpec
+from imprint.readings.base import TABLES, ReadingInputs, ReadingSpec
 
 __all__ = [
     "LOCALITY_INDEX_PIX",
@@ -95,9 +96,7 @@ def pixel_usage_locality(
     """lambda_pix = (f - f_pix) / (1 - f_pix) of ``mask`` (units, C*H*W) in image space,
     bootstrapped over units (degrees redrawn with them); "too few pairs" as the
     locality index."""
-    return _over_pixel_usage(
-        mask, shape, radius, lambda f, f_pix: (f - f_pix) / (1 - f_pix), 0.0, n_boot, seed
-    )
+    return _LAMBDA.reading(_statistics(mask, shape, radius, n_boot, seed))
 
 
 def pixel_usage_enrichment(
@@ -110,49 +109,76 @@ def pixel_usage_enrichment(
 ) -> Reading:
     """f / f_pix: how many times more often a same-channel pair is a neighbour pair than
     under the configuration model (1: no more than pixel usage explains)."""
-    return _over_pixel_usage(mask, shape, radius, lambda f, f_pix: f / f_pix, 1.0, n_boot, seed)
+    return _ENRICHMENT.reading(_statistics(mask, shape, radius, n_boot, seed))
 
 
-def _over_pixel_usage(
-    mask: torch.Tensor,
-    shape: tuple[int, int, int],
-    radius: float,
-    transform: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    null: float,
-    n_boot: int,
-    seed: int,
-) -> Reading:
-    """transform(f, f_pix) of ``mask`` with its bootstrap over units."""
+@dataclass(frozen=True)
+class _Statistics:
+    """What both readings rest on: f and f_pix, and their bootstrap samples (B,)."""
+
+    units: int
+    reason: str = ""
+    f: torch.Tensor | None = None
+    f_pix: torch.Tensor | None = None
+    f_b: torch.Tensor | None = None
+    f_pix_b: torch.Tensor | None = None
+
+
+def _statistics(
+    mask: torch.Tensor, shape: tuple[int, int, int], radius: float, n_boot: int, seed: int
+) -> _Statistics:
     m = (mask != 0).to(torch.float64).cpu()
     near, pairs = neighbour_pairs(mask, shape, radius)
     units, total = int((pairs > 0).sum()), pairs.sum().item()
     if units < MIN_UNITS or total < MIN_PAIRS:
-        return Reading(
-            math.nan,
-            null=null,
-            n=units,
-            reason=f"too few pairs ({total:g} over {units} units; needs {MIN_PAIRS:g} "
-            f"over {MIN_UNITS})",
-        )
+        reason = f"too few pairs ({total:g} over {units} units; needs {MIN_PAIRS:g} "
+        return _Statistics(units, reason + f"over {MIN_UNITS})")
     f_pix = pixel_usage_null(m.sum(dim=0), shape, radius)
     if not f_pix.item() < 1:
-        return Reading(math.nan, null=null, n=units, reason="every used pair is a neighbour pair")
-    value = transform(near.sum() / total, f_pix).item()
+        return _Statistics(units, "every used pair is a neighbour pair")
     weights = bootstrap_counts(m.shape[0], n_boot, seed)  # (B, units): all units use pixels
     f_b = (weights @ near) / (weights @ pairs)
     f_pix_b = pixel_usage_null(weights @ m, shape, radius)
-    finite = torch.isfinite(f_b) & torch.isfinite(f_pix_b) & (f_pix_b < 1) & (f_pix_b > 0)
-    samples = transform(f_b, f_pix_b)[finite]
-    if samples.numel() < 2:
-        return Reading(value, null=null, n=units)
-    low, high = torch.quantile(samples, torch.tensor([0.025, 0.975], dtype=samples.dtype))
-    return Reading(value, samples.std().item(), low.item(), high.item(), null, units)
+    return _Statistics(units, "", near.sum() / total, f_pix, f_b, f_pix_b)
+
+
+@dataclass(frozen=True)
+class _OverPixelUsage:
+    """A reading of (f, f_pix): its transform and its null."""
+
+    transform: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    null: float
+
+    def reading(self, stats: _Statistics) -> Reading:
+        if stats.reason:
+            return Reading(math.nan, null=self.null, n=stats.units, reason=stats.reason)
+        assert stats.f is not None and stats.f_pix is not None
+        assert stats.f_b is not None and stats.f_pix_b is not None
+        value = self.transform(stats.f, stats.f_pix).item()
+        f_b, f_pix_b = stats.f_b, stats.f_pix_b
+        finite = torch.isfinite(f_b) & torch.isfinite(f_pix_b) & (f_pix_b < 1) & (f_pix_b > 0)
+        samples = self.transform(f_b, f_pix_b)[finite]
+        if samples.numel() < 2:
+            return Reading(value, null=self.null, n=stats.units)
+        low, high = torch.quantile(samples, torch.tensor([0.025, 0.975], dtype=samples.dtype))
+        return Reading(value, samples.std().item(), low.item(), high.item(), self.null, stats.units)
+
+
+_LAMBDA = _OverPixelUsage(lambda f, f_pix: (f - f_pix) / (1 - f_pix), 0.0)
+_ENRICHMENT = _OverPixelUsage(lambda f, f_pix: f / f_pix, 1.0)
+
+
+def _shared(r: ReadingInputs) -> _Statistics:
+    """The statistics of a round's mask, computed once for both readings."""
+    return r.shared(
+        "pixel_usage", lambda: _statistics(r.mask, r.shape, NEIGHBOUR_RADIUS, N_BOOT, 0)
+    )
 
 
 LOCALITY_INDEX_PIX = ReadingSpec(
     name="locality_index_pix",
     label="pixel-usage locality",
-    compute=lambda r: pixel_usage_locality(r.mask, r.shape),
+    compute=lambda r: _LAMBDA.reading(_shared(r)),
     null="masks keeping each unit's C_in and each pixel's connections: 0",
     missing="too few pairs",
 )
@@ -160,7 +186,7 @@ LOCALITY_INDEX_PIX = ReadingSpec(
 ENRICHMENT_PIX = ReadingSpec(
     name="neighbour_enrichment_pix",
     label="enrichment over pixel usage",
-    compute=lambda r: pixel_usage_enrichment(r.mask, r.shape),
+    compute=lambda r: _ENRICHMENT.reading(_shared(r)),
     null="masks keeping each unit's C_in and each pixel's connections: 1",
     missing="too few pairs",
     show=TABLES - {"console"},
