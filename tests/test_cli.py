@@ -79,7 +79,7 @@ def test_help_of_every_command():
         (["--set", "train.steps=true"], "--set train.steps=true: 'train.steps' must be a number"),
         (
             ["--set", 'data.name="mnist"'],
-            "data.name = 'mnist' has no key(s) class_xi, height, n_train, width: they are "
+            "data.name = 'mnist' has no key(s) class_xi, height, n_test, n_train, width: they are "
             "options of another dataset",
         ),
         (["--seeds", "1,x"], "--seeds 1,x: list seeds as 0,1,2 or 0-4"),

@@ -130,23 +130,25 @@ def test_a_registered_reader_loads_through_load_dataset(toy):
     module, root, train, val = toy
     assert registry.datasets()[-1] is module.DATASET
     assert registry.dataset_for("toy_big") is module.DATASET
-    data = load_dataset(module.ToyData(root=str(root), n_val=4))
+    data = load_dataset(module.ToyData(root=str(root), n_val=4, val_source="official"))
     # the shared options of every on-disk dataset apply (files.finish)
     assert data.shape == (1, 2, 2) and data.num_classes == 3
     assert data.x_train.dtype == torch.uint8
     assert data.x_train.tolist() == [list(r[1:]) for r in train]
     assert data.y_train.tolist() == [r[0] for r in train]
     assert data.x_val.tolist() == [list(r[1:]) for r in val[:4]]
-    subset = load_dataset(module.ToyData(root=str(root), classes=[2, 0], permute_pixels=True))
+    subset = load_dataset(
+        module.ToyData(root=str(root), classes=[2, 0], permute_pixels=True, val_source="official")
+    )
     assert subset.num_classes == 2 and subset.permutation is not None
     assert sorted(subset.y_train.tolist()) == [0] * 4 + [1] * 4
-    report = check_data(module.ToyData(root=str(root)))
+    report = check_data(module.ToyData(root=str(root), val_source="official"))
     assert report.n_train == 12 and report.source == str(root)
     listing = format_datasets()
     assert "toy, toy_big\n  input shape: (1, 2, 2)" in listing
     with pytest.raises(DataError, match="val.csv does not exist"):
         (root / "val.csv").unlink()
-        load_dataset(module.ToyData(root=str(root)))
+        load_dataset(module.ToyData(root=str(root), val_source="official"))
 
 
 def test_registering_is_one_entry_for_config_cli_and_loading(tmp_path):
@@ -156,6 +158,7 @@ def test_registering_is_one_entry_for_config_cli_and_loading(tmp_path):
     _write_toy_files(tmp_path / "toy")
     (tmp_path / "toy.toml").write_text(
         f'[data]\nname = "toy_big"\nroot = "{tmp_path / "toy"}"\nn_val = 5\n'
+        'val_source = "official"\n'
     )
     script = textwrap.dedent(
         f"""

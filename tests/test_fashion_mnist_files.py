@@ -21,9 +21,25 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def data():
-    config = parse_config({"data": {"name": "fashion_mnist"}})  # no data.root: the default
+    config = parse_config(  # no data.root: the default
+        {"data": {"name": "fashion_mnist", "val_source": "official"}}
+    )
     assert config.data.root == str(ROOT)
     return load_dataset(config.data)
+
+
+def test_three_splits_of_the_real_files():
+    """The default: 10,000 training images held out for validation, the official
+    10,000 the test set."""
+    data = load_dataset(parse_config({"data": {"name": "fashion_mnist"}}).data)
+    assert data.x_test is not None and data.y_test is not None
+    assert (data.x_train.shape[0], data.x_val.shape[0], data.x_test.shape[0]) == (
+        50_000,
+        10_000,
+        10_000,
+    )
+    assert torch.bincount(data.y_test.long()).tolist() == [1000] * 10
+    assert data.splits["seed"] == 0 and len(data.splits["held_out_sha256"]) == 64
 
 
 def test_counts_and_class_balance(data):
@@ -48,7 +64,9 @@ def test_known_pixel_statistics(data):
 def test_balanced_superclasses_of_the_real_files(task):
     """Tops, bottoms, footwear, bags (and their modulo control): 6,000 training and
     1,000 validation images each (999 where 1,000 does not split over 3 labels)."""
-    config = parse_config({"data": {"name": "fashion_mnist", "task": task, "balance": True}})
+    config = parse_config(
+        {"data": {"name": "fashion_mnist", "task": task, "balance": True, "val_source": "official"}}
+    )
     data = load_dataset(config.data)
     assert data.num_classes == 4
     assert torch.bincount(data.y_train.long()).tolist() == [6000] * 4

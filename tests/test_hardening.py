@@ -361,7 +361,7 @@ def test_a_small_gzip_that_expands_past_its_header_is_refused(tmp_path):
     assert len(packed) < 64 << 10  # a small file
     (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(packed)
     with pytest.raises(DataError, match=r"header says \[2, 28, 28\] .* holds more than 1568"):
-        load_dataset(MNISTData(root=str(tmp_path)))
+        load_dataset(MNISTData(root=str(tmp_path), val_source="official"))
 
 
 def test_pickles_cannot_allocate_arrays_larger_than_themselves(tmp_path):
@@ -407,7 +407,9 @@ def test_mapping_targets_are_bounded_by_the_labels(tmp_path):
     write_mnist(tmp_path, n_train=20, n_test=10)
     mapping = tmp_path / "map.csv"
     mapping.write_text("label,target\n0,0\n1,999999999\n")
-    config = MNISTData(root=str(tmp_path), task="mapping", mapping_file=str(mapping))
+    config = MNISTData(
+        root=str(tmp_path), task="mapping", mapping_file=str(mapping), val_source="official"
+    )
     with pytest.raises(DataError, match=r"map.csv line 3: label and target must be in 0..9"):
         load_dataset(config)
 

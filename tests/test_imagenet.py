@@ -52,7 +52,7 @@ def _write(path, batch, fmt):
 @pytest.mark.parametrize("fmt", ["pickle", "npz"])
 def test_layout_labels_and_mean(tmp_path, fmt):
     x, y, mean, val = write_imagenet32(tmp_path, fmt)
-    data = load_dataset(ImageNetData(root=str(tmp_path), n_val=5))
+    data = load_dataset(ImageNetData(root=str(tmp_path), n_val=5, val_source="official"))
     assert data.shape == (3, 32, 32) and data.num_classes == 1000
     assert data.x_train.dtype == torch.uint8 and data.x_train.shape == (60, 3072)
     assert torch.equal(data.x_train, torch.from_numpy(x))
@@ -73,11 +73,11 @@ def test_tasks_and_fraction(tmp_path):
     table = superclass_table()
     assert np.bincount(table).tolist() == [118, 100, 95, 85, 104, 111, 99, 95, 96, 97]
     assert table[0] == 1 and table[1] == 0  # kit_fox: mammals; English_setter: dogs
-    sup = load_dataset(ImageNetData(root=str(tmp_path), task="superclasses"))
+    sup = load_dataset(ImageNetData(root=str(tmp_path), task="superclasses", val_source="official"))
     assert sup.num_classes == 10 and sup.y_train.tolist() == table[y - 1].tolist()
-    mod = load_dataset(ImageNetData(root=str(tmp_path), task="modulo"))
+    mod = load_dataset(ImageNetData(root=str(tmp_path), task="modulo", val_source="official"))
     assert mod.num_classes == 10 and mod.y_train.tolist() == ((y - 1) % 10).tolist()
-    part = load_dataset(ImageNetData(root=str(tmp_path), train_fraction=0.3))
+    part = load_dataset(ImageNetData(root=str(tmp_path), train_fraction=0.3, val_source="official"))
     assert part.x_train.shape[0] == 18 and part.y_train.tolist() == (y[:18] - 1).tolist()
 
 
@@ -122,7 +122,7 @@ def test_damaged_files_give_clear_errors(tmp_path, damage, message):
     elif damage == "labels":
         _write(path, {"data": np.zeros((2, 3072), np.uint8), "labels": [0, 1000]}, "pickle")
     with pytest.raises(DataError) as info:
-        load_dataset(ImageNetData(root=str(tmp_path)))
+        load_dataset(ImageNetData(root=str(tmp_path), val_source="official"))
     assert message in str(info.value)
     assert "train_data_batch_3" in str(info.value)
 
@@ -134,6 +134,7 @@ def test_paper_configs_run_end_to_end_on_fixture_files(tmp_path, name):
         CONFIGS / "paper" / f"imagenet32_{name}.toml",
         [
             f'data.root="{tmp_path / "data"}"',
+            "data.n_val=10",
             "model.hidden=[16, 16, 16]",
             "train.steps=6",
             "train.batch_size=8",

@@ -23,16 +23,28 @@ def _quiet(_):
 
 def test_the_official_set_becomes_the_test_set_when_validation_is_held_out(tmp_path):
     written = write_mnist(tmp_path)
-    paper = load_dataset(MNISTData(name="fashion_mnist", root=str(tmp_path), n_val=7))
-    assert paper.x_test is None  # validation on the official set: nothing held out
-    held = load_dataset(
-        MNISTData(name="fashion_mnist", root=str(tmp_path), n_val=7, val_source="train")
+    paper = load_dataset(
+        MNISTData(name="fashion_mnist", root=str(tmp_path), n_val=7, val_source="official")
     )
+    assert paper.x_test is None  # the paper's two splits: nothing held out
+    held = load_dataset(MNISTData(name="fashion_mnist", root=str(tmp_path), n_val=7))
     images, labels = written["t10k"]
     assert held.x_test is not None and held.y_test is not None
     assert torch.equal(held.x_test, torch.from_numpy(images.reshape(12, 784)))
     assert held.y_test.tolist() == labels.tolist()
     assert held.x_train.shape[0] == 23 and held.x_val.shape[0] == 7  # 30 - 7 held out
+    # the held-out images are a seeded draw: together with the rest, exactly the
+    # training files, each once; another data.seed holds out others
+    train_images = torch.from_numpy(written["train"][0].reshape(30, 784))
+    rows = {tuple(r.tolist()): i for i, r in enumerate(train_images)}
+    val_rows = sorted(rows[tuple(r.tolist())] for r in held.x_val)
+    kept = sorted(rows[tuple(r.tolist())] for r in held.x_train)
+    assert sorted(val_rows + kept) == list(range(30))
+    assert val_rows != list(range(23, 30))  # not simply the last images
+    other = load_dataset(MNISTData(name="fashion_mnist", root=str(tmp_path), n_val=7, seed=1))
+    assert sorted(rows[tuple(r.tolist())] for r in other.x_val) != val_rows
+    assert held.splits["seed"] == 0 and other.splits["seed"] == 1
+    assert held.splits["held_out_sha256"] != other.splits["held_out_sha256"]
     modulo = load_dataset(  # the test set is relabelled as the others: label mod 2
         MNISTData(
             name="fashion_mnist",
@@ -47,7 +59,7 @@ def test_the_official_set_becomes_the_test_set_when_validation_is_held_out(tmp_p
 
 
 def test_the_synthetic_task_draws_its_own_test_set_after_the_others():
-    plain = load_dataset(smoke_config().data)
+    plain = load_dataset(smoke_config("data.n_test=0").data)
     tested = load_dataset(smoke_config("data.n_test=100").data)
     assert plain.x_test is None and tested.x_test is not None and tested.x_test.shape[0] == 100
     assert torch.equal(plain.x_train, tested.x_train) and torch.equal(plain.x_val, tested.x_val)
@@ -74,7 +86,7 @@ def test_selection_on_validation_the_test_set_reported(tmp_path):
     header = folder.summary_path.read_text().splitlines()[0].split(",")
     assert "test_top1_at_best" in header
     plain = run_imp(
-        smoke_config("prune.max_rounds=1"),
+        smoke_config("prune.max_rounds=1", "data.n_test=0"),
         tmp_path / "plain",
         device="cpu",
         progress=False,

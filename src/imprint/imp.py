@@ -324,6 +324,7 @@ class _Member:
                     "n_val": data.x_val.shape[0],
                     "n_test": 0 if data.x_test is None else data.x_test.shape[0],
                     "permuted": data.permutation is not None,
+                    "splits": data.splits,
                 }
             )
         if data.permutation is not None and not folder.permutation_path.exists():

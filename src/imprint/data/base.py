@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -60,6 +60,9 @@ class ImageData:
     # the data has none (the paper's splits: validation on the official set).
     x_test: torch.Tensor | None = None  # (N_test, D)
     y_test: torch.Tensor | None = None  # (N_test,)
+    # How the splits were made, for data.json: where validation comes from and, when
+    # it is held out of training, the seed and a digest of the held-out indices.
+    splits: dict[str, Any] = field(default_factory=dict)
 
     @property
     def input_dim(self) -> int:
@@ -227,11 +230,12 @@ class FileOptions(DataSection):
     train_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
     # "first": the first fraction of the training files, as the paper; "random": seeded.
     fraction_mode: Literal["first", "random"] = "first"
-    # "official": the first n_val images of the official validation/test set (the paper:
-    # selection and the reported accuracy on one split); "train": the last n_val
-    # training images, held out before taking the fraction, and the official set, where
-    # the format has one, becomes the test set: only reported, never used to choose.
-    val_source: Literal["official", "train"] = "official"
+    # "train" (three splits): n_val training images drawn at random (data.seed), held
+    # out before taking the fraction, for selection; the official set, where the format
+    # has one, becomes the test set, only reported, never used to choose. "official":
+    # the paper's two splits, the first n_val images of the official set used both to
+    # choose and to report (no test set).
+    val_source: Literal["official", "train"] = "train"
     n_val: PositiveInt = 10_000
     # "paper": (x - mean image) / 255; "channel": per-channel standardisation.
     normalization: Literal["paper", "channel"] = "paper"

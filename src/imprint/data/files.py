@@ -4,6 +4,7 @@ class subset, the training fraction, the validation set and the normalisation.""
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import numbers
 import stat
@@ -191,13 +192,22 @@ def finish(raw: RawData, config: FileOptions) -> ImageData:
                 f"data.n_val ({config.n_val}) must be smaller than the {x_train.shape[0]} "
                 "training images when data.val_source = 'train'."
             )
-        x_val, y_val = x_train[-config.n_val :], y_train[-config.n_val :]
-        x_train, y_train = x_train[: -config.n_val], y_train[: -config.n_val]
+        held = held_out(x_train.shape[0], config.n_val, config.seed)
+        rest = np.setdiff1d(np.arange(x_train.shape[0]), held)  # in file order
+        x_val, y_val = x_train[held], y_train[held]
+        x_train, y_train = x_train[rest], y_train[rest]
         x_test, y_test = raw.x_val, raw.y_val  # the official set: the test set, if any
+        splits = {
+            "validation": "held out of the training files",
+            "seed": config.seed,
+            "held_out_sha256": hashlib.sha256(held.astype("<i8").tobytes()).hexdigest(),
+            "test": "the official held-out set" if x_test is not None else "none",
+        }
     else:
         x_test = y_test = None
         assert raw.x_val is not None and raw.y_val is not None  # the format's official split
         x_val, y_val = raw.x_val[: config.n_val], raw.y_val[: config.n_val]
+        splits = {"validation": "the official held-out set (chosen and reported on)"}
 
     def relabel(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
         if config.classes is not None:
@@ -239,7 +249,15 @@ def finish(raw: RawData, config: FileOptions) -> ImageData:
         scale=scale,
         x_test=None if x_test is None else torch.from_numpy(np.ascontiguousarray(x_test)),
         y_test=None if y_test is None else torch.from_numpy(np.ascontiguousarray(y_test)),
+        splits=splits,
     )
+
+
+def held_out(n: int, n_val: int, seed: int) -> np.ndarray:
+    """The training-file indices held out for validation: ``n_val`` of ``n`` drawn
+    without replacement by ``seed`` (its own stream), sorted."""
+    rng = np.random.default_rng([seed, 0x5EED])
+    return np.sort(rng.choice(n, size=n_val, replace=False))
 
 
 def _crop(raw: RawData, crop: int, name: str) -> RawData:
