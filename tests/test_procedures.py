@@ -16,7 +16,13 @@ from imprint.procedures import PROCEDURES, RoundInputs, get_procedure
 from imprint.procedures.grasp import hessian_gradient
 from imprint.procedures.snip import snip_scores
 from imprint.procedures.synflow import synflow_scores
-from imprint.prune import full_masks, layer_counts, prune_by_scores, schedule_counts
+from imprint.prune import (
+    full_masks,
+    layer_counts,
+    prune_by_scores,
+    schedule_counts,
+    weight_counts,
+)
 from imprint.runs import RunFolder
 from tests.conftest import smoke_config
 
@@ -63,13 +69,20 @@ def imp_run(tmp_path_factory):
 
 @pytest.mark.parametrize("name", NEW)
 def test_new_procedures_sit_on_imps_density_axis(name, imp_run, tmp_path):
-    """Each round keeps exactly IMP's per-layer counts; the masks of scores that do not
-    change across rounds (SNIP, GraSP) are nested; a rerun gives the same masks."""
+    """Each round keeps IMP's schedule of every layer's weights and all its biases (the
+    criteria prune weights alone); following an IMP run, exactly its weight counts. The
+    masks of scores that do not change across rounds (SNIP, GraSP) are nested; a rerun
+    gives the same masks."""
     config = smoke_config(f"prune.procedure={name}")
     result = run_imp(config, tmp_path / "a", device="cpu", progress=False, log=_quiet)
-    assert [m["layer_alive"] for m in result.rounds] == [m["layer_alive"] for m in imp_run.rounds]
     folder = RunFolder(tmp_path / "a")
     masks = [folder.round_masks(r) for r in folder.completed_rounds()]
+    rates = _layer_rates(config)
+    totals = {layer: masks[0][f"layers.{layer}.weight"].numel() for layer in rates}
+    for r, mask in enumerate(masks):
+        assert weight_counts(mask, list(rates)) == schedule_counts(totals, rates, r)
+        assert all(bool(mask[f"layers.{layer}.bias"].all()) for layer in rates)
+    assert len(result.rounds) == len(imp_run.rounds)
     if name != "synflow":
         for before, after in zip(masks, masks[1:]):
             assert all(bool((after[k] <= before[k]).all()) for k in after)
@@ -80,6 +93,18 @@ def test_new_procedures_sit_on_imps_density_axis(name, imp_run, tmp_path):
     again = run_imp(config, tmp_path / "b", device="cpu", progress=False, log=_quiet)
     other = RunFolder(again.folder)
     assert all(torch.equal(masks[-1][k], other.round_masks(3)[k]) for k in masks[-1])
+    following = run_imp(
+        smoke_config(f"prune.procedure={name}", f'prune.reference_run="{imp_run.folder}"'),
+        tmp_path / "c",
+        device="cpu",
+        progress=False,
+        log=_quiet,
+    )
+    imp_folder, ours = RunFolder(imp_run.folder), RunFolder(following.folder)
+    for r in ours.completed_rounds():
+        assert weight_counts(ours.round_masks(r), list(rates)) == weight_counts(
+            imp_folder.round_masks(r), list(rates)
+        )
 
 
 def _functional_loss(state, masks, x, y, eps, temperature=1.0):
@@ -136,7 +161,8 @@ def test_grasp_hessian_gradient_matches_finite_differences(temperature):
     weights, hg = hessian_gradient(inputs)
     from imprint.procedures.gradients import score_batch
 
-    x, y = score_batch(inputs)
+    assert list(weights) == ["layers.0.weight", "layers.1.weight"]  # weights alone
+    x, y = score_batch(inputs, inputs.options.samples_per_class)
     masks = full_masks(inputs.init_state)
     names = list(weights)
 
@@ -171,7 +197,7 @@ def test_synflow_scores_in_closed_form():
     column = w2.sum(0)  # (hidden,)
     expected_w1 = c * c * column[:, None] * w1
     torch.testing.assert_close(scores["layers.0.weight"], expected_w1, rtol=1e-9, atol=1e-12)
-    assert torch.all(scores["layers.0.bias"] == 0)  # zero biases score zero
+    assert set(scores) == {"layers.0.weight"}  # weights alone (one pruned layer here)
 
 
 def test_prune_by_scores_layer_and_global():
@@ -223,8 +249,8 @@ def test_a_procedure_declares_its_own_options():
     from imprint.config import ConfigError
 
     grasp = get_procedure("grasp")
-    assert grasp.parse_options({}).temperature == 1.0
-    assert grasp.describe()["options"] == {"temperature": 1.0, "samples_per_class": None}
+    assert grasp.parse_options({}).temperature == 200.0  # the authors' code's T
+    assert grasp.describe()["options"] == {"temperature": 200.0, "samples_per_class": 25}
     assert get_procedure("imp").describe()["options"] == {}
     with pytest.raises(ConfigError, match=r"prune.options.temp: .*takes temperature"):
         smoke_config("prune.procedure=grasp", "prune.options.temp=2")
@@ -232,33 +258,38 @@ def test_a_procedure_declares_its_own_options():
         smoke_config("prune.options.temperature=2")
     with pytest.raises(ConfigError, match=r"prune.options.temperature: .*greater than 0"):
         smoke_config("prune.procedure=grasp", "prune.options.temperature=0")
-    # T = 1 spelled out is the default; another T ranks other weights
+    # T = 200 spelled out is the default; another T ranks other weights
     config = smoke_config("prune.procedure=grasp")
     plain = _inputs(config)
     default = hessian_gradient(plain)[1]
-    spelled = hessian_gradient(dataclasses.replace(plain, options=grasp.parse_options({})))[1]
-    hot = hessian_gradient(
+    spelled = hessian_gradient(
         dataclasses.replace(plain, options=grasp.parse_options({"temperature": 200}))
     )[1]
+    cold = hessian_gradient(
+        dataclasses.replace(plain, options=grasp.parse_options({"temperature": 1}))
+    )[1]
     assert all(torch.equal(default[k], spelled[k]) for k in default)
-    assert not all(torch.allclose(default[k] / 200**2, hot[k], rtol=0.1) for k in default)
+    assert not all(torch.allclose(cold[k] / 200**2, default[k], rtol=0.1) for k in default)
 
 
-def test_grasp_scores_on_a_class_balanced_batch_when_asked():
+def test_grasp_scores_on_a_class_balanced_batch():
     """samples_per_class draws that many images of every class (GraSP's reference
-    sampling), the same in every round; the default keeps the one random batch."""
+    sampling, 25 by default), the same in every round; None: one random batch."""
     from imprint.procedures.gradients import score_batch
 
     config = smoke_config("prune.procedure=grasp", "prune.options.samples_per_class=7")
     grasp = get_procedure("grasp")
     options = grasp.parse_options(config.prune.options)
-    assert grasp.describe()["options"] == {"temperature": 1.0, "samples_per_class": None}
     inputs = dataclasses.replace(_inputs(config), options=options)
     x, y = score_batch(inputs, options.samples_per_class)
     assert torch.bincount(y).tolist() == [7] * inputs.data.num_classes
     again = score_batch(dataclasses.replace(inputs, index=3), 7)
     assert torch.equal(x, again[0]) and torch.equal(y, again[1])
     assert len(score_batch(inputs)[1]) == config.train.batch_size
-    balanced = hessian_gradient(inputs)[1]
-    plain = hessian_gradient(_inputs(config))[1]
-    assert not all(torch.allclose(balanced[k], plain[k]) for k in plain)
+    seven = hessian_gradient(inputs)[1]
+    default = hessian_gradient(_inputs(config))[1]  # 25 per class
+    assert not all(torch.allclose(seven[k], default[k]) for k in default)
+    unbalanced = dataclasses.replace(
+        inputs, options=grasp.parse_options({"samples_per_class": None})
+    )
+    assert not all(torch.allclose(hessian_gradient(unbalanced)[1][k], default[k]) for k in default)

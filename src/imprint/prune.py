@@ -28,6 +28,8 @@ __all__ = [
     "magnitude_prune",
     "magnitudes",
     "prune_by_scores",
+    "prune_weights_by_scores",
+    "weight_counts",
     "random_scores",
     "prune_to_counts",
     "random_prune",
@@ -97,6 +99,11 @@ def layer_counts(masks: Tensors) -> list[tuple[int, int]]:
             total += masks[name].numel()
         counts.append((alive, total))
     return counts
+
+
+def weight_counts(masks: Tensors, layers: Sequence[int]) -> dict[int, int]:
+    """Alive weights (biases not counted) of each named layer."""
+    return {layer: int(masks[layer_names(layer)[0]].sum()) for layer in layers}
 
 
 def layer_density(masks: Tensors) -> list[float]:
@@ -239,6 +246,29 @@ def prune_by_scores(
     return out
 
 
+def prune_weights_by_scores(
+    scores: Tensors, masks: Tensors, *, keep: int | Mapping[int, int], scope: str = "layer"
+) -> Masks:
+    """:func:`prune_by_scores` over weights alone, as the at-initialisation criteria's
+    papers prune: ``scores`` names each layer's weight (``layers.{l}.weight``), ``keep``
+    counts weights (per layer, or in all with ``scope="global"``), and every alive bias
+    of those layers stays."""
+    weights = [name for name in scores if name.endswith(".weight")]
+    layers = sorted(int(name.split(".")[1]) for name in weights)
+    top = torch.finfo(torch.float64).max  # above every weight's score: biases stay
+    full: dict[str, torch.Tensor] = {name: scores[name] for name in weights}
+    biases = {}
+    for layer in layers:
+        bias = layer_names(layer)[1]
+        full[bias] = torch.full(masks[bias].shape, top, dtype=torch.float64)
+        biases[layer] = int(masks[bias].sum())
+    if isinstance(keep, Mapping):
+        return prune_by_scores(
+            full, masks, keep={layer: keep[layer] + biases[layer] for layer in keep}, scope=scope
+        )
+    return prune_by_scores(full, masks, keep=keep + sum(biases.values()), scope=scope)
+
+
 def _scored_layers(scores: Tensors, n_layers: int) -> list[int]:
     return [layer for layer in range(n_layers) if layer_names(layer)[0] in scores]
 
@@ -291,7 +321,7 @@ def random_prune(
 
 
 def schedule_counts(
-    totals: Sequence[int], fractions: Mapping[int, float], rounds: int
+    totals: Sequence[int] | Mapping[int, int], fractions: Mapping[int, float], rounds: int
 ) -> dict[int, int]:
     """Entries IMP's layer-wise schedule keeps after ``rounds`` rounds, per pruned layer
     (the same rounding as :func:`magnitude_prune` applied round after round)."""

@@ -20,7 +20,7 @@ import torch
 
 from imprint.analysis.locality import to_image_space
 from imprint.analysis.uncertainty import Reading
-from imprint.prune import layer_counts
+from imprint.prune import layer_counts, weight_counts
 from imprint.readings import (
     READINGS,
     ReadingInputs,
@@ -377,6 +377,9 @@ class ReferenceRun:
     def counts(self, index: int, layers: list[int]) -> dict[int, int]:
         masks = self.masks(index)
         return {layer: layer_counts(masks)[layer][0] for layer in layers}
+
+    def weight_counts(self, index: int, layers: list[int]) -> dict[int, int]:
+        return weight_counts(self.masks(index), layers)
 
 
 def _widths(shapes: Mapping[str, tuple[int, ...]]) -> str:

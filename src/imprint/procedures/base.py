@@ -19,6 +19,7 @@ from imprint.prune import (
     full_masks,
     layer_counts,
     prune_by_scores,
+    prune_weights_by_scores,
     schedule_counts,
 )
 
@@ -43,6 +44,8 @@ class Reference(Protocol):
     def masks(self, index: int) -> Masks: ...
 
     def counts(self, index: int, layers: list[int]) -> dict[int, int]: ...
+
+    def weight_counts(self, index: int, layers: list[int]) -> dict[int, int]: ...
 
 
 class RunConfig(Protocol):
@@ -96,6 +99,27 @@ class RoundInputs:
             return schedule_counts(totals, self.rates, self.index)
         total = sum(totals[layer] for layer in self.layers)
         return round(total * (1 - self.config.prune.fraction) ** self.index)
+
+    def weight_target(self) -> dict[int, int] | int:
+        """Round r's weights to keep, for the criteria that prune weights alone and keep
+        every bias (SNIP, GraSP, SynFlow, as their papers): per pruned layer, the
+        reference run's weight counts, else IMP's layer-wise schedule applied to the
+        layer's weights (the same density and rounding); with global scope and no
+        reference, round(W (1 - fraction)^r) of the W weights in all."""
+        if self.reference is not None:
+            return self.reference.weight_counts(self.index, self.layers)
+        totals = {layer: self.init_state[f"layers.{layer}.weight"].numel() for layer in self.layers}
+        if self.config.prune.scope == "layer":
+            return schedule_counts(totals, self.rates, self.index)
+        return round(sum(totals.values()) * (1 - self.config.prune.fraction) ** self.index)
+
+    def keep_highest_weights(self, scores: Tensors, masks: Masks | None = None) -> Masks:
+        """``masks`` (default: dense) pruned in one step to :meth:`weight_target`,
+        keeping the weights of highest ``scores`` (weights only) and every bias."""
+        target = self.weight_target()
+        scope = "global" if isinstance(target, int) else "layer"
+        base = self.dense_masks() if masks is None else masks
+        return prune_weights_by_scores(scores, base, keep=target, scope=scope)
 
     def dense_masks(self) -> Masks:
         return full_masks(self.init_state)

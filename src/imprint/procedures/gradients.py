@@ -1,5 +1,5 @@
 """The autograd path: gradients of arbitrary losses with respect to a masked FCN's
-weights and biases, for the criteria that score connections by them (SNIP, GraSP,
+weights, for the criteria that score connections by them (SNIP, GraSP,
 SynFlow). The training loop keeps its hand-written step (imprint.engine); these run
 a few forward and backward passes per round, where clarity matters more than speed.
 """
@@ -51,9 +51,10 @@ def score_batch(
 
 
 def parameters(model: FCN, layers: list[int]) -> dict[str, torch.nn.Parameter]:
-    """The weights and biases of ``layers``, by state-dict name."""
+    """The weights of ``layers`` (not their biases: the criteria score weights alone, as
+    their papers and reference code), by state-dict name."""
     named = dict(model.named_parameters())
-    return {name: named[name] for layer in layers for name in layer_names(layer)}
+    return {layer_names(layer)[0]: named[layer_names(layer)[0]] for layer in layers}
 
 
 def cross_entropy(

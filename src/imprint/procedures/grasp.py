@@ -1,18 +1,20 @@
 """GraSP (Wang et al., ICLR 2020): gradient signal preservation at initialisation.
 
-With g = dL/dw on one minibatch and H g the Hessian-gradient product (double
-backpropagation), the paper removes the connections of highest -w * (H g);
-equivalently, round r keeps the highest w * (H g) at round r's density, for the dense
-initial net, and trains from the initial weights. The scores do not change across
-rounds, so the masks are nested.
+With g = dL/dw on a class-balanced batch and H g the Hessian-gradient product (double
+backpropagation, over the weights), the paper removes the weights of highest
+-w * (H g); equivalently, round r keeps the weights of highest w * (H g) at round r's
+weight count (:meth:`RoundInputs.weight_target`), for the dense initial net, and trains
+from the initial weights. The scores do not change across rounds, so the masks are
+nested.
 
-Options ([prune.options]): ``temperature`` divides the logits before the loss whose
-Hessian-gradient product is taken, and ``samples_per_class`` draws a class-balanced
-scoring batch. The authors' code uses T = 200 and 25 samples per class
-(``temperature = 200``, ``samples_per_class = 25`` here); the defaults, T = 1 and one
-random batch of train.batch_size, keep the runs measured before these options existed.
-Beyond these, imprint differs from the reference code in that biases are scored and
-pruned with the weights (on IMP's density axis, which counts both).
+As the authors' code: weights alone are scored and pruned (biases all stay), the logits
+are divided by a temperature T = 200 before the loss (``temperature``), and the batch
+holds 25 training images of every class (``samples_per_class``); both are
+[prune.options]. Where imprint differs from the reference code: the count is kept per
+layer (IMP's layer-wise density axis; the reference ranks all layers together), the
+class-balanced batch goes through the net in one piece (the reference splits it in two
+halves, each with its own BN batch statistics, and sums their gradients), and the
+scores are not divided by their sum (a common factor that changes no rank).
 """
 
 from __future__ import annotations
@@ -37,16 +39,16 @@ from imprint.prune import Masks
 class GraspOptions(StrictSection):
     """GraSP's [prune.options]."""
 
-    temperature: Annotated[float, Field(gt=0.0)] = 1.0  # divides the logits
+    temperature: Annotated[float, Field(gt=0.0)] = 200.0  # divides the logits
     # a class-balanced scoring batch of this many images per class; None: one random
     # batch of train.batch_size
-    samples_per_class: Annotated[int, Field(gt=0)] | None = None
+    samples_per_class: Annotated[int, Field(gt=0)] | None = 25
 
 
 def hessian_gradient(
     inputs: RoundInputs,
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """(w, H g) of the pruned layers' weights and biases at initialisation."""
+    """(w, H g) of the pruned layers' weights at initialisation."""
     dense = inputs.dense_masks()
     model = masked_model(inputs, inputs.init_state, dense)
     params = parameters(model, inputs.layers)
@@ -69,7 +71,7 @@ def grasp_scores(inputs: RoundInputs) -> dict[str, torch.Tensor]:
 
 
 def _mask(inputs: RoundInputs) -> Masks:
-    return inputs.keep_highest(grasp_scores(inputs))
+    return inputs.keep_highest_weights(grasp_scores(inputs))
 
 
 GRASP = Procedure(

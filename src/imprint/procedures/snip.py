@@ -1,8 +1,16 @@
 """SNIP (Lee et al., ICLR 2019): connection sensitivity at initialisation.
 
-score = |dL/dw * w| on one minibatch, for the dense initial net; round r keeps the
-highest scores at round r's density (IMP's, or the reference run's) and trains from
-the initial weights. The scores do not change across rounds, so the masks are nested.
+score = |dL/dw * w| of every weight on one minibatch, for the dense initial net;
+round r keeps the weights of highest score at round r's weight count
+(:meth:`RoundInputs.weight_target`: IMP's schedule on the layer's weights, or the
+reference run's weight counts) and trains from the initial weights. The scores do not
+change across rounds, so the masks are nested.
+
+As the paper and its reference code, weights alone are scored and pruned; biases all
+stay. Where imprint differs from the reference code: the count is kept per layer (IMP's
+layer-wise density axis; the reference ranks all layers together), the minibatch is
+train.batch_size random training images (the reference: one batch of its loader), and
+|g * w| is not divided by its sum (a common factor that changes no rank).
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from imprint.prune import Masks
 
 
 def snip_scores(inputs: RoundInputs) -> dict[str, torch.Tensor]:
-    """|g * w| of the pruned layers' weights and biases, at initialisation."""
+    """|g * w| of the pruned layers' weights, at initialisation."""
     dense = inputs.dense_masks()
     model = masked_model(inputs, inputs.init_state, dense)
     params = parameters(model, inputs.layers)
@@ -31,7 +39,7 @@ def snip_scores(inputs: RoundInputs) -> dict[str, torch.Tensor]:
 
 
 def _mask(inputs: RoundInputs) -> Masks:
-    return inputs.keep_highest(snip_scores(inputs))
+    return inputs.keep_highest_weights(snip_scores(inputs))
 
 
 SNIP = Procedure(

@@ -2,10 +2,16 @@
 
 Every weight and bias is replaced by its absolute value, BN runs in evaluation mode
 (its running averages: the identity up to epsilon at initialisation), an all-ones
-input goes through, R = sum of the outputs, and score = dR/dw * w. Round r prunes the
-dense initial net to round r's density in ``ITERATIONS`` steps, the k-th to density
+input goes through, R = sum of the outputs, and score = dR/dw * w of every weight.
+Round r prunes the dense initial net to round r's weight count
+(:meth:`RoundInputs.weight_target`) in ``ITERATIONS`` steps, the k-th to density
 d^(k/n) of that target, recomputing the scores each time; training starts from the
 initial weights (signs restored).
+
+As the paper and its reference code (prune_bias off by default), weights alone are
+scored and pruned; biases all stay. Where imprint differs from the reference code: the
+count is kept per layer (IMP's layer-wise density axis; the reference ranks all layers
+together), and the forward pass is in float64.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import torch
 
 from imprint.procedures.base import Procedure, RoundInputs, start_from_init
 from imprint.procedures.gradients import as_scores, masked_model, parameters
-from imprint.prune import Masks, layer_counts, prune_by_scores
+from imprint.prune import Masks, prune_weights_by_scores, weight_counts
 
 ITERATIONS = 100  # as the SynFlow paper
 
@@ -53,18 +59,16 @@ def _steps(
 
 
 def _mask(inputs: RoundInputs) -> Masks:
-    target = inputs.target()
+    target = inputs.weight_target()
     scope = "global" if isinstance(target, int) else "layer"
     masks = inputs.dense_masks()
-    counts = layer_counts(masks)
-    totals: dict[int, int] | int = (
-        sum(counts[layer][1] for layer in inputs.layers)
-        if isinstance(target, int)
-        else {layer: counts[layer][1] for layer in inputs.layers}
-    )
+    counts = weight_counts(masks, inputs.layers)
+    totals: dict[int, int] | int = sum(counts.values()) if isinstance(target, int) else counts
     for k in range(1, ITERATIONS + 1):
         keep = target if k == ITERATIONS else _steps(target, totals, k)
-        masks = prune_by_scores(synflow_scores(inputs, masks), masks, keep=keep, scope=scope)
+        masks = prune_weights_by_scores(
+            synflow_scores(inputs, masks), masks, keep=keep, scope=scope
+        )
     return masks
 
 
