@@ -81,3 +81,31 @@ def test_hidden_activity_is_the_first_layer_preactivation(small_net):
     with torch.no_grad():
         expected = model.layers[0](model.norms[0](data.normalize(data.x_val[:50])))
     assert pre.shape == (50, 12) and torch.allclose(pre, expected)
+
+
+def test_the_kurtosis_null_keeps_each_units_inputs_and_weights():
+    """shuffle_within_units permutes a unit's nonzero weights among its own inputs: the
+    same support and the same values per unit, another assignment; the reading's null
+    is the kurtosis of those shuffled units (equal to the reading when a unit's weights
+    are all equal, so that shuffling changes nothing)."""
+    from imprint.analysis.activity import kurtosis_reading, shuffle_within_units
+
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(6, 10, generator=gen) * (torch.rand(6, 10, generator=gen) < 0.5)
+    w[5] = 0.0  # an unconnected unit stays unconnected
+    s = shuffle_within_units(w, seed=1)
+    assert torch.equal(s != 0, w != 0)
+    for unit in range(6):
+        assert torch.equal(s[unit].sort().values, w[unit].sort().values)
+    assert not torch.equal(s, w)
+    assert torch.equal(shuffle_within_units(w, seed=1), s)  # seeded
+    x = torch.randn(4000, 10, generator=gen) ** 3  # heavy-tailed inputs
+    connected = (w != 0).any(dim=1)
+    reading, _ = kurtosis_reading(x @ w.T, connected, x @ s.T)
+    null, _ = kurtosis_reading(x @ s.T, connected)
+    assert reading.null == pytest.approx(null.value) and reading.null != reading.value
+    equal = (w != 0).float()  # equal weights per unit: shuffling is the identity
+    same, _ = kurtosis_reading(x @ equal.T, connected, x @ shuffle_within_units(equal).T)
+    assert same.null == pytest.approx(same.value, rel=1e-6)
+    plain, _ = kurtosis_reading(x @ w.T, connected)
+    assert plain.null == 0.0  # without shuffled activity: the Gaussian null

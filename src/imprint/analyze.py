@@ -201,9 +201,11 @@ def _round_scalars(
     row.update(round_readings(folder, index))
     state = folder.round_state(index, "final")
 
-    def activity() -> torch.Tensor:
+    def activity(weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Layer 0's pre-activations, of the final weights or of ``weights``."""
         assert data is not None
-        return hidden_activity(_model(config, data, state, device), data, layer=0)
+        held = state if weights is None else {**state, "layers.0.weight": weights}
+        return hidden_activity(_model(config, data, held, device), data, layer=0)
 
     inputs = ReadingInputs(
         to_image_space(masks["layers.0.weight"], folder.permutation()),

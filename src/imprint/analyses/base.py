@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from imprint.analysis.activity import hidden_activity
+from imprint.analysis.activity import hidden_activity, shuffle_within_units
 from imprint.analysis.connectivity import (
     Connectivity,
     connectivity,
@@ -184,6 +184,18 @@ class Round:
         """First-layer pre-activations on the validation images, (n, units)."""
         assert self.data is not None
         return hidden_activity(self.model, self.data, layer=0)
+
+    @cached_property
+    def shuffled_activity(self) -> torch.Tensor:
+        """The same with each unit's first-layer weights shuffled within its inputs
+        (:func:`shuffle_within_units`): the null of the activity readings that keeps
+        the mask."""
+        assert self.data is not None
+        state = {**self.state}
+        state["layers.0.weight"] = shuffle_within_units(state["layers.0.weight"])
+        model = build_model(self.config.model, self.data.input_dim, self.data.num_classes, seed=0)
+        model.load_state_dict(state)
+        return hidden_activity(model.to(self.options.device).eval(), self.data, layer=0)
 
 
 @dataclass(frozen=True)

@@ -346,11 +346,13 @@ def _kurtosis(r: Round, layer: int) -> Result:
     if reason := no_data(r, "the pre-activation kurtosis"):
         return skip(reason)
     connected = r.c_in0 > 0
-    reading, kurt = kurtosis_reading(r.activity, connected)
+    reading, kurt = kurtosis_reading(r.activity, connected, r.shuffled_activity)
     if kurt is None:
         return Result({"kurtosis": None})
     columns = json_safe(reading.columns("mean"))
-    return Result({"kurtosis": {**columns, "median": finite_value(kurt.median), "null": 0.0}})
+    return Result(
+        {"kurtosis": {**columns, "median": finite_value(kurt.median), "null": reading.null}}
+    )
 
 
 def _class_response(r: Round, layer: int) -> Result:

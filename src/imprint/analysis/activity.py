@@ -9,7 +9,13 @@ import torch
 from imprint.data import ImageData
 from imprint.model import FCN
 
-__all__ = ["kurtosis_reading", "Kurtosis", "hidden_activity", "excess_kurtosis"]
+__all__ = [
+    "kurtosis_reading",
+    "Kurtosis",
+    "hidden_activity",
+    "excess_kurtosis",
+    "shuffle_within_units",
+]
 
 
 @torch.no_grad()
@@ -54,14 +60,39 @@ def excess_kurtosis(values: torch.Tensor) -> Kurtosis:
     return Kurtosis(kurt.tolist(), mean, median)
 
 
-def kurtosis_reading(pre_activations: torch.Tensor, connected: torch.Tensor):
+def shuffle_within_units(weights: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """``weights`` (units, inputs) with each unit's nonzero weights permuted among its
+    own nonzero inputs (seeded): every unit keeps its inputs (the mask) and its weight
+    values, and loses which weight sits on which input, the null of the readings of
+    activity that keep the mask."""
+    gen = torch.Generator().manual_seed(seed)
+    w = weights.detach().cpu()
+    out = torch.zeros_like(w)
+    for unit in range(w.shape[0]):
+        alive = torch.nonzero(w[unit]).flatten()
+        order = alive[torch.randperm(alive.numel(), generator=gen)]
+        out[unit, alive] = w[unit, order]
+    return out.to(weights.device)
+
+
+def kurtosis_reading(
+    pre_activations: torch.Tensor,
+    connected: torch.Tensor,
+    null_activations: torch.Tensor | None = None,
+):
     """The mean excess kurtosis of the connected units' pre-activations ((n, units),
-    ``connected`` a (units,) bool), bootstrapped over units, null 0 (Gaussian): the one
-    place this reading is computed. Also returns the :class:`Kurtosis` (None when no
-    unit is connected)."""
+    ``connected`` a (units,) bool), bootstrapped over units: the one place this reading
+    is computed. Its null is the same mean for ``null_activations`` (the pre-activations
+    of the same units with their weights shuffled within each unit's inputs,
+    :func:`shuffle_within_units`), or 0 (Gaussian pre-activations) without them. Also
+    returns the :class:`Kurtosis` (None when no unit is connected)."""
     from imprint.analysis.uncertainty import mean_reading
 
     if not bool(connected.any()):
         return mean_reading(torch.tensor([]), null=0.0), None
-    kurt = excess_kurtosis(pre_activations[:, connected.to(pre_activations.device)])
-    return mean_reading(torch.tensor(kurt.per_unit), null=0.0), kurt
+    keep = connected.to(pre_activations.device)
+    null = 0.0
+    if null_activations is not None:
+        null = excess_kurtosis(null_activations[:, keep.to(null_activations.device)]).mean
+    kurt = excess_kurtosis(pre_activations[:, keep])
+    return mean_reading(torch.tensor(kurt.per_unit), null=null), kurt

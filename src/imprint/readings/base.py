@@ -62,12 +62,13 @@ class ReadingInputs:
     ``shape`` the input shape (C, H, W). The analysis stage adds ``weights`` (the first
     layer's final weights, in the run's input order) and ``activity`` (a call that
     returns the first hidden layer's pre-activations on the validation data, (n,
-    units); None without data)."""
+    units), given optionally other first-layer weights than the final ones; None
+    without data)."""
 
     mask: torch.Tensor
     shape: tuple[int, int, int]
     weights: torch.Tensor | None = None
-    activity: Callable[[], torch.Tensor] | None = None
+    activity: Callable[..., torch.Tensor] | None = None
     # Intermediates several readings of one round share (:meth:`shared`).
     memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
