@@ -191,7 +191,9 @@ def test_collect_summary_cli(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| prune.procedure | round |" in printed
     assert "| imp | 1 | 70.0" in printed and "| oneshot | 1 | 70.0" in printed
-    assert (figures / "locality_ratio.png").is_file()
+    assert "| best validation top-1 | test top-1 |" in printed  # the smoke task has a test set
+    for name in ("locality_ratio", "locality_index_pix", "test_top1_at_best"):
+        assert (figures / f"{name}.png").is_file(), name
 
 
 def test_seeds_together_in_a_sweep(tmp_path):

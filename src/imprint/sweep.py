@@ -477,7 +477,8 @@ def collect(
     return rows
 
 
-SUMMARY_METRICS = ("density", "best_val_top1")  # then the readings shown in collect's table
+# then the readings shown in collect's table
+SUMMARY_METRICS = ("density", "best_val_top1", "test_top1_at_best")
 
 
 def summary_metrics() -> list[str]:
@@ -514,7 +515,10 @@ def format_summary(table: Sequence[dict[str, Any]], by: str) -> str:
     """A Markdown table of :func:`summarize`: mean +- sd over seeds per group and round,
     with a column for each registered reading shown in collect's table."""
     specs = [spec for spec in shown_in("collect", "round") if any(spec.name in r for r in table)]
-    header = [by, "round", "weights left", "seeds", "best top-1", *(s.label for s in specs)]
+    tested = any(_finite(row.get("test_top1_at_best")) for row in table)
+    header = [by, "round", "weights left", "seeds", "best validation top-1"]
+    header += ["test top-1"] if tested else []
+    header += [s.label for s in specs]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for row in sorted(table, key=lambda r: (r["round"], str(r[by]))):
         cells = [
@@ -523,6 +527,11 @@ def format_summary(table: Sequence[dict[str, Any]], by: str) -> str:
             f"{row['density']:.2%}",
             str(row["runs"]),
             format_spread(row["best_val_top1"], row["best_val_top1_sd"], 3),
+            *(
+                [format_spread(row["test_top1_at_best"], row["test_top1_at_best_sd"], 3)]
+                if tested
+                else []
+            ),
             *(spec.format_mean(row) for spec in specs),
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -530,19 +539,30 @@ def format_summary(table: Sequence[dict[str, Any]], by: str) -> str:
 
 
 def summary_figures(table: Sequence[dict[str, Any]], by: str, out: str | Path) -> list[Path]:
-    """Locality, accuracy and S_sc mass against weights left, one curve per group."""
+    """Locality (against random masks and over pixel usage), validation and test
+    accuracy and S_sc mass against weights left, one curve per group (a metric no row
+    has, such as test top-1 without a test set, is skipped)."""
     from imprint.plots import plot_groups_over_density, save_figure
 
     paths: list[Path] = []
     for metric, label, null, log_y in (
         ("locality_index", "neighbour locality index (random masks = 0)", 0.0, False),
+        ("locality_index_pix", "pixel-usage locality index (null = 0)", 0.0, False),
+        ("neighbour_enrichment_pix", "neighbour enrichment over pixel usage (null = 1)", 1.0, True),
         ("locality_ratio", "pair-distance locality ratio (null = 1)", 1.0, True),
         ("best_val_top1", "best validation top-1", None, False),
+        ("test_top1_at_best", "test top-1 at the best validation step", None, False),
         ("mass_within_r", "fraction of S_sc mass within 2 px", None, False),
     ):
+        if not any(_finite(row.get(metric)) for row in table):
+            continue
         fig = plot_groups_over_density(table, by, metric, label, null=null, log_y=log_y)
         paths += save_figure(fig, Path(out) / metric, ("png",))
     return paths
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _cell(value: Any) -> Any:
