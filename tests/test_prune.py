@@ -11,10 +11,13 @@ from imprint.prune import (
     layer_counts,
     layer_names,
     magnitude_prune,
+    prune_by_scores,
     prune_to_counts,
+    prune_weights_by_scores,
     random_prune,
     schedule_counts,
     validate_masks,
+    weight_counts,
 )
 
 
@@ -27,6 +30,12 @@ def _weights(seed: int, dims=(20, 12, 7, 3)) -> dict[str, torch.Tensor]:
         name = layer_names(layer)[1]
         state[name] = torch.randn(state[name].shape, generator=gen) * 0.3
     return state
+
+
+def magnitudes_of(weights, layers):
+    from imprint.prune import magnitudes
+
+    return magnitudes(weights, layers)
 
 
 def _scores(weights, masks, layer):
@@ -135,6 +144,42 @@ def test_apply_masks_zeroes_exactly_and_connected_units():
             "'scope' parameter must be 'layer' or 'global'",
         ),
         (lambda w, m: magnitude_prune(w, m, {0: 0.1, 1: 0.2}, "global"), "must be one rate"),
+        (lambda w, m: magnitude_prune(w, m, -0.1), "'fraction[0]' parameter must be in [0, 1)"),
+        (lambda w, m: prune_by_scores(w, m), "Pass exactly one of the 'fraction' and 'keep'"),
+        (
+            lambda w, m: prune_by_scores(w, m, fraction=0.1, keep={0: 1}),
+            "Pass exactly one of the 'fraction' and 'keep'",
+        ),
+        (
+            lambda w, m: prune_by_scores(w, m, keep={0: 1}, scope="global"),
+            "'keep' parameter must be one total count when scope='global'",
+        ),
+        (
+            lambda w, m: prune_by_scores(w, m, keep=3, scope="layer"),
+            "'keep' parameter must map layers to counts when scope='layer'",
+        ),
+        (
+            lambda w, m: prune_by_scores(w, m, keep={0: 10**6}),
+            "'keep' parameter for layer 0 must be in [0, 252]. Got 1000000.",
+        ),
+        (
+            lambda w, m: prune_by_scores(w, m, keep={0: -1}),
+            "'keep' parameter for layer 0 must be in [0, 252]. Got -1.",
+        ),
+        (
+            lambda w, m: prune_by_scores(magnitudes_of(w, (0, 1)), m, keep=10**6, scope="global"),
+            "'keep' parameter must be in [0, 343]. Got 1000000.",
+        ),
+        (
+            lambda w, m: prune_by_scores({"layers.0.weight": w["layers.0.weight"]}, m, keep={0: 1}),
+            "needs entry 'layers.0.bias' of the mask's shape",
+        ),
+        (
+            lambda w, m: prune_by_scores(
+                {**w, "layers.0.weight": w["layers.0.weight"][:, :2]}, m, keep={0: 1}
+            ),
+            "needs entry 'layers.0.weight' of the mask's shape",
+        ),
     ],
 )
 def test_bad_arguments_are_named(call, message):
@@ -151,3 +196,60 @@ def test_validate_masks():
     masks["layers.0.weight"] = masks["layers.0.weight"][:, :3]
     with pytest.raises(ValueError, match="'layers.0.weight' must have shape"):
         validate_masks(masks, weights)
+
+
+def test_validate_masks_names_each_fault():
+    weights = _weights(0)
+    good = full_masks(weights)
+    for masks, message in (
+        ({**good, "layers.9.weight": good["layers.0.weight"]}, "'layers.9.weight' has no matching"),
+        ({**good, "layers.0.bias": good["layers.0.bias"].float()}, "'layers.0.bias' must be bool"),
+        ({k: v for k, v in good.items() if k != "layers.2.bias"}, "'layers.2.bias' is missing"),
+    ):
+        with pytest.raises(ValueError) as info:
+            validate_masks(masks, weights, source="mask.safetensors")
+        assert str(info.value).startswith("mask.safetensors: entry ") and message in str(info.value)
+
+
+def test_ties_remove_the_lower_index_first():
+    """Equal scores: the entries of lower flat index (weights before the bias) go first,
+    so that a mask is a function of its scores alone."""
+    weights = {"layers.0.weight": torch.zeros(2, 3), "layers.0.bias": torch.zeros(2)}
+    masks = full_masks(weights)
+    scores = {name: torch.ones_like(value) for name, value in weights.items()}
+    kept = prune_by_scores(scores, masks, keep={0: 5})
+    assert kept["layers.0.weight"].tolist() == [[False, False, False], [True, True, True]]
+    assert kept["layers.0.bias"].tolist() == [True, True]
+    both = prune_by_scores(scores, masks, keep=3, scope="global")
+    assert both["layers.0.weight"].flatten().tolist() == [False] * 5 + [True]
+    assert both["layers.0.bias"].tolist() == [True, True]
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_weights_only_pruning_keeps_every_bias(scope):
+    """prune_weights_by_scores (SNIP, GraSP, SynFlow): ``keep`` counts weights, the
+    highest-scoring weights stay, and every alive bias stays whatever the weights'
+    scores; with global scope one threshold over the named layers' weights."""
+    weights = _weights(3)
+    masks = full_masks(weights)
+    masks["layers.1.bias"][0] = False  # a dead bias stays dead
+    scores = {f"layers.{layer}.weight": weights[f"layers.{layer}.weight"].abs() for layer in (0, 1)}
+    keep = {0: 30, 1: 11} if scope == "layer" else 41
+    out = prune_weights_by_scores(scores, masks, keep=keep, scope=scope)
+    for layer in (0, 1):
+        assert torch.equal(out[f"layers.{layer}.bias"], masks[f"layers.{layer}.bias"])
+    assert torch.equal(out["layers.2.weight"], masks["layers.2.weight"])  # not named: as it was
+    counts = weight_counts(out, [0, 1])
+    if scope == "layer":
+        assert counts == {0: 30, 1: 11}
+        for layer in (0, 1):
+            s = scores[f"layers.{layer}.weight"]
+            kept = out[f"layers.{layer}.weight"]
+            assert s[kept].min() >= s[~kept].max()
+    else:
+        assert counts[0] + counts[1] == 41
+        kept_scores = torch.cat(
+            [scores[f"layers.{k}.weight"][out[f"layers.{k}.weight"]] for k in (0, 1)]
+        )
+        gone = torch.cat([scores[f"layers.{k}.weight"][~out[f"layers.{k}.weight"]] for k in (0, 1)])
+        assert kept_scores.min() >= gone.max()
