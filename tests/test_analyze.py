@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 
 import numpy as np
 import pytest
@@ -153,8 +154,14 @@ def test_readings_carry_their_spread(analysed):
     layer0 = result["layers"]["0"]
     for name in ("locality_index", "mass_within_r", "ipr_mean"):
         assert name in layer0 and f"{name}_sd" in layer0 and f"{name}_null" in layer0
+        value, sd = layer0[name], layer0[f"{name}_sd"]
+        assert math.isfinite(value) and 0 < sd < 1, (name, value, sd)
+        assert layer0[f"{name}_low"] <= value <= layer0[f"{name}_high"], name
+        assert layer0[f"{name}_high"] - layer0[f"{name}_low"] > 2 * sd, name  # ~ +-1.96 sd
     assert result["invariance"]["fraction_shifted_sd"] is not None
-    assert "mean_sd" in result["kurtosis"]
+    kurtosis = result["kurtosis"]
+    assert kurtosis["mean_sd"] > 0 and math.isfinite(kurtosis["null"])
+    assert kurtosis["null"] != 0.0  # the mask-keeping null (shuffled weights), not 0
     assert all(len(c["top1_sd"]) == len(c["top1"]) for c in result["ablation"].values())
     # The readings stored by the round loop are the ones rounds.csv reports.
     rows = list(csv.DictReader((folder.root / "analysis" / "rounds.csv").open()))

@@ -31,6 +31,10 @@ def test_cubic_counts():
     assert all(a >= b for a, b in zip(steps, steps[1:]))  # pruning only
     drops = [a - b for a, b in zip(steps, steps[1:])]
     assert drops[0] > drops[-1]  # fast first, slow last: the cubic ramp
+    # Zhu & Gupta: kept = target + (first - target) (1 - k/n)^3, e.g. at k = 1, 2, 5 of
+    # 10: 300 + 700 x 0.729, x 0.512, x 0.125 (a quadratic ramp gives 867, 748, 475)
+    assert (steps[1], steps[2], steps[5]) == (810, 658, 388)
+    assert cubic_counts(1, 10, {0: 1000, 1: 50}, {0: 300, 1: 50}) == {0: 810, 1: 50}
 
 
 def test_gmp_on_imps_axis_nested_without_rewind(tmp_path):

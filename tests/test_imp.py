@@ -178,6 +178,16 @@ def test_global_scope_run(tmp_path):
     total = counts[0][1] + counts[1][1]
     assert alive == pytest.approx(0.49 * total, abs=2)
     assert result.rounds[2]["density"] == pytest.approx(0.49, abs=0.01)
+    # one threshold over both layers: every kept |w| of round 1's mask is at least every
+    # pruned one of round 0's final weights, across layers (layer scope ranks each
+    # layer alone, and its layers would each keep 70%)
+    final, mask = folder.round_state(0), folder.round_masks(1)
+    names = [n for n in mask if n.startswith(("layers.0.", "layers.1."))]
+    kept = torch.cat([final[n].abs()[mask[n]] for n in names])
+    gone = torch.cat([final[n].abs()[~mask[n]] for n in names])
+    assert kept.min() >= gone.max()
+    per_layer = [a / t for a, t in layer_counts(mask)[:2]]
+    assert abs(per_layer[0] - per_layer[1]) > 0.01
 
 
 @pytest.fixture(scope="module")

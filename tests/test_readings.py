@@ -196,3 +196,21 @@ def test_small_samples_at_their_edges():
     assert mean_reading(torch.tensor([0.5]), min_units=2).reason.startswith("too few")
     assert all(math.isnan(as_number(v)) for v in (None, "", "x", True, [1]))
     assert as_number("0.25") == 0.25
+
+
+def test_the_spread_resamples_units_not_pairs():
+    """Pairs of one unit are not independent: 100 units of 50 pairs each, half of them
+    all-neighbour and half none, read f = 0.5 with the spread of 100 units,
+    sqrt(0.25 / 100) = 0.05, not that of 5,000 pairs (0.007). A bootstrap over pairs
+    would give the second."""
+    numerator = torch.tensor([50.0, 0.0] * 50)
+    denominator = torch.full((100,), 50.0)
+    reading = ratio_reading(numerator, denominator)
+    assert reading.value == pytest.approx(0.5)
+    assert reading.sd == pytest.approx(0.05, rel=0.1)
+    assert reading.low < 0.5 - 1.5 * 0.05 and reading.high > 0.5 + 1.5 * 0.05
+    mask = torch.zeros(100, 144, dtype=torch.bool)  # the same through the locality reading
+    mask[:50, :2] = True  # two horizontal neighbours: every pair a neighbour pair
+    mask[50:, [0, 100]] = True  # two pixels far apart: no neighbour pair
+    locality = neighbour_locality(mask, (1, 12, 12))  # (f - f0) / (1 - f0), f0 ~ 0.02
+    assert locality.n == 100 and 0.04 < locality.sd < 0.07  # 100 units, not 200 pairs
