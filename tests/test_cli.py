@@ -16,7 +16,7 @@ def test_run_prints_table_and_writes_folder(tmp_path, capsys):
     code = main(smoke_run_args(out, "prune.max_rounds=2", "train.steps=20"))
     assert code == 0
     printed = capsys.readouterr().out
-    assert "best top-1" in printed and "conn. L0" in printed
+    assert "val. top-1" in printed and "conn. L0" in printed
     assert "Stopped: reached prune.max_rounds (2)" in printed
     table = [line for line in printed.splitlines() if line.strip().startswith(("0 ", "1 ", "2 "))]
     assert len(table) == 3

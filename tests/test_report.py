@@ -133,8 +133,8 @@ def test_rounds_table_is_readable():
         },
     ]
     table = _readable(rows)
-    assert list(table[0]) == ["round", "weights left", "best top-1", "locality index"]
-    assert table[1]["weights left"] == "50.00%" and table[0]["best top-1"] == "99.00%"
+    assert list(table[0]) == ["round", "weights left", "validation top-1 (best)", "locality index"]
+    assert table[1]["weights left"] == "50.00%" and table[0]["validation top-1 (best)"] == "99.00%"
     assert table[0]["locality index"] == "0.00 ± 0.00"  # the registry's digits
     assert table[1]["locality index"] == "too few pairs"
     from imprint.pages import _column_name

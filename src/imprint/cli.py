@@ -30,7 +30,7 @@ def format_round_table(rounds: Sequence[Mapping[str, Any]], pruned: Sequence[int
     header = [
         "round",
         *[f"left L{layer}" for layer in pruned],
-        "best top-1",
+        "val. top-1",
         *(["test top-1"] if test else []),
         *(["top-5"] if top5 else []),
         *[f"conn. L{layer}" for layer in pruned],

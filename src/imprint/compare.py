@@ -248,7 +248,12 @@ def build_comparison(
                 "label": run.label,
                 "round": index,
                 "density": metric["density"],
-                "best top-1": metric["best_val_top1"],
+                "val. top-1": metric["best_val_top1"],
+                **(
+                    {"test top-1": metric["test_top1_at_best"]}
+                    if "test_top1_at_best" in metric
+                    else {}
+                ),
                 **{spec.label: spec.format(readings) for spec in shown_in("compare")},
                 "connected units": int((c_in > 0).sum()),
                 "mean C_in": float(c_in[c_in > 0].double().mean()) if (c_in > 0).any() else 0.0,

@@ -132,7 +132,7 @@ _COLUMN_NAMES = {
     "round": "round",
     "seeds": "seeds",
     "density": "weights left",
-    "best_val_top1": "best top-1",
+    "best_val_top1": "validation top-1 (best)",
     "val_top5_at_best": "top-5",
     "test_top1_at_best": "test top-1 (at best validation)",
     "seconds": "seconds",

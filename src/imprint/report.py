@@ -161,8 +161,19 @@ def _group_view(group: GroupResults, which: str) -> _View:
             {
                 "round": r["round"],
                 "weights left": f"{r['density']:.2%}",
-                "best top-1": format_spread(
+                "val. top-1": format_spread(
                     as_number(r["best_val_top1"]), as_number(r["best_val_top1_sd"]), 4
+                ),
+                **(
+                    {
+                        "test top-1": format_spread(
+                            as_number(r["test_top1_at_best"]),
+                            as_number(r.get("test_top1_at_best_sd")),
+                            4,
+                        )
+                    }
+                    if "test_top1_at_best" in r
+                    else {}
                 ),
                 **{spec.label: spec.format_mean(r) for spec in shown_in("group")},
                 **{

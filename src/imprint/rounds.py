@@ -213,7 +213,7 @@ def round_line(saved: Sequence[Mapping[str, Any]], pruned: list[int]) -> str:
     readings = "".join(f"  {spec.label} {cell}" for spec, cell in zip(specs, cells))
     seeds = f", {len(saved)} seeds" if len(saved) > 1 else ""
     return (
-        f"round {first['round']:3d}  weights left {dens}  best top-1 {top1}"
+        f"round {first['round']:3d}  weights left {dens}  val. top-1 {top1}"
         f"{readings}  ({first['seconds']:.1f} s{seeds})"
     )
 
