@@ -16,6 +16,39 @@ def smoke_config(*overrides: str) -> Config:
     return load_config(CONFIGS / "smoke.toml", list(overrides))
 
 
+def round_inputs(config: Config, index: int = 1, masks=None, options: bool = False):
+    """What a procedure's rules see for round ``index`` of a run of ``config`` that has
+    not trained (initial weights, dense masks unless given); ``options``: the config's
+    [prune.options] parsed for its procedure (else None, the procedure's defaults)."""
+    from imprint.data import load_dataset
+    from imprint.imp import _layer_rates, derive_seed
+    from imprint.model import build_model
+    from imprint.procedures import RoundInputs, get_procedure
+    from imprint.prune import full_masks
+
+    data = load_dataset(config.data)
+    model = build_model(config.model, data.input_dim, data.num_classes, config.seeds.init)
+    init = {k: v.clone() for k, v in model.state_dict().items()}
+    procedure = get_procedure(config.prune.procedure)
+    return RoundInputs(
+        config=config,
+        index=index,
+        previous_masks=masks or full_masks(init),
+        previous_final=None,
+        dense_final=None,
+        init_state=init,
+        rewind_state=None,
+        reference=None,
+        data=data,
+        rates=_layer_rates(config),
+        derive_seed=derive_seed,
+        build_state=lambda seed: build_model(
+            config.model, data.input_dim, data.num_classes, seed
+        ).state_dict(),
+        options=procedure.parse_options(config.prune.options) if options else None,
+    )
+
+
 def smoke_run_args(out, *overrides: str, device: str = "cpu") -> list[str]:
     """`imprint run` arguments for the smoke config, quiet, with ``--set`` overrides."""
     sets = [arg for override in overrides for arg in ("--set", override)]

@@ -13,40 +13,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from imprint.data import load_dataset
-from imprint.imp import _layer_rates, derive_seed
-from imprint.model import build_model
 from imprint.procedures import RoundInputs, get_procedure
 from imprint.procedures.gradients import score_batch
-from imprint.prune import full_masks
-from tests.conftest import smoke_config
+from tests.conftest import round_inputs, smoke_config
 
 INDEX = 4  # round 4: 24% of each hidden layer's weights kept
 WEIGHTS = ("layers.0.weight", "layers.1.weight")  # the pruned layers (output dense)
 
 
 def _inputs(config) -> RoundInputs:
-    data = load_dataset(config.data)
-    model = build_model(config.model, data.input_dim, data.num_classes, config.seeds.init)
-    init = {k: v.clone() for k, v in model.state_dict().items()}
-    procedure = get_procedure(config.prune.procedure)
-    return RoundInputs(
-        config=config,
-        index=INDEX,
-        previous_masks=full_masks(init),
-        previous_final=None,
-        dense_final=None,
-        init_state=init,
-        rewind_state=None,
-        reference=None,
-        data=data,
-        rates=_layer_rates(config),
-        derive_seed=derive_seed,
-        build_state=lambda seed: build_model(
-            config.model, data.input_dim, data.num_classes, seed
-        ).state_dict(),
-        options=procedure.parse_options(config.prune.options),
-    )
+    return round_inputs(config, INDEX, options=True)
 
 
 def _forward(state, weights, x, *, train, eps):

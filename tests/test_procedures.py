@@ -9,10 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from imprint.data import load_dataset
-from imprint.imp import _layer_rates, derive_seed, run_imp
-from imprint.model import build_model
-from imprint.procedures import PROCEDURES, RoundInputs, get_procedure
+from imprint.imp import _layer_rates, run_imp
+from imprint.procedures import PROCEDURES, get_procedure
 from imprint.procedures.grasp import hessian_gradient
 from imprint.procedures.snip import snip_scores
 from imprint.procedures.synflow import synflow_scores
@@ -24,7 +22,7 @@ from imprint.prune import (
     weight_counts,
 )
 from imprint.runs import RunFolder
-from tests.conftest import smoke_config
+from tests.conftest import round_inputs, smoke_config
 
 NEW = ("snip", "grasp", "synflow")
 
@@ -34,25 +32,7 @@ def _quiet(_):
 
 
 def _inputs(config, index=1, masks=None):
-    data = load_dataset(config.data)
-    model = build_model(config.model, data.input_dim, data.num_classes, config.seeds.init)
-    init = {k: v.clone() for k, v in model.state_dict().items()}
-    return RoundInputs(
-        config=config,
-        index=index,
-        previous_masks=masks or full_masks(init),
-        previous_final=None,
-        dense_final=None,
-        init_state=init,
-        rewind_state=None,
-        reference=None,
-        data=data,
-        rates=_layer_rates(config),
-        derive_seed=derive_seed,
-        build_state=lambda seed: build_model(
-            config.model, data.input_dim, data.num_classes, seed
-        ).state_dict(),
-    )
+    return round_inputs(config, index, masks)
 
 
 def test_registry_and_unknown_name():
