@@ -106,3 +106,39 @@ def test_a_group_reports_test_accuracy_over_seeds(tmp_path):
     assert row["test_top1_at_best"] == pytest.approx(sum(values) / 2)
     assert row["test_top1_at_best_n"] == 2
     assert "test top-1" in format_round_table(result.rounds, [0, 1]).splitlines()[0]
+
+
+def test_a_resume_on_other_data_is_refused(tmp_path):
+    """data.json records the set sizes and how the splits were made; a resume whose
+    data differ (here: a recorded held-out digest that is not today's) stops with one
+    line naming data.json, and the completed rounds stay."""
+    import json
+
+    from imprint.safeio import RunFolderError
+
+    config = smoke_config("prune.max_rounds=1")
+    run_imp(config, tmp_path / "run", device="cpu", progress=False, log=_quiet)
+    folder = RunFolder(tmp_path / "run")
+    record = folder.read_data_record()
+    assert record["splits"]["validation"] == "drawn after the training set"
+    more = ("prune.max_rounds",)
+    run_imp(  # the same data: resumes and trains round 2
+        smoke_config("prune.max_rounds=2"),
+        tmp_path / "run",
+        device="cpu",
+        progress=False,
+        log=_quiet,
+        allow_changes=more,
+    )
+    record["splits"] = {**record["splits"], "validation": "held out of the training files"}
+    folder.data_path.write_text(json.dumps(record))
+    with pytest.raises(RunFolderError, match=r"data.json: the data differ .*splits"):
+        run_imp(
+            smoke_config("prune.max_rounds=3"),
+            tmp_path / "run",
+            device="cpu",
+            progress=False,
+            log=_quiet,
+            allow_changes=more,
+        )
+    assert folder.completed_rounds() == [0, 1, 2]

@@ -123,6 +123,20 @@ def _layer_rates(config: Config) -> dict[int, float]:
     }
 
 
+def _check_same_data(stored: dict[str, Any], now: dict[str, Any], path: Path) -> None:
+    """Refuse to resume on other data than the run started with: the set sizes and,
+    where data.json records them, the splits (a held-out validation set drawn
+    differently would be trained on, silently)."""
+    keys = [k for k in ("n_train", "n_val", "n_test", "splits") if k in stored]
+    changed = [k for k in keys if stored[k] != now[k]]
+    if changed:
+        detail = "; ".join(f"{k}: {stored[k]!r} then, {now[k]!r} now" for k in changed)
+        raise RunFolderError(
+            f"{path}: the data differ from those this run started with ({detail}). Resume "
+            "with the data and data options it was started with, or start a new --out folder."
+        )
+
+
 def member_config(config: Config, seed: int) -> Config:
     """The config of seed ``seed`` of a group: init = data = prune = seed, no group."""
     return config.model_copy(update={"seeds": SeedConfig(init=seed, data=seed, prune=seed)})
@@ -315,18 +329,19 @@ class _Member:
     def setup(self, data: ImageData, device: torch.device) -> None:
         """The model, initial and rewind states, and the previous round's masks."""
         folder, config = self.folder, self.config
+        record = {
+            "shape": list(data.shape),
+            "num_classes": data.num_classes,
+            "n_train": data.x_train.shape[0],
+            "n_val": data.x_val.shape[0],
+            "n_test": 0 if data.x_test is None else data.x_test.shape[0],
+            "permuted": data.permutation is not None,
+            "splits": data.splits,
+        }
         if not folder.data_path.exists():
-            folder.write_data_record(
-                {
-                    "shape": list(data.shape),
-                    "num_classes": data.num_classes,
-                    "n_train": data.x_train.shape[0],
-                    "n_val": data.x_val.shape[0],
-                    "n_test": 0 if data.x_test is None else data.x_test.shape[0],
-                    "permuted": data.permutation is not None,
-                    "splits": data.splits,
-                }
-            )
+            folder.write_data_record(record)
+        else:
+            _check_same_data(folder.read_data_record(), record, folder.data_path)
         if data.permutation is not None and not folder.permutation_path.exists():
             folder.save_permutation(data.permutation)
         self.model = build_model(config.model, data.input_dim, data.num_classes, config.seeds.init)
