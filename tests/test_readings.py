@@ -214,3 +214,53 @@ def test_the_spread_resamples_units_not_pairs():
     mask[50:, [0, 100]] = True  # two pixels far apart: no neighbour pair
     locality = neighbour_locality(mask, (1, 12, 12))  # (f - f0) / (1 - f0), f0 ~ 0.02
     assert locality.n == 100 and 0.04 < locality.sd < 0.07  # 100 units, not 200 pairs
+
+
+def test_the_edges_of_the_uncertainty_helpers():
+    """What each helper returns at its edges, by value: too few samples for a spread,
+    too few units or pairs (null and n kept), a unit with a fractional denominator,
+    the seed, and the digits a spread needs."""
+    from imprint.analysis.uncertainty import (
+        N_BOOT,
+        Reading,
+        _digits,
+        format_spread,
+        reading_from_columns,
+    )
+
+    assert Reading(0.123456).format() == "0.12" and Reading(0.123456).format(4) == "0.1235"
+    one = mean_reading(torch.tensor([1.0, 3.0]), null=0.5, n_boot=1)  # no spread from 1 draw
+    assert (one.value, one.null, one.n) == (2.0, 0.5, 2) and math.isnan(one.sd)
+    two = mean_reading(torch.tensor([1.0, 3.0]), n_boot=2, seed=3)
+    assert math.isfinite(two.sd)  # two draws give a spread
+    single = mean_reading(torch.tensor([2.0]))
+    assert single.ok and single.value == 2.0 and single.n == 1
+    none = mean_reading(torch.tensor([]), null=0.25)
+    assert not none.ok and none.null == 0.25 and none.n == 0
+    short = ratio_reading(torch.tensor([0.4]), torch.tensor([0.5]), null=0.3)
+    assert not short.ok and short.null == 0.3 and short.n == 1  # 0.5 pairs < 1
+    exact = ratio_reading(torch.tensor([0.5, 0.25]), torch.tensor([0.5, 0.5]), min_units=2)
+    assert exact.ok and exact.value == pytest.approx(0.75) and exact.n == 2  # at both minima
+    # the spread is the resampling of ``seed``: by value, and 0 by default
+    num = torch.tensor([1.0, 0.0, 3.0, 2.0], dtype=torch.float64)
+    den = torch.tensor([2.0, 1.0, 4.0, 2.0], dtype=torch.float64)
+    counts = bootstrap_counts(4, N_BOOT, 3).double()
+    by_hand = ((counts @ num) / (counts @ den)).std().item()
+    assert ratio_reading(num, den, seed=3).sd == pytest.approx(by_hand, rel=1e-12)
+    assert ratio_reading(num, den).sd == ratio_reading(num, den, seed=0).sd
+    assert ratio_reading(num, den).sd != ratio_reading(num, den, seed=1).sd
+    values = torch.tensor([1.0, 2.0, 4.0], dtype=torch.float64)
+    counts = bootstrap_counts(3, N_BOOT, 5).double()
+    assert mean_reading(values, seed=5).sd == pytest.approx(((counts @ values) / 3).std().item())
+    assert mean_reading(values).sd == mean_reading(values, seed=0).sd
+    assert across_seeds([]) == (across_seeds([])[0], across_seeds([])[1], 0)
+    assert across_seeds([float("nan")])[2] == 0 and across_seeds([1.0])[2] == 1
+    # digits: more only when the sd would print as zero, at most 4
+    assert _digits(0.005, 2) == 2 and _digits(0.0049, 2) == 4 and _digits(0.01, 2) == 2
+    assert _digits(0.03, 1) == 3 and _digits(1e-7, 2) == 4 and _digits(0.0, 2) == 2
+    assert format_spread(0.5, 0.03, 1) == "0.500 ± 0.030"
+    assert format_spread(0.5, 0.0003, 1, percent=True) == "50.000 ± 0.030%"
+    assert format_spread(2.0, 1e-9) == "2.00 ± 0.00"  # float rounding, not a spread
+    back = reading_from_columns({"x": "", "x_n": "nan"}, "x")
+    assert math.isnan(back.value) and back.n == 0
+    assert reading_from_columns({"x": None, "x_n": "4"}, "x").n == 4
