@@ -123,3 +123,27 @@ def test_synflow_schedule_is_exponential_in_density():
     assert _steps({0: 100, 1: 8}, {0: 1000, 1: 8}, 50) == {0: 316, 1: 8}
     assert _steps({0: 0}, {0: 0}, 10) == {0: 0}  # an empty layer stays empty
     assert _steps(0, 0, 10) == 0
+
+
+def test_score_batches_and_random_masks_come_from_their_streams():
+    """SNIP's batch: train.batch_size indices drawn from the ("scores", seeds.prune, 0)
+    stream over the whole training set; GraSP's: per_class images of each class in
+    label order; random masks: scores from the ("prune", seeds.prune, round) stream."""
+    from imprint.procedures.gradients import score_batch
+    from imprint.prune import prune_by_scores, random_scores
+
+    inputs = round_inputs(smoke_config(), INDEX)
+    data = inputs.data
+    gen = torch.Generator().manual_seed(derive_seed("scores", 0, 0))
+    idx = torch.randint(data.x_train.shape[0], (inputs.config.train.batch_size,), generator=gen)
+    x, y = score_batch(inputs)
+    assert torch.equal(y, data.y_train[idx])
+    assert torch.equal(x, data.normalize(data.x_train[idx]).double())
+    _, balanced = score_batch(inputs, 5)
+    assert balanced.tolist() == [0] * 5 + [1] * 5
+    random = round_inputs(smoke_config("prune.procedure=random"), INDEX)
+    gen = torch.Generator().manual_seed(derive_seed("prune", 0, INDEX))
+    scores = random_scores(random.previous_masks, random.layers, gen)
+    expected = prune_by_scores(scores, random.previous_masks, keep=random.target())
+    masks = get_procedure("random").mask(random)
+    assert all(torch.equal(masks[k], expected[k]) for k in masks)
