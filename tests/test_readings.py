@@ -264,3 +264,48 @@ def test_the_edges_of_the_uncertainty_helpers():
     back = reading_from_columns({"x": "", "x_n": "nan"}, "x")
     assert math.isnan(back.value) and back.n == 0
     assert reading_from_columns({"x": None, "x_n": "4"}, "x").n == 4
+
+
+def test_the_locality_readings_pass_their_options_through():
+    """Radius, thresholds, resampling seed and nulls reach the reading, by value."""
+    from imprint.analysis.locality import (
+        MIN_UNITS,
+        mass_within_r,
+        neighbour_enrichment,
+        null_pair_distance,
+    )
+
+    shape = (1, 12, 12)
+    mask = torch.rand(60, 144, generator=torch.Generator().manual_seed(2)) < 0.08
+    plain = neighbour_locality(mask, shape)
+    assert plain.null == 0.0 and plain.ok
+    near, pairs = neighbour_pairs(mask, shape)
+    f0 = mass_within_radius_null(shape, 1.5)
+    by_hand = ratio_reading(near, pairs, transform=lambda f: (f - f0) / (1 - f0), seed=3)
+    assert neighbour_locality(mask, shape, seed=3).sd == pytest.approx(by_hand.sd, rel=1e-12)
+    assert plain.sd == neighbour_locality(mask, shape, seed=0).sd
+    assert plain.sd != neighbour_locality(mask, shape, seed=1).sd
+    assert neighbour_locality(mask, shape, radius=2.5).value != plain.value
+    few = neighbour_locality(mask, shape, min_pairs=10**9)
+    assert not few.ok and few.reason.startswith("too few pairs") and few.null == 0.0
+    assert not neighbour_locality(mask, shape, min_units=10**6).ok
+    assert neighbour_locality(mask, shape, min_units=MIN_UNITS, min_pairs=MIN_PAIRS).ok
+    whole = neighbour_locality(torch.ones(3, 9, dtype=torch.bool), (1, 3, 3), radius=10)
+    assert math.isnan(whole.value) and whole.null == 0.0
+    assert whole.reason == "radius 10 covers the whole image"
+    enrichment = neighbour_enrichment(mask, shape, seed=3)
+    assert enrichment.null == 1.0
+    assert enrichment.value == pytest.approx((near.sum() / pairs.sum()).item() / f0)
+    assert enrichment.sd != neighbour_enrichment(mask, shape).sd
+    mass = mass_within_r(mask, shape)
+    assert mass.null == pytest.approx(mass_within_radius_null(shape, 2.0))
+    assert mass.sd != mass_within_r(mask, shape, seed=1).sd
+    lonely = torch.zeros(1, 144, dtype=torch.bool)
+    lonely[0, :2] = True
+    assert not mass_within_r(lonely, shape).ok  # too few pairs
+    assert neighbour_pairs(mask, shape, radius=0.5)[0].sum() == 0  # no pixel that near
+    with pytest.raises(ValueError, match="'radius' parameter must be a number >= 0"):
+        neighbour_pairs(mask, shape, radius=-1)
+    assert math.isnan(null_pair_distance(1, 1)) and null_pair_distance(1, 2) == pytest.approx(
+        2.0 * 2 / 1 * (3 / 12)
+    )
