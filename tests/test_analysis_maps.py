@@ -571,6 +571,14 @@ def test_resolved_edges_bin_what_exists():
     wide = torch.tensor([3, 12, 25, 40])
     assert resolved_edges(wide, width=10) == (2, 10, 20, 30, 40, 41)
     assert resolved_edges(torch.tensor([0, 1, 1])) == ()
+    # by hand: 13 values >= 2, quantiles at k/6 of their sorted list, positions 12 k / 6
+    # = 2, 4, 6, 8, 10: C_in 2, 3, 5, 8, 12; edges those, 2, and one past the top
+    thirteen = torch.tensor([0, 1, 2, 2, 2, 3, 3, 4, 5, 6, 8, 9, 12, 15, 19])
+    assert resolved_edges(thirteen) == (2, 3, 5, 8, 12, 20)
+    assert resolved_edges(thirteen, max_bins=2) == (2, 5, 20)  # the median alone
+    assert resolved_edges(thirteen, width=9) == (2, 9, 18, 20)  # 19 >= 2 x 9: fixed bins
+    assert resolved_edges(torch.tensor([2, 3, 20])) == (2, 10, 20, 21)  # 20 = 2 x 10
+    assert resolved_edges(torch.tensor([2, 2, 2])) == (2, 3)
 
 
 def test_ipr_null_is_matched_to_each_units_inputs(seed):

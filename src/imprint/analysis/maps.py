@@ -425,8 +425,10 @@ def resolved_edges(c_in: torch.Tensor, width: int = 10, max_bins: int = 6) -> tu
     top = int(values.max())
     if top >= 2 * width:
         return tuple(sorted({2, *range(width, top + 1, width), top + 1}))
-    quantiles = torch.quantile(values.double(), torch.linspace(0, 1, max_bins + 1).double())
-    edges = sorted({int(math.ceil(q)) for q in quantiles[1:-1].tolist()} | {2, top + 1})
+    levels = torch.linspace(0, 1, max_bins + 1, dtype=torch.float64)
+    quantiles = torch.quantile(values.double(), levels)
+    # ceil, less float noise: a quantile that lands on a C_in value is that value
+    edges = sorted({int(math.ceil(q - 1e-9)) for q in quantiles[1:-1].tolist()} | {2, top + 1})
     return tuple(e for e in edges if 2 <= e <= top + 1)
 
 
