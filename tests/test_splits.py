@@ -121,24 +121,20 @@ def test_a_resume_on_other_data_is_refused(tmp_path):
     folder = RunFolder(tmp_path / "run")
     record = folder.read_data_record()
     assert record["splits"]["validation"] == "drawn after the training set"
-    more = ("prune.max_rounds",)
-    run_imp(  # the same data: resumes and trains round 2
-        smoke_config("prune.max_rounds=2"),
-        tmp_path / "run",
-        device="cpu",
-        progress=False,
-        log=_quiet,
-        allow_changes=more,
-    )
-    record["splits"] = {**record["splits"], "validation": "held out of the training files"}
-    folder.data_path.write_text(json.dumps(record))
-    with pytest.raises(RunFolderError, match=r"data.json: the data differ .*splits"):
-        run_imp(
-            smoke_config("prune.max_rounds=3"),
+
+    def resume(rounds: int):
+        return run_imp(
+            smoke_config(f"prune.max_rounds={rounds}"),
             tmp_path / "run",
             device="cpu",
             progress=False,
             log=_quiet,
-            allow_changes=more,
+            allow_changes=("prune.max_rounds",),
         )
+
+    resume(2)  # the same data: resumes and trains round 2
+    record["splits"] = {**record["splits"], "validation": "held out of the training files"}
+    folder.data_path.write_text(json.dumps(record))
+    with pytest.raises(RunFolderError, match=r"data.json: the data differ .*splits"):
+        resume(3)
     assert folder.completed_rounds() == [0, 1, 2]
