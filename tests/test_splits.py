@@ -21,6 +21,10 @@ def _quiet(_):
     return None
 
 
+def _run(out, *overrides):
+    return run_imp(smoke_config(*overrides), out, device="cpu", progress=False, log=_quiet)
+
+
 def test_the_official_set_becomes_the_test_set_when_validation_is_held_out(tmp_path):
     written = write_mnist(tmp_path)
     paper = load_dataset(
@@ -66,13 +70,7 @@ def test_the_synthetic_task_draws_its_own_test_set_after_the_others():
 
 
 def test_selection_on_validation_the_test_set_reported(tmp_path):
-    result = run_imp(
-        smoke_config("data.n_test=128", "prune.max_rounds=1"),
-        tmp_path / "run",
-        device="cpu",
-        progress=False,
-        log=_quiet,
-    )
+    result = _run(tmp_path / "run", "data.n_test=128", "prune.max_rounds=1")
     folder = RunFolder(tmp_path / "run")
     for metrics in result.rounds:
         rows = list(
@@ -85,13 +83,7 @@ def test_selection_on_validation_the_test_set_reported(tmp_path):
     assert folder.read_data_record()["n_test"] == 128
     header = folder.summary_path.read_text().splitlines()[0].split(",")
     assert "test_top1_at_best" in header
-    plain = run_imp(
-        smoke_config("prune.max_rounds=1", "data.n_test=0"),
-        tmp_path / "plain",
-        device="cpu",
-        progress=False,
-        log=_quiet,
-    )
+    plain = _run(tmp_path / "plain", "prune.max_rounds=1", "data.n_test=0")
     assert "test_top1_at_best" not in plain.rounds[1]  # no test set, no test column
     assert [m["best_val_top1"] for m in plain.rounds] == [m["best_val_top1"] for m in result.rounds]
 

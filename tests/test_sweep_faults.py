@@ -46,6 +46,16 @@ def _identical(a: Path, b: Path) -> bool:
     )
 
 
+def _check_all_finished_as(out: Path, clean: Path) -> list[Path]:
+    """Every run of the sweep in ``out`` finished, with the masks and metrics of the
+    uninterrupted sweep in ``clean``; returns the runs."""
+    runs = sorted((out / "runs").iterdir())
+    for run in runs:
+        assert (run / "run.json").exists()
+        assert _identical(run, clean / "runs" / run.name), run.name
+    return runs
+
+
 def _inside_a_round(folder: Path) -> bool:
     """The run holds a checkpoint of the round in progress: its restart resumes inside."""
     run = RunFolder(folder)
@@ -74,9 +84,7 @@ def test_a_killed_pool_worker_loses_nothing(tmp_path):
     inside = [r for r in runs if _inside_a_round(r)]
     assert inside, "the killed run left a checkpoint of its round in progress"
     subprocess.run([*command, "--out", str(out)], env=kill_env(), check=True, capture_output=True)
-    for run in runs:
-        assert (run / "run.json").exists()
-        assert _identical(run, clean / "runs" / run.name), run.name
+    _check_all_finished_as(out, clean)
     _record(
         "local pool",
         {
@@ -118,10 +126,7 @@ def test_a_ray_task_whose_worker_dies_is_retried_and_resumes(tmp_path):
     finally:
         ray.shutdown()
     assert once.exists(), "a worker was killed"
-    runs = sorted((out / "runs").iterdir())
-    for run in runs:
-        assert (run / "run.json").exists()
-        assert _identical(run, clean / "runs" / run.name), run.name
+    runs = _check_all_finished_as(out, clean)
     _record(
         "ray",
         {

@@ -39,7 +39,9 @@ def shift_images(
     (y, x) of the result is pixel (y - dy, x - dx) of the image, 0 outside it. ``reach``
     bounds |dy|, |dx| (data.shift): given, no device sync reads the shifts' maximum."""
     channels, height, width = shape
-    k = reach if reach is not None else int(shifts.abs().max().item()) if shifts.numel() else 0
+    if reach is None:  # read the bound off the shifts (one device sync)
+        reach = int(shifts.abs().max().item()) if shifts.numel() else 0
+    k = reach
     if k == 0:
         return x
     n = x.shape[0]

@@ -75,6 +75,7 @@ from imprint.safeio import (
     check_confined,
     confine,
     first_layer_inputs,
+    os_reason,
     parse_tensors,
     read_file,
     read_text_or_missing,
@@ -154,8 +155,7 @@ class RunFolder:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
             handle = os.fdopen(fd, "r+")  # noqa: SIM115 - held for the context
         except OSError as error:
-            why = error.strerror or str(error) or type(error).__name__
-            raise RunFolderError(f"Cannot create {self.lock_path}: {why}.") from error
+            raise RunFolderError(f"Cannot create {self.lock_path}: {os_reason(error)}.") from error
         try:
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -317,7 +317,7 @@ class RunFolder:
             self.checkpoint_path.unlink(missing_ok=True)
         except OSError as error:
             raise RunFolderError(
-                f"Cannot remove {self.checkpoint_path}: {error.strerror}."
+                f"Cannot remove {self.checkpoint_path}: {os_reason(error)}."
             ) from error
 
     def round_dir(self, index: int) -> Path:
@@ -378,8 +378,7 @@ class RunFolder:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            why = error.strerror or str(error) or type(error).__name__
-            raise RunFolderError(f"Cannot create {self.root}: {why}.") from error
+            raise RunFolderError(f"Cannot create {self.root}: {os_reason(error)}.") from error
         manifest = {
             **environment_record(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -39,6 +39,7 @@ import tomli_w
 from imprint.machine import host_available_bytes
 
 __all__ = [
+    "os_reason",
     "first_layer_inputs",
     "read_file",
     "read_text_or_missing",
@@ -117,11 +118,16 @@ def _atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> Non
         raise
 
 
+def os_reason(error: OSError) -> str:
+    """Why the system refused, in words (its strerror, else the error itself)."""
+    return error.strerror or str(error) or type(error).__name__
+
+
 def write_bytes(path: Path, data: bytes) -> None:
     try:
         _atomic_write(path, lambda handle: None if handle.write(data) else None)
     except OSError as error:
-        raise RunFolderError(f"Cannot write {path}: {error.strerror or error}.") from error
+        raise RunFolderError(f"Cannot write {path}: {os_reason(error)}.") from error
 
 
 def write_text(path: Path, text: str) -> None:
@@ -222,7 +228,7 @@ def read_regular(path: Path, limit: int | None = None) -> bytes:
             raise RunFolderError(
                 f"{path} is a symbolic link; imprint reads regular files only."
             ) from None
-        raise RunFolderError(f"Cannot read {path}: {error.strerror or error}.") from None
+        raise RunFolderError(f"Cannot read {path}: {os_reason(error)}.") from None
     with os.fdopen(fd, "rb") as handle:
         info = os.fstat(handle.fileno())
         if not stat.S_ISREG(info.st_mode):

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imprint.analysis.uncertainty import format_spread
+from imprint.analysis.uncertainty import as_number, format_spread
 from imprint.config import (
     Config,
     ConfigError,
@@ -515,7 +515,7 @@ def format_summary(table: Sequence[dict[str, Any]], by: str) -> str:
     """A Markdown table of :func:`summarize`: mean +- sd over seeds per group and round,
     with a column for each registered reading shown in collect's table."""
     specs = [spec for spec in shown_in("collect", "round") if any(spec.name in r for r in table)]
-    tested = any(_finite(row.get("test_top1_at_best")) for row in table)
+    tested = any(math.isfinite(as_number(row.get("test_top1_at_best"))) for row in table)
     header = [by, "round", "weights left", "seeds", "best validation top-1"]
     header += ["test top-1"] if tested else []
     header += [s.label for s in specs]
@@ -554,15 +554,11 @@ def summary_figures(table: Sequence[dict[str, Any]], by: str, out: str | Path) -
         ("test_top1_at_best", "test top-1 at the best validation step", None, False),
         ("mass_within_r", "fraction of S_sc mass within 2 px", None, False),
     ):
-        if not any(_finite(row.get(metric)) for row in table):
+        if not any(math.isfinite(as_number(row.get(metric))) for row in table):
             continue
         fig = plot_groups_over_density(table, by, metric, label, null=null, log_y=log_y)
         paths += save_figure(fig, Path(out) / metric, ("png",))
     return paths
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _cell(value: Any) -> Any:

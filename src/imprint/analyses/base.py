@@ -169,9 +169,13 @@ class Round:
 
     @cached_property
     def model(self) -> FCN:
+        return self._model_of(self.state)
+
+    def _model_of(self, state: dict[str, torch.Tensor]) -> FCN:
+        """The net holding ``state``, in evaluation mode on the analysis device."""
         assert self.data is not None
         model = build_model(self.config.model, self.data.input_dim, self.data.num_classes, seed=0)
-        model.load_state_dict(self.state)
+        model.load_state_dict(state)
         return model.to(self.options.device).eval()
 
     @cached_property
@@ -191,11 +195,9 @@ class Round:
         (:func:`shuffle_within_units`): the null of the activity readings that keeps
         the mask."""
         assert self.data is not None
-        state = {**self.state}
-        state["layers.0.weight"] = shuffle_within_units(state["layers.0.weight"])
-        model = build_model(self.config.model, self.data.input_dim, self.data.num_classes, seed=0)
-        model.load_state_dict(state)
-        return hidden_activity(model.to(self.options.device).eval(), self.data, layer=0)
+        shuffled = shuffle_within_units(self.state["layers.0.weight"])
+        model = self._model_of({**self.state, "layers.0.weight": shuffled})
+        return hidden_activity(model, self.data, layer=0)
 
 
 @dataclass(frozen=True)

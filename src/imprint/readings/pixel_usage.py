@@ -131,8 +131,8 @@ def _statistics(
     near, pairs = neighbour_pairs(mask, shape, radius)
     units, total = int((pairs > 0).sum()), pairs.sum().item()
     if units < MIN_UNITS or total < MIN_PAIRS:
-        reason = f"too few pairs ({total:g} over {units} units; needs {MIN_PAIRS:g} "
-        return _Statistics(units, reason + f"over {MIN_UNITS})")
+        needs = f"needs {MIN_PAIRS:g} over {MIN_UNITS}"
+        return _Statistics(units, f"too few pairs ({total:g} over {units} units; {needs})")
     f_pix = pixel_usage_null(m.sum(dim=0), shape, radius)
     if not f_pix.item() < 1:
         return _Statistics(units, "every used pair is a neighbour pair")
