@@ -131,6 +131,12 @@ class TrainConfig(_Section):
     # the round, not from its start. 0: only completed rounds are kept. Results do not
     # depend on it; it may change on resume.
     checkpoint_every: Annotated[int, Field(ge=0)] = 5000
+    # Sparse execution of a round (imprint.sparse): "auto" runs a layer on its live
+    # weights alone when its density is below the crossover measured for the device
+    # (docs/benchmarks.md) and its step is large enough; "on" every pruned layer; "off"
+    # the dense engine. The results agree to float32 rounding; rounds that prune while
+    # training (gmp) run dense. Not compiled by train.compile.
+    sparse: Literal["auto", "on", "off"] = "auto"
 
 
 class PruneConfig(_Section):

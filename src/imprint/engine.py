@@ -45,6 +45,7 @@ import functools
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
@@ -58,6 +59,7 @@ __all__ = [
     "ReplicaFCN",
     "StepResult",
     "MaskedSGD",
+    "Trainable",
     "train_step",
     "eval_logits",
     "retain_freed_memory",
@@ -343,6 +345,15 @@ def train_step(
     return StepResult(grads, loss, correct)
 
 
+class Trainable(Protocol):
+    """What :class:`MaskedSGD` updates: a :class:`ReplicaFCN`, or a net that trains
+    some of its tensors in another layout (:class:`imprint.sparse.SparseFCN`)."""
+
+    def parameters(self) -> list[torch.Tensor]: ...
+
+    def parameter_names(self) -> list[str]: ...
+
+
 class MaskedSGD:
     """``torch.optim.SGD``'s update (momentum without dampening, weight decay) on a
     :class:`ReplicaFCN`, with pruned entries held at exactly zero.
@@ -358,7 +369,7 @@ class MaskedSGD:
 
     def __init__(
         self,
-        net: ReplicaFCN,
+        net: Trainable,
         masks: dict[str, torch.Tensor],
         lr: float,
         momentum: float = 0.0,

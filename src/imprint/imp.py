@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from imprint.checkpoint import CURVE_COLUMNS, TrainingState
 from imprint.config import Config, ConfigError, SeedConfig
 from imprint.data import ImageData, load_dataset
 from imprint.model import build_model
@@ -62,13 +63,8 @@ from imprint.runs import (
     member_dir,
 )
 from imprint.safeio import RunFolderError, write_text
-from imprint.train import (
-    CURVE_COLUMNS,
-    RoundResult,
-    TrainingState,
-    available_bytes,
-    training_bytes,
-)
+from imprint.sparse import engine_record
+from imprint.train import RoundResult, available_bytes, training_bytes
 
 __all__ = [
     "RunResult",
@@ -177,7 +173,7 @@ def run_imp(
     folder = RunFolder(out_dir)
     reference = ReferenceRun(config.prune.reference_run) if config.prune.reference_run else None
     with folder.lock():
-        resumed = folder.prepare(config, allow_changes=allow_changes)
+        resumed = folder.prepare(config, engine_record(config, torch_device), allow_changes)
         member = _Member(config, folder, reference)
         if resumed:
             log(f"Resuming {folder.root}: {len(member.done)} round(s) already complete.")
@@ -225,7 +221,7 @@ def run_group(
     group = RunFolder(out_dir)
     with contextlib.ExitStack() as stack:
         stack.enter_context(group.lock())
-        resumed = group.prepare(config, allow_changes=allow_changes)
+        resumed = group.prepare(config, engine_record(config, torch_device), allow_changes)
         if not is_group(group.root):
             write_text(group.root / GROUP_FILE, json.dumps({"seeds": seeds}, indent=2) + "\n")
         members = []
@@ -233,7 +229,7 @@ def run_group(
             seed_config = member_config(config, seed)
             folder = RunFolder(member_dir(group.root, seed))
             stack.enter_context(folder.lock())
-            folder.prepare(seed_config, allow_changes=allow_changes)
+            folder.prepare(seed_config, engine_record(config, torch_device), allow_changes)
             reference = _reference_for(config, seed)
             members.append(_Member(seed_config, folder, reference))
         if resumed:

@@ -8,7 +8,7 @@ import math
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 import torch
 
@@ -51,6 +51,8 @@ class RoundMetrics(TypedDict):
     final_val_top1: float
     final_val_loss: float
     seconds: float
+    # The layers trained sparse (imprint.sparse); absent in folders from before it.
+    sparse_layers: NotRequired[list[int]]
 
 
 _INTS = ("round", "best_step")
@@ -92,6 +94,11 @@ def check_round_metrics(record: Any, index: int, source: Path) -> RoundMetrics:
         value = record.get(key)
         if key in record and value is not None and (not _number(value) or not 0 <= value <= 1):
             raise fail(f"'{key}' must be a number in [0, 1], got {value!r}")
+    sparse = record.get("sparse_layers", [])
+    if not isinstance(sparse, list) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in sparse
+    ):
+        raise fail(f"'sparse_layers' must be a list of layer indices, got {sparse!r}")
     for key in ("final_val_loss", "seconds"):
         if not _number(record.get(key)):
             raise fail(f"'{key}' must be a finite number, got {record.get(key)!r}")

@@ -15,6 +15,7 @@ import torch
 
 from imprint.analysis.locality import to_image_space
 from imprint.analysis.uncertainty import format_spread
+from imprint.checkpoint import CheckpointError, TrainingState
 from imprint.config import Config, config_to_dict
 from imprint.data import ImageData
 from imprint.prune import (
@@ -35,7 +36,7 @@ from imprint.runs import (
     RunFolder,
 )
 from imprint.safeio import RunFolderError
-from imprint.train import CheckpointError, RoundResult, TrainingState, train_replicas
+from imprint.train import RoundResult, train_replicas
 
 __all__ = [
     "train_or_refuse",
@@ -77,6 +78,7 @@ def round_metrics(
         "final_val_top1": result.final.top1,
         "final_val_loss": result.final.loss,
         "seconds": round(result.seconds, 3),
+        "sparse_layers": list(result.sparse_layers),  # trained sparse (imprint.sparse)
     }
     if result.test_top1_at_best is not None:  # only reported: chosen on validation
         metrics["test_top1_at_best"] = result.test_top1_at_best

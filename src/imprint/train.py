@@ -21,14 +21,18 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
+from imprint.checkpoint import (
+    CheckpointError,
+    TrainingState,
+    capture,
+    restore,
+)
 from imprint.config import TrainConfig
 from imprint.data import ImageData
 from imprint.engine import (
-    MaskedSGD,
     ReplicaFCN,
     StepResult,
     eval_logits,
@@ -40,6 +44,7 @@ from imprint.engine import (
 from imprint.model import FCN
 from imprint.prune import Masks
 from imprint.reference import random_shifts, shift_images
+from imprint.sparse import choose_sparse_layers, masked_sgd, sparse_train_step
 
 __all__ = [
     "TrainingDiverged",
@@ -55,13 +60,6 @@ __all__ = [
     "training_bytes",
     "available_bytes",
 ]
-
-CURVE_COLUMNS = ("step", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5")
-TEST_COLUMNS = ("test_loss", "test_top1")  # added when the data has a test set
-
-
-class CheckpointError(ValueError):
-    """A training state (checkpoint) that does not fit the round it would resume."""
 
 
 class TrainingDiverged(RuntimeError):
@@ -91,58 +89,8 @@ class RoundResult:
     # without a test set): reported, never used to choose.
     test_top1_at_best: float | None = None
     final_test_top1: float | None = None
-
-
-@dataclass
-class TrainingState:
-    """A round paused after ``step`` steps: everything needed to continue it exactly.
-
-    ``tensors`` (CPU copies, flat names) holds the stacked net ("net.weights.0", ...
-    as :meth:`ReplicaFCN.state`), the momentum buffers ("momentum.{i}", none before
-    the first step or without momentum), each replica's batch generator
-    ("generator.{r}"), the training loss and hits summed since the last validation
-    point ("loss_sum", "correct_sum") and, once taken, the rewind states
-    ("rewind.{r}.{state-dict name}") and, when pruning happens during training, the
-    masks in force ("masks.{state-dict name}", replicas first). The rest is plain data,
-    :meth:`metadata`.
-    """
-
-    step: int
-    since_eval: int  # steps summed in loss_sum since the last validation point
-    seconds: float  # training time so far
-    curves: list[list[dict[str, float]]]  # per replica, the validation rows so far
-    tensors: dict[str, torch.Tensor] = field(repr=False)
-
-    def metadata(self) -> dict[str, Any]:
-        return {
-            "step": self.step,
-            "since_eval": self.since_eval,
-            "seconds": self.seconds,
-            "curves": self.curves,
-        }
-
-    @classmethod
-    def from_parts(
-        cls, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]
-    ) -> TrainingState:
-        """The inverse of (``tensors``, :meth:`metadata`); ValueError if malformed."""
-        try:
-            return cls(
-                step=int(metadata["step"]),
-                since_eval=int(metadata["since_eval"]),
-                seconds=float(metadata["seconds"]),
-                curves=[[_curve_row(row) for row in curve] for curve in metadata["curves"]],
-                tensors=dict(tensors),
-            )
-        except (KeyError, TypeError, ValueError, AttributeError) as error:
-            raise ValueError(f"malformed training state metadata ({error!r})") from None
-
-
-def _curve_row(row: dict[str, Any]) -> dict[str, float]:
-    columns = set(row) - set(TEST_COLUMNS)
-    if columns != set(CURVE_COLUMNS) or not all(isinstance(v, (int, float)) for v in row.values()):
-        raise ValueError(f"a curve row must map {CURVE_COLUMNS} to numbers, got {row!r}")
-    return dict(row)
+    # The layers trained sparse (:mod:`imprint.sparse`; [] on the dense engine).
+    sparse_layers: list[int] = field(default_factory=list)
 
 
 def training_bytes(dims: Sequence[int], replicas: int, batch: int, eval_batch: int) -> int:
@@ -319,11 +267,22 @@ def train_replicas(
         retain_freed_memory()  # no page faults for the step's allocations
     net = ReplicaFCN(models)
     stacked = {name: torch.stack([m[name] for m in masks]).to(device) for name in masks[0]}
-    optimizer = MaskedSGD(net, stacked, config.lr, config.momentum, config.weight_decay)
+    replicas = len(models)
+    # A mask changed inside the round (on_interval) would rebuild the sparse structure
+    # at every interval: such rounds run dense.
+    chosen = (
+        []
+        if on_interval is not None
+        else choose_sparse_layers(
+            config.sparse, stacked, net.dims, replicas, config.batch_size, device
+        )
+    )
+    sparse, optimizer = masked_sgd(
+        net, stacked, chosen, config.lr, config.momentum, config.weight_decay
+    )
     if on_interval is not None:  # the masks in force are part of the training state
         stacked = {name: mask.clone() for name, mask in stacked.items()}
     step_fn = compiled_train_step() if config.compile else train_step
-    replicas = len(models)
     curves: list[list[dict[str, float]]] = [[] for _ in models]
     rewind_states = None
     loss_sum = torch.zeros(replicas, device=device)
@@ -337,8 +296,8 @@ def train_replicas(
                 f"{replicas} replicas). Got step {resume.step}, {len(resume.curves)} replicas."
             )
         try:
-            rewind_states = _restore(
-                resume, net, optimizer, gens, loss_sum, correct_sum, stacked, models
+            rewind_states = restore(
+                resume, net, optimizer, gens, loss_sum, correct_sum, stacked, models, sparse
             )
         except (ValueError, RuntimeError) as error:  # torch refuses mismatches too
             raise CheckpointError(str(error)) from None
@@ -387,14 +346,26 @@ def train_replicas(
                         since_eval,
                         time.perf_counter() - started,
                         [list(curve) for curve in curves],
-                        _capture(
-                            net, optimizer, gens, loss_sum, correct_sum, rewind_states, masks_now
+                        capture(
+                            net,
+                            optimizer,
+                            gens,
+                            loss_sum,
+                            correct_sum,
+                            rewind_states,
+                            masks_now,
+                            sparse,
                         ),
                     )
                 )
             x, y = sample_batch(data, gens, config.batch_size)  # (R, B, D), (R, B)
-            result = step_fn(net, x, y, data.offset, data.scale)
-            optimizer.step(result.grads)
+            if sparse is None:
+                result = step_fn(net, x, y, data.offset, data.scale)
+                optimizer.step(result.grads)
+            else:
+                result = sparse_train_step(sparse, x, y, data.offset, data.scale)
+                optimizer.step(result.grads)
+                sparse.sync()
             loss_sum += result.loss
             correct_sum += result.correct
             since_eval += 1
@@ -404,113 +375,12 @@ def train_replicas(
         _round_result(curve, model, seconds, None if rewind_states is None else rewind_states[r])
         for r, (curve, model) in enumerate(zip(curves, models))
     ]
+    for replica in results:
+        replica.sparse_layers = list(chosen)
     if on_interval is not None:
         for r, replica in enumerate(results):
             replica.masks = {name: mask[r].cpu() for name, mask in stacked.items()}
     return results
-
-
-def _capture(
-    net: ReplicaFCN,
-    optimizer: MaskedSGD,
-    gens: Sequence[torch.Generator],
-    loss_sum: torch.Tensor,
-    correct_sum: torch.Tensor,
-    rewind_states: list[dict[str, torch.Tensor]] | None,
-    masks: dict[str, torch.Tensor] | None = None,
-) -> dict[str, torch.Tensor]:
-    """CPU copies of the loop's state, named as :class:`TrainingState` describes."""
-    tensors = {f"net.{name}": value.to("cpu", copy=True) for name, value in net.state().items()}
-    for index, buffer in enumerate(optimizer.state()):
-        tensors[f"momentum.{index}"] = buffer.to("cpu", copy=True)
-    for r, gen in enumerate(gens):
-        tensors[f"generator.{r}"] = gen.get_state().clone()
-    tensors["loss_sum"] = loss_sum.to("cpu", copy=True)
-    tensors["correct_sum"] = correct_sum.to("cpu", copy=True)
-    for r, state in enumerate(rewind_states or []):
-        tensors.update({f"rewind.{r}.{name}": value for name, value in state.items()})
-    for name, mask in (masks or {}).items():
-        tensors[f"masks.{name}"] = mask.to("cpu", copy=True)
-    return tensors
-
-
-def _restore(
-    resume: TrainingState,
-    net: ReplicaFCN,
-    optimizer: MaskedSGD,
-    gens: Sequence[torch.Generator],
-    loss_sum: torch.Tensor,
-    correct_sum: torch.Tensor,
-    masks: dict[str, torch.Tensor],
-    models: Sequence[FCN],
-) -> list[dict[str, torch.Tensor]] | None:
-    """Load ``resume`` into the loop's objects (the masks in force, when pruning happens
-    during training, into ``masks`` and the optimizer); returns its rewind states, if
-    taken. ValueError names what does not fit."""
-    groups: dict[str, dict[str, torch.Tensor]] = {}
-    for name, value in resume.tensors.items():
-        head, _, rest = name.partition(".")
-        groups.setdefault(head, {})[rest] = value
-    known = {"net", "momentum", "generator", "loss_sum", "correct_sum", "rewind", "masks"}
-    unknown = set(groups) - known
-    if unknown:
-        raise ValueError(f"The training state has unknown entries {sorted(unknown)}.")
-    for name, value in resume.tensors.items():
-        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            raise ValueError(f"The training state's '{name}' holds NaN or infinite values.")
-    net.load_state(groups.get("net", {}))
-    if "masks" in groups:
-        stored = groups["masks"]
-        if sorted(stored) != sorted(masks) or any(
-            stored[n].shape != masks[n].shape or stored[n].dtype != torch.bool for n in masks
-        ):
-            raise ValueError("The training state's masks do not fit the round's masks.")
-        for name in masks:
-            masks[name].copy_(stored[name])
-        optimizer.set_masks(masks)
-    momentum = groups.get("momentum", {})
-    if sorted(momentum) != sorted(str(i) for i in range(len(momentum))):
-        raise ValueError(
-            f"The training state's momentum entries {sorted(momentum)} are not 0..n-1."
-        )
-    optimizer.load_state([momentum[str(i)] for i in range(len(momentum))])
-    generators = groups.get("generator", {})
-    if sorted(generators) != sorted(str(r) for r in range(len(gens))):
-        raise ValueError(
-            f"The training state must hold {len(gens)} generator state(s). Got {len(generators)}."
-        )
-    for r, gen in enumerate(gens):
-        got, want = generators[str(r)], gen.get_state()
-        if got.dtype != want.dtype or got.shape != want.shape:
-            raise ValueError(
-                f"The training state's generator {r} must be a {want.dtype} tensor of shape "
-                f"{tuple(want.shape)}. Got {got.dtype} {tuple(got.shape)}."
-            )
-        gen.set_state(got)
-    for target, name in ((loss_sum, "loss_sum"), (correct_sum, "correct_sum")):
-        held = groups.get(name, {}).get("")
-        if held is None or held.shape != target.shape:
-            raise ValueError(
-                f"The training state's '{name}' must have shape {tuple(target.shape)}."
-            )
-        target.copy_(held)
-    if "rewind" not in groups:
-        return None
-    states: list[dict[str, torch.Tensor]] = [{} for _ in gens]
-    for name, value in groups["rewind"].items():
-        replica, _, key = name.partition(".")
-        if not replica.isdigit() or int(replica) >= len(gens):
-            raise ValueError(f"The training state has a rewind entry for replica {replica!r}.")
-        states[int(replica)][key] = value
-    for r, (state, model) in enumerate(zip(states, models)):
-        expected = model.state_dict()
-        if set(state) != set(expected) or any(
-            tuple(state[k].shape) != tuple(expected[k].shape) for k in expected
-        ):
-            raise ValueError(
-                f"The training state's rewind state of replica {r} does not fit the net."
-            )
-    return states
 
 
 def _round_result(

@@ -1,0 +1,272 @@
+"""Sparse execution of a round (imprint.sparse) against the dense engine.
+
+The sparse step does the dense step's arithmetic on the live weights only, summing in
+another order (CSR rows, SDDMM dot products, index_add for the first layer's BN
+terms). In float64 the two agree to ~1e-15 of each tensor's scale (measured: at most
+3.4e-15), so 1e-10 leaves rounding no room to hide a wrong term. In float32 the
+difference is rounding, bounded as for replicas against single nets
+(tests/test_engine.py REPLICA_RTOL, tests/test_train.py WEIGHT_RTOL: K-term dot
+products, K <= 64, err by ~sqrt(K) u of their terms' scale; over S steps a random walk,
+sqrt(S K) u ~ 4e-6 for S = 80): measured at most 2e-6 of a tensor's scale after five
+steps, 1e-5 is the bound.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+
+from imprint.engine import MaskedSGD, ReplicaFCN, train_step
+from imprint.imp import run_experiment
+from imprint.procedures import PROCEDURES
+from imprint.prune import apply_masks, full_masks, magnitude_prune
+from imprint.runs import RunFolder, member_dir
+from imprint.sparse import (
+    MIN_SPARSE_MACS,
+    Pattern,
+    SparseFCN,
+    choose_sparse_layers,
+    crossover_density,
+    sparse_train_step,
+)
+from imprint.train import train_replicas
+from tests.conftest import smoke_config
+from tests.test_engine import _images, _masked, _model, assert_rounding_close
+from tests.test_train import IMAGES, _assert_state_close, _gens, _models
+
+FLOAT64_RTOL = 1e-10
+
+
+def _pair(replicas: int, dtype, sparse_layers):
+    """The same masked replicas twice: a dense ReplicaFCN and a SparseFCN."""
+    models = [_model(s, dtype=dtype) for s in range(replicas)]
+    masks = [_masked(m, s) for s, m in enumerate(models)]
+    stacked = {n: torch.stack([m[n] for m in masks]) for n in masks[0]}
+    dense = ReplicaFCN([copy.deepcopy(m) for m in models])
+    sparse = SparseFCN(ReplicaFCN([copy.deepcopy(m) for m in models]), stacked, sparse_layers)
+    return dense, sparse, stacked
+
+
+def _dense_grad(grad: torch.Tensor, name: str, sparse: SparseFCN) -> torch.Tensor:
+    """A dense weight gradient at a sparse layer's pattern (the entries the step forms)."""
+    layer = int(name.split(".")[1])
+    pattern = sparse.patterns[layer]
+    if name.endswith(".weight") and name.startswith("layers.") and pattern is not None:
+        return grad.reshape(-1)[pattern.flat]
+    return grad
+
+
+@pytest.mark.numerics
+@pytest.mark.parametrize("replicas", [1, 3])
+@pytest.mark.parametrize("layers", [[0, 1, 2], [1], [0]], ids=["all", "middle", "first"])
+@pytest.mark.parametrize("uint8", [True, False], ids=["uint8", "float"])
+@pytest.mark.parametrize("per_input", [False, True], ids=["scalar_scale", "per_input_scale"])
+def test_float64_step_is_the_dense_step(replicas, layers, uint8, per_input):
+    """Loss, hits, every gradient and the BN running averages of one step, float64."""
+    dtype = torch.float64
+    dense, sparse, _ = _pair(replicas, dtype, layers)
+    x, y = _images(0, replicas * 40, uint8, dtype=dtype)
+    offset = x.to(dtype).mean(0) if uint8 else None
+    scale = 1 / 255 if uint8 else 0.5
+    if per_input:
+        gen = torch.Generator().manual_seed(1)
+        scale = scale * (0.5 + torch.rand(x.shape[1], generator=gen, dtype=dtype))
+    x, y = x.view(replicas, 40, -1), y.view(replicas, 40)
+    a = train_step(dense, x, y, offset, scale)
+    b = sparse_train_step(sparse, x, y, offset, scale)
+    torch.testing.assert_close(b.loss, a.loss, rtol=FLOAT64_RTOL, atol=0.0)
+    assert torch.equal(a.correct, b.correct)
+    for name, ga, gb, param in zip(dense.parameter_names(), a.grads, b.grads, sparse.parameters()):
+        expected = _dense_grad(ga, name, sparse)
+        assert gb.shape == param.shape, name
+        scale_of = expected.abs().max().item()
+        torch.testing.assert_close(
+            gb, expected, rtol=FLOAT64_RTOL, atol=FLOAT64_RTOL * scale_of, msg=name
+        )
+    for name, value in dense.state().items():
+        torch.testing.assert_close(sparse.net.state()[name], value, rtol=FLOAT64_RTOL, atol=0.0)
+
+
+@pytest.mark.numerics
+@pytest.mark.parametrize("replicas", [1, 3])
+@pytest.mark.parametrize(
+    ("momentum", "weight_decay"), [(0.0, 0.0), (0.9, 5e-4)], ids=["plain", "momentum_wd"]
+)
+def test_float32_steps_and_sgd_stay_within_rounding(replicas, momentum, weight_decay):
+    """Five SGD steps (the update of the values and their momentum): every tensor of
+    the nets, BN statistics included, within float32 rounding; pruned entries exactly
+    zero; the values equal the dense weights at the pattern after every step."""
+    dense, sparse, stacked = _pair(replicas, torch.float32, [0, 1, 2])
+    x, y = _images(0, replicas * 40, True)
+    offset = x.float().mean(0)
+    x, y = x.view(replicas, 40, -1), y.view(replicas, 40)
+    sgd_dense = MaskedSGD(dense, stacked, 0.1, momentum, weight_decay)
+    sgd_sparse = MaskedSGD(sparse, sparse.optimizer_masks(stacked), 0.1, momentum, weight_decay)
+    for _ in range(5):
+        sgd_dense.step(train_step(dense, x, y, offset, 1 / 255).grads)
+        sgd_sparse.step(sparse_train_step(sparse, x, y, offset, 1 / 255).grads)
+        sparse.sync()
+        for layer, pattern in enumerate(sparse.patterns):
+            assert pattern is not None
+            weight = sparse.net.weights[layer]
+            assert torch.equal(weight.reshape(-1)[pattern.flat], sparse.values[layer])
+            mask = stacked[f"layers.{layer}.weight"]
+            assert (weight[~mask] == 0).all()
+    for name, value in dense.state().items():
+        assert_rounding_close(sparse.net.state()[name], value, name)
+    if momentum:
+        buffers = sparse.to_dense(sgd_sparse.state())
+        for name, a, b in zip(dense.parameter_names(), buffers, sgd_dense.state()):
+            assert_rounding_close(a, b, f"momentum of {name}")
+
+
+def test_pattern_is_block_diagonal_and_its_transpose():
+    """The CSR matrix of a pattern is the replicas' masked weights on the diagonal
+    blocks; its transpose holds the same entries."""
+    gen = torch.Generator().manual_seed(0)
+    mask = torch.rand(3, 5, 7, generator=gen) < 0.3
+    weights = torch.randn(3, 5, 7, generator=gen) * mask
+    pattern = Pattern.from_mask(mask)
+    values = weights.reshape(-1)[pattern.flat]
+    full = torch.block_diag(*weights)
+    assert torch.equal(pattern.matrix(values).to_dense(), full)
+    assert torch.equal(pattern.transposed(values).to_dense(), full.T)
+    assert pattern.nnz == int(mask.sum())
+
+
+def test_choose_sparse_layers_follows_the_mode_and_the_crossover():
+    device = torch.device("cpu")
+    dims = [3072, 1024, 10]
+    crossover = crossover_density(device)
+    assert crossover is not None and 0 < crossover < 1
+
+    def masks(density):
+        gen = torch.Generator().manual_seed(0)
+        return {
+            f"layers.{k}.weight": torch.rand(1, dims[k + 1], dims[k], generator=gen) < density
+            for k in range(2)
+        }
+
+    below, above = masks(crossover / 2), masks(min(1.0, crossover * 2))
+    assert choose_sparse_layers("off", below, dims, 1, 1000, device) == []
+    assert choose_sparse_layers("on", above, dims, 1, 1000, device) == [0, 1]
+    assert choose_sparse_layers("auto", above, dims, 1, 1000, device) == []
+    # the 1024 x 10 output layer is below MIN_SPARSE_MACS at batch 100
+    assert 100 * 1024 * 10 < MIN_SPARSE_MACS <= 100 * 3072 * 1024
+    assert choose_sparse_layers("auto", below, dims, 1, 100, device) == [0]
+    assert choose_sparse_layers("auto", below, [3072, 1024, 10], 1, 1000, device) == [0, 1]
+    with pytest.raises(ValueError, match="train.sparse must be one of"):
+        choose_sparse_layers("maybe", below, dims, 1, 100, device)
+
+
+@pytest.fixture(scope="module")
+def smoke():
+    from imprint.data import load_dataset
+
+    config = smoke_config()
+    return config, load_dataset(config.data)
+
+
+@pytest.mark.numerics
+@pytest.mark.parametrize(("momentum", "seeds"), [(0.9, [0]), (0.0, [1, 2, 3])])
+def test_resume_inside_a_sparse_round_is_bitwise_identical(smoke, momentum, seeds):
+    """On the sparse path, resuming from every checkpoint ends bit for bit where the
+    uninterrupted round ends; checkpoints hold the dense layout (momentum included)."""
+    config, data = smoke
+    train = config.train.model_copy(
+        update={"momentum": momentum, "checkpoint_every": 7, "sparse": "on"}
+    )
+
+    def round_from(resume=None, on_checkpoint=None):
+        models = _models(config, data, seeds)
+        masks = [
+            magnitude_prune(m.state_dict(), full_masks(m.state_dict()), {0: 0.8, 1: 0.8})
+            for m in models
+        ]
+        for model, mask in zip(models, masks):
+            model.load_state_dict(apply_masks(model.state_dict(), mask))
+        return train_replicas(
+            models,
+            masks,
+            data,
+            train,
+            _gens(config, seeds, 0),
+            rewind_step=config.prune.rewind_step,
+            on_checkpoint=on_checkpoint,
+            resume=resume,
+        )
+
+    plain = round_from()
+    assert plain[0].sparse_layers == [0, 1, 2]
+    states = []
+    round_from(on_checkpoint=states.append)
+    assert states
+    for state in states:
+        shapes = {k: tuple(v.shape) for k, v in state.tensors.items()}
+        assert shapes["net.weights.0"] == (len(seeds), 32, 64)
+        if momentum:
+            assert shapes["momentum.0"] == (len(seeds), 32, 64)
+        resumed = round_from(resume=state)
+        for a, c in zip(plain, resumed):
+            assert a.curves == c.curves, state.step
+            for name, value in a.final_state.items():
+                assert torch.equal(value, c.final_state[name]), (state.step, name)
+
+
+def _run(tmp_path, name: str, *overrides: str):
+    config = smoke_config(*overrides)
+    result = run_experiment(config, tmp_path / name, "cpu", False, lambda m: None)
+    return RunFolder(result.folder)
+
+
+@pytest.mark.numerics
+@pytest.mark.parametrize("procedure", sorted(PROCEDURES))
+def test_every_procedure_trains_the_same_on_either_engine(procedure, tmp_path):
+    """Each procedure's run with train.sparse = "on" against "off": the same masks, and
+    every round's final weights and accuracies within float32 rounding (the bounds of
+    tests/test_train.py). GMP prunes inside its rounds after the first: those
+    run dense and say so (sparse_layers [])."""
+    sets = [f"prune.procedure={procedure}", "prune.max_rounds=2"]
+    if procedure == "reinit":  # follows an IMP run's masks
+        reference = _run(tmp_path, "imp", "prune.max_rounds=2")
+        sets.append(f'prune.reference_run="{reference.root}"')
+    off = _run(tmp_path, "off", *sets, "train.sparse=off")
+    on = _run(tmp_path, "on", *sets, "train.sparse=on")
+    rounds = off.completed_rounds()
+    assert on.completed_rounds() == rounds
+    engine = json.loads(on.manifest_path.read_text())["engine"]
+    assert engine["sparse"] == "on" and engine["crossover_density"] == crossover_density(
+        torch.device("cpu")
+    )
+    for r in rounds:
+        metrics_on, metrics_off = on.round_metrics(r), off.round_metrics(r)
+        assert metrics_off["sparse_layers"] == []
+        expected = [] if procedure == "gmp" and r > 0 else [0, 1, 2]
+        assert metrics_on["sparse_layers"] == expected, r
+        masks_on, masks_off = on.round_masks(r), off.round_masks(r)
+        assert all(torch.equal(masks_on[k], masks_off[k]) for k in masks_off), r
+        state_on, state_off = on.round_state(r), off.round_state(r)
+        _assert_state_close(state_on, state_off, f"round {r}")
+        n_val = 256
+        for key in ("best_val_top1", "final_val_top1"):
+            assert abs(metrics_on[key] - metrics_off[key]) * n_val <= IMAGES + 1e-6, (r, key)
+
+
+@pytest.mark.numerics
+def test_three_seeds_together_train_the_same_on_either_engine(tmp_path):
+    """Three replicas in one block-diagonal matrix against the dense batched run."""
+    config = smoke_config("seeds.group=[0, 1, 2]")
+    off, on = tmp_path / "off", tmp_path / "on"
+    for folder, mode in ((off, "off"), (on, "on")):
+        changed = config.model_copy(
+            update={"train": config.train.model_copy(update={"sparse": mode})}
+        )
+        run_experiment(changed, folder, device="cpu", progress=False, log=lambda m: None)
+    for seed in (0, 1, 2):
+        a, b = RunFolder(member_dir(off, seed)), RunFolder(member_dir(on, seed))
+        for r in a.completed_rounds():
+            assert all(torch.equal(a.round_masks(r)[k], v) for k, v in b.round_masks(r).items())
+            _assert_state_close(b.round_state(r), a.round_state(r), f"seed {seed} round {r}")
