@@ -195,7 +195,7 @@ def finish(raw: RawData, config: FileOptions) -> ImageData:
         held = held_out(x_train.shape[0], config.n_val, config.seed)
         rest = np.setdiff1d(np.arange(x_train.shape[0]), held)  # in file order
         x_val, y_val = x_train[held], y_train[held]
-        x_train, y_train = x_train[rest], y_train[rest]
+        x_train, y_train = take_rows(x_train, rest), y_train[rest]
         x_test, y_test = raw.x_val, raw.y_val  # the official set: the test set, if any
         splits = {
             "validation": "held out of the training files",
@@ -212,12 +212,12 @@ def finish(raw: RawData, config: FileOptions) -> ImageData:
     def relabel(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
         if config.classes is not None:
             keep = np.isin(y, np.asarray(config.classes))
-            x, y = x[keep], y[keep]
+            x, y = take_rows(x, np.flatnonzero(keep)), y[keep]
         mapped, n_classes = _task(y, config, raw.n_labels)
         keep = mapped >= 0  # a mapping file may leave labels out
         if config.balance:
             keep &= _balanced(y, mapped, n_classes)
-        return x[keep], mapped[keep], n_classes
+        return take_rows(x, np.flatnonzero(keep)), mapped[keep], n_classes
 
     x_train, y_train, n_classes = relabel(x_train, y_train)
     x_val, y_val, _ = relabel(x_val, y_val)
@@ -227,7 +227,7 @@ def finish(raw: RawData, config: FileOptions) -> ImageData:
     if config.fraction_mode == "random" and n_keep < x_train.shape[0]:
         rng = np.random.default_rng(config.seed)
         chosen = np.sort(rng.choice(x_train.shape[0], size=n_keep, replace=False))
-        x_train, y_train = x_train[chosen], y_train[chosen]
+        x_train, y_train = take_rows(x_train, chosen), y_train[chosen]
     else:
         x_train, y_train = x_train[:n_keep], y_train[:n_keep]
     for split, x in (("training", x_train), ("validation", x_val)):
@@ -251,6 +251,27 @@ def finish(raw: RawData, config: FileOptions) -> ImageData:
         y_test=None if y_test is None else torch.from_numpy(np.ascontiguousarray(y_test)),
         splits=splits,
     )
+
+
+def take_rows(x: np.ndarray, rows: np.ndarray, chunk: int = 16_384) -> np.ndarray:
+    """``x[rows]`` for ascending ``rows``, without a second copy of ``x``.
+
+    When ``x`` is writable, its first ``len(rows)`` rows become the taken ones, chunk by
+    chunk (row k is taken from row rows[k] >= k, never from one already overwritten),
+    and a view of them is returned: a training set larger than half the memory is never
+    held twice. ``x`` itself must not be used afterwards. A read-only ``x`` is copied.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.size == x.shape[0]:  # every row, in order
+        return x
+    if not x.flags.writeable or not x.flags.c_contiguous:
+        return x[rows]
+    if rows.size > 1 and not bool((rows[1:] > rows[:-1]).all()):
+        raise ValueError("take_rows needs strictly ascending rows.")
+    for start in range(0, rows.size, chunk):
+        part = rows[start : start + chunk]
+        x[start : start + part.size] = x[part]
+    return x[: rows.size]
 
 
 def held_out(n: int, n_val: int, seed: int) -> np.ndarray:

@@ -31,18 +31,22 @@ N_TRAIN_BATCHES = 10
 IMAGENET_FILES = [f"train_data_batch_{i}" for i in range(1, N_TRAIN_BATCHES + 1)] + ["val_data"]
 
 
-def _read_batch(root: Path, stem: str) -> tuple[dict[str, Any], Path]:
-    from imprint.data.safe import plain_keys, read_npz, safe_unpickle
-
+def _batch_path(root: Path, stem: str) -> Path:
     npz = root / f"{stem}.npz"
     if npz.exists():
-        return plain_keys(read_npz(npz), npz), npz
+        return npz
     if (root / stem).exists():
-        return plain_keys(safe_unpickle(root / stem), root / stem), root / stem
+        return root / stem
     raise DataError(
         f"{root / stem} does not exist (nor {npz.name}). Expected the ImageNet32/64 "
         "batches train_data_batch_1..10 and val_data in data.root."
     )
+
+
+def _read_batch(path: Path) -> dict[str, Any]:
+    from imprint.data.safe import plain_keys, read_npz, safe_unpickle
+
+    return plain_keys(read_npz(path) if path.suffix == ".npz" else safe_unpickle(path), path)
 
 
 def _split(batch: dict[str, Any], source: Path, shape: tuple[int, int, int]):
@@ -64,21 +68,32 @@ def read_imagenet(config: ImageNetData) -> RawData:
     root = Path(config.root)
     if not root.is_dir():
         raise DataError(f"data.root: {root} is not a folder (expected the {config.name} files).")
-    xs, ys, mean = [], [], None
-    for i in range(1, N_TRAIN_BATCHES + 1):
-        batch, source = _read_batch(root, f"train_data_batch_{i}")
-        x, y = _split(batch, source, shape)
-        xs.append(x)
+    paths = [_batch_path(root, f"train_data_batch_{i}") for i in range(1, N_TRAIN_BATCHES + 1)]
+    # The batches stream into one array: a pickle holds at least its images' bytes, so
+    # the files' sizes bound the rows (pages never written are never resident), and
+    # the peak is the data plus one batch, not twice the data.
+    dim = 3 * side * side
+    rows = sum(path.stat().st_size for path in paths) // dim + 1
+    x_all = np.empty((rows, dim), dtype=np.uint8)
+    n, ys, mean = 0, [], None
+    for path in paths:
+        batch = _read_batch(path)
+        x, y = _split(batch, path, shape)
+        if n + x.shape[0] > x_all.shape[0]:  # compressed npz: grow (rare; copies once)
+            grown = np.empty((2 * (n + x.shape[0]), dim), dtype=np.uint8)
+            grown[:n] = x_all[:n]
+            x_all = grown
+        x_all[n : n + x.shape[0]] = x
+        n += x.shape[0]
         ys.append(y)
         if mean is None and "mean" in batch:
             mean = np.asarray(batch["mean"], dtype=np.float64).reshape(-1)
-            if mean.shape != (3 * side * side,):
-                raise DataError(
-                    f"{source}: 'mean' must have {3 * side * side} values. Got shape {mean.shape}."
-                )
-    val, source = _read_batch(root, "val_data")
-    x_val, y_val = _split(val, source, shape)
-    return RawData(np.concatenate(xs), np.concatenate(ys), x_val, y_val, shape, 1000, mean)
+            if mean.shape != (dim,):
+                raise DataError(f"{path}: 'mean' must have {dim} values. Got shape {mean.shape}.")
+        del batch, x
+    val_path = _batch_path(root, "val_data")
+    x_val, y_val = _split(_read_batch(val_path), val_path, shape)
+    return RawData(x_all[:n], np.concatenate(ys), x_val, y_val, shape, 1000, mean)
 
 
 DATASET = Dataset(
