@@ -87,12 +87,15 @@ def test_gmp_in_a_group(tmp_path, seeds):
         ]
 
 
-@pytest.mark.parametrize("momentum", [0.0, 0.9])
-def test_gmp_resumes_inside_a_round_from_its_checkpoint(tmp_path, monkeypatch, momentum):
+@pytest.mark.parametrize(
+    ("momentum", "sparse"), [(0.0, "auto"), (0.9, "auto"), (0.9, "on")], ids=str
+)
+def test_gmp_resumes_inside_a_round_from_its_checkpoint(tmp_path, monkeypatch, momentum, sparse):
     """A gradual round runs in the one training loop: killed between two of its pruning
     steps, it resumes from its checkpoint (masks in force, momentum) and ends exactly as
-    the uninterrupted run, masks, weights and metrics."""
-    sets = ("prune.max_rounds=2", f"train.momentum={momentum}")
+    the uninterrupted run, masks, weights and metrics; on the sparse engine too, whose
+    structure is rebuilt at every pruning step and on resume."""
+    sets = ("prune.max_rounds=2", f"train.momentum={momentum}", f"train.sparse={sparse}")
     plain = RunFolder(tmp_path / "plain")
     _run(plain.root, *sets, "train.checkpoint_every=0")
     out = tmp_path / "killed"

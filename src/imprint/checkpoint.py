@@ -11,9 +11,9 @@ from typing import Any
 
 import torch
 
-from imprint.engine import MaskedSGD, ReplicaFCN
+from imprint.engine import ReplicaFCN
 from imprint.model import FCN
-from imprint.sparse import SparseFCN
+from imprint.sparse import RoundEngine
 
 __all__ = ["CheckpointError", "TrainingState", "capture", "restore"]
 
@@ -79,19 +79,17 @@ def _curve_row(row: dict[str, Any]) -> dict[str, float]:
 
 def capture(
     net: ReplicaFCN,
-    optimizer: MaskedSGD,
+    engine: RoundEngine,
     gens: Sequence[torch.Generator],
     loss_sum: torch.Tensor,
     correct_sum: torch.Tensor,
     rewind_states: list[dict[str, torch.Tensor]] | None,
     masks: dict[str, torch.Tensor] | None = None,
-    sparse: SparseFCN | None = None,
 ) -> dict[str, torch.Tensor]:
     """CPU copies of the loop's state, named as :class:`TrainingState` describes
     (momentum in the dense layout on either engine)."""
     tensors = {f"net.{name}": value.to("cpu", copy=True) for name, value in net.state().items()}
-    buffers = optimizer.state()
-    for index, buffer in enumerate(buffers if sparse is None else sparse.to_dense(buffers)):
+    for index, buffer in enumerate(engine.momentum()):
         tensors[f"momentum.{index}"] = buffer.to("cpu", copy=True)
     for r, gen in enumerate(gens):
         tensors[f"generator.{r}"] = gen.get_state().clone()
@@ -107,16 +105,15 @@ def capture(
 def restore(
     resume: TrainingState,
     net: ReplicaFCN,
-    optimizer: MaskedSGD,
+    engine: RoundEngine,
     gens: Sequence[torch.Generator],
     loss_sum: torch.Tensor,
     correct_sum: torch.Tensor,
     masks: dict[str, torch.Tensor],
     models: Sequence[FCN],
-    sparse: SparseFCN | None = None,
 ) -> list[dict[str, torch.Tensor]] | None:
     """Load ``resume`` into the loop's objects (the masks in force, when pruning happens
-    during training, into ``masks`` and the optimizer); returns its rewind states, if
+    during training, into ``masks`` and the engine); returns its rewind states, if
     taken. ValueError names what does not fit."""
     groups: dict[str, dict[str, torch.Tensor]] = {}
     for name, value in resume.tensors.items():
@@ -130,8 +127,6 @@ def restore(
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             raise ValueError(f"The training state's '{name}' holds NaN or infinite values.")
     net.load_state(groups.get("net", {}))
-    if sparse is not None:
-        sparse.gather()
     if "masks" in groups:
         stored = groups["masks"]
         if sorted(stored) != sorted(masks) or any(
@@ -140,14 +135,15 @@ def restore(
             raise ValueError("The training state's masks do not fit the round's masks.")
         for name in masks:
             masks[name].copy_(stored[name])
-        optimizer.set_masks(masks)
+        engine.set_masks(masks)  # before the momentum: it may rebuild the engine
+    engine.loaded()
     momentum = groups.get("momentum", {})
     if sorted(momentum) != sorted(str(i) for i in range(len(momentum))):
         raise ValueError(
             f"The training state's momentum entries {sorted(momentum)} are not 0..n-1."
         )
     buffers = [momentum[str(i)] for i in range(len(momentum))]
-    optimizer.load_state(buffers if sparse is None else sparse.from_dense(buffers))
+    engine.load_momentum(buffers)
     generators = groups.get("generator", {})
     if sorted(generators) != sorted(str(r) for r in range(len(gens))):
         raise ValueError(

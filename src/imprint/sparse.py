@@ -33,13 +33,13 @@ pay, :data:`MIN_SPARSE_MACS`).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from imprint.config import Config
+from imprint.config import Config, TrainConfig
 from imprint.engine import MaskedSGD, ReplicaFCN, StepResult
 
 __all__ = [
@@ -51,6 +51,7 @@ __all__ = [
     "MIN_SPARSE_MACS",
     "masked_sgd",
     "engine_record",
+    "RoundEngine",
 ]
 
 # torch marks CSR tensors as beta on every first use; the operations used here are tested
@@ -93,7 +94,7 @@ def choose_sparse_layers(
     """The layers that run sparse this round under ``train.sparse = mode``.
 
     ``masks``: stacked weight masks "layers.{l}.weight" (R, out, in); a layer without
-    one is dense (nothing pruned). "on": every layer with a mask; "auto": those whose
+    one is dense (nothing pruned). "on": every layer with a pruned entry; "auto": those whose
     density is below :func:`crossover_density` and whose step does at least
     :data:`MIN_SPARSE_MACS` dense multiply-adds.
     """
@@ -107,12 +108,13 @@ def choose_sparse_layers(
         mask = masks.get(f"layers.{layer}.weight")
         if mask is None:
             continue
-        if mode == "on":
+        density = float(mask.sum()) / mask.numel()
+        if mode == "on" and density < 1.0:
             chosen.append(layer)
             continue
-        density = float(mask.sum()) / mask.numel()
         macs = replicas * batch_size * dims[layer] * dims[layer + 1]
-        if crossover is not None and density < crossover and macs >= MIN_SPARSE_MACS:
+        small = macs < MIN_SPARSE_MACS
+        if mode == "auto" and crossover is not None and density < crossover and not small:
             chosen.append(layer)
     return chosen
 
@@ -205,6 +207,94 @@ def masked_sgd(
     sparse = SparseFCN(net, masks, sparse_layers)
     optimizer = MaskedSGD(sparse, sparse.optimizer_masks(masks), lr, momentum, weight_decay)
     return sparse, optimizer
+
+
+class RoundEngine:
+    """A round's step and optimiser on ``net``: the dense engine, or :class:`SparseFCN`
+    for the layers ``config.sparse`` chooses (:func:`choose_sparse_layers`), chosen
+    again whenever the masks change inside the round (a procedure that prunes while
+    training): the structure is rebuilt and the momentum carried over, the newly
+    pruned entries' zeroed. While no layer runs sparse, every call is the dense
+    engine's own, so dense rounds are bitwise what they were without this class.
+    """
+
+    def __init__(
+        self,
+        net: ReplicaFCN,
+        masks: Mapping[str, torch.Tensor],
+        config: TrainConfig,
+        dense_step: Callable[..., StepResult],
+    ) -> None:
+        self.net, self.config, self.dense_step = net, config, dense_step
+        self.used: set[int] = set()  # every layer that ran sparse in the round
+        self.sparse, self.optimizer = self._build(masks)
+
+    def _build(self, masks: Mapping[str, torch.Tensor]) -> tuple[SparseFCN | None, MaskedSGD]:
+        config, net = self.config, self.net
+        device = net.weights[0].device
+        chosen = choose_sparse_layers(
+            config.sparse, masks, net.dims, net.replicas, config.batch_size, device
+        )
+        self.used.update(chosen)
+        return masked_sgd(net, masks, chosen, config.lr, config.momentum, config.weight_decay)
+
+    @property
+    def sparse_layers(self) -> list[int]:
+        """The layers that ran sparse at some point of the round, ascending."""
+        return sorted(self.used)
+
+    def step(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        offset: torch.Tensor | None,
+        scale: float | torch.Tensor,
+    ) -> StepResult:
+        """One training step and update; the dense weights are current after it."""
+        if self.sparse is None:
+            result = self.dense_step(self.net, x, y, offset, scale)
+            self.optimizer.step(result.grads)
+            return result
+        result = sparse_train_step(self.sparse, x, y, offset, scale)
+        self.optimizer.step(result.grads)
+        self.sparse.sync()
+        return result
+
+    def set_masks(self, masks: Mapping[str, torch.Tensor]) -> None:
+        """Hold the entries ``masks`` prune at zero from now on (their momentum too)."""
+        chosen = choose_sparse_layers(
+            self.config.sparse,
+            masks,
+            self.net.dims,
+            self.net.replicas,
+            self.config.batch_size,
+            self.net.weights[0].device,
+        )
+        if self.sparse is None and not chosen:
+            self.optimizer.set_masks(dict(masks))  # the dense engine's own call
+            return
+        buffers = self.momentum()
+        self.sparse, self.optimizer = self._build(masks)
+        if buffers:
+            self.load_momentum(buffers)
+            own = masks if self.sparse is None else self.sparse.optimizer_masks(masks)
+            self.optimizer.set_masks(dict(own))  # zero the newly pruned entries' momentum
+
+    def momentum(self) -> list[torch.Tensor]:
+        """The momentum buffers in the dense layout of ``net.parameters()`` ([] before
+        the first step or without momentum)."""
+        buffers = self.optimizer.state()
+        return buffers if self.sparse is None else self.sparse.to_dense(buffers)
+
+    def load_momentum(self, buffers: Sequence[torch.Tensor]) -> None:
+        """Restore :meth:`momentum` (ValueError if the shapes do not fit)."""
+        sparse = self.sparse
+        self.optimizer.load_state(buffers if sparse is None else sparse.from_dense(buffers))
+
+    def loaded(self) -> None:
+        """The dense weights were loaded (a resume): read the values from them."""
+        if self.sparse is not None:
+            self.sparse.gather()
 
 
 def _row_pointer(rows: torch.Tensor, n_rows: int) -> torch.Tensor:
@@ -358,8 +448,11 @@ def sparse_train_step(
         else:
             values = net.values[layer]
             assert values is not None
-            product = torch.sparse.mm(pattern.matrix(values), u.view(replicas * width, batch))
-            z = product.view(replicas, out, batch).add_(bias)
+            z = torch.addmm(  # the bias broadcast along the batch: no zero fill, no add
+                bias.view(replicas * out, 1),
+                pattern.matrix(values),
+                u.view(replicas * width, batch),
+            ).view(replicas, out, batch)
         saved.append((h if layer else None, c, r, s, u if layer else None))
         h = z.relu_() if layer < last else z
 

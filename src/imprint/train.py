@@ -44,7 +44,7 @@ from imprint.engine import (
 from imprint.model import FCN
 from imprint.prune import Masks
 from imprint.reference import random_shifts, shift_images
-from imprint.sparse import choose_sparse_layers, masked_sgd, sparse_train_step
+from imprint.sparse import RoundEngine
 
 __all__ = [
     "TrainingDiverged",
@@ -268,21 +268,10 @@ def train_replicas(
     net = ReplicaFCN(models)
     stacked = {name: torch.stack([m[name] for m in masks]).to(device) for name in masks[0]}
     replicas = len(models)
-    # A mask changed inside the round (on_interval) would rebuild the sparse structure
-    # at every interval: such rounds run dense.
-    chosen = (
-        []
-        if on_interval is not None
-        else choose_sparse_layers(
-            config.sparse, stacked, net.dims, replicas, config.batch_size, device
-        )
-    )
-    sparse, optimizer = masked_sgd(
-        net, stacked, chosen, config.lr, config.momentum, config.weight_decay
-    )
+    dense_step = compiled_train_step() if config.compile else train_step
+    engine = RoundEngine(net, stacked, config, dense_step)
     if on_interval is not None:  # the masks in force are part of the training state
         stacked = {name: mask.clone() for name, mask in stacked.items()}
-    step_fn = compiled_train_step() if config.compile else train_step
     curves: list[list[dict[str, float]]] = [[] for _ in models]
     rewind_states = None
     loss_sum = torch.zeros(replicas, device=device)
@@ -297,7 +286,7 @@ def train_replicas(
             )
         try:
             rewind_states = restore(
-                resume, net, optimizer, gens, loss_sum, correct_sum, stacked, models, sparse
+                resume, net, engine, gens, loss_sum, correct_sum, stacked, models
             )
         except (ValueError, RuntimeError) as error:  # torch refuses mismatches too
             raise CheckpointError(str(error)) from None
@@ -337,7 +326,7 @@ def train_replicas(
                 new = on_interval(step // config.eval_every + 1, n, models, now)
                 for name in stacked:
                     stacked[name].copy_(torch.stack([m[name] for m in new]))
-                optimizer.set_masks(stacked)
+                engine.set_masks(stacked)
             if on_checkpoint is not None and every and step % every == 0 and step != first_step:
                 masks_now = stacked if on_interval is not None else None
                 on_checkpoint(
@@ -346,26 +335,11 @@ def train_replicas(
                         since_eval,
                         time.perf_counter() - started,
                         [list(curve) for curve in curves],
-                        capture(
-                            net,
-                            optimizer,
-                            gens,
-                            loss_sum,
-                            correct_sum,
-                            rewind_states,
-                            masks_now,
-                            sparse,
-                        ),
+                        capture(net, engine, gens, loss_sum, correct_sum, rewind_states, masks_now),
                     )
                 )
             x, y = sample_batch(data, gens, config.batch_size)  # (R, B, D), (R, B)
-            if sparse is None:
-                result = step_fn(net, x, y, data.offset, data.scale)
-                optimizer.step(result.grads)
-            else:
-                result = sparse_train_step(sparse, x, y, data.offset, data.scale)
-                optimizer.step(result.grads)
-                sparse.sync()
+            result = engine.step(x, y, data.offset, data.scale)
             loss_sum += result.loss
             correct_sum += result.correct
             since_eval += 1
@@ -376,7 +350,7 @@ def train_replicas(
         for r, (curve, model) in enumerate(zip(curves, models))
     ]
     for replica in results:
-        replica.sparse_layers = list(chosen)
+        replica.sparse_layers = engine.sparse_layers
     if on_interval is not None:
         for r, replica in enumerate(results):
             replica.masks = {name: mask[r].cpu() for name, mask in stacked.items()}
