@@ -19,7 +19,7 @@ import json
 import pytest
 import torch
 
-from imprint.engine import MaskedSGD, ReplicaFCN, train_step
+from imprint.engine import MaskedSGD, ReplicaFCN, eval_logits, train_step
 from imprint.imp import run_experiment
 from imprint.procedures import PROCEDURES
 from imprint.prune import apply_masks, full_masks, magnitude_prune
@@ -30,11 +30,12 @@ from imprint.sparse import (
     SparseFCN,
     choose_sparse_layers,
     crossover_density,
+    sparse_eval_logits,
     sparse_train_step,
 )
 from imprint.train import train_replicas
 from tests.conftest import smoke_config
-from tests.test_engine import _images, _masked, _model, assert_rounding_close
+from tests.test_engine import CLASSES, _images, _masked, _model, assert_rounding_close
 from tests.test_train import IMAGES, _assert_state_close, _gens, _models
 
 FLOAT64_RTOL = 1e-10
@@ -273,3 +274,24 @@ def test_three_seeds_together_train_the_same_on_either_engine(tmp_path):
         for r in a.completed_rounds():
             assert all(torch.equal(a.round_masks(r)[k], v) for k, v in b.round_masks(r).items())
             _assert_state_close(b.round_state(r), a.round_state(r), f"seed {seed} round {r}")
+
+
+@pytest.mark.numerics
+@pytest.mark.parametrize("replicas", [1, 3])
+@pytest.mark.parametrize("shared", [True, False], ids=["shared_batch", "own_batches"])
+@pytest.mark.parametrize("per_input", [False, True], ids=["scalar_scale", "per_input_scale"])
+def test_float64_evaluation_is_the_dense_evaluation(replicas, shared, per_input):
+    """Evaluation-mode logits (BN running averages) on the sparse layers' patterns."""
+    dtype = torch.float64
+    dense, sparse, _ = _pair(replicas, dtype, [0, 2])
+    x, _ = _images(1, replicas * 30, True, dtype=dtype)
+    offset = x.to(dtype).mean(0)
+    scale = 1 / 255
+    if per_input:
+        scale = scale * (0.5 + torch.rand(x.shape[1], generator=torch.Generator().manual_seed(2)))
+        scale = scale.to(dtype)
+    x = x[:30] if shared else x.view(replicas, 30, -1)
+    expected = eval_logits(dense, x, offset, scale)
+    got = sparse_eval_logits(sparse, x, offset, scale)
+    assert got.shape == expected.shape == (replicas, 30, CLASSES)
+    torch.testing.assert_close(got, expected, rtol=FLOAT64_RTOL, atol=FLOAT64_RTOL)

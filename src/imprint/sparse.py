@@ -24,10 +24,11 @@ The maths is :func:`imprint.engine.train_step`'s (the same BN folding, the first
 layer's input gradient never formed); the sums run in another order, so the two
 paths agree to float32 rounding (tests/test_sparse.py derives the tolerance).
 
-``train.sparse`` chooses: "off" (the dense engine), "on" (every layer sparse), "auto"
-(a layer runs sparse when its density is below the crossover of
+``train.sparse`` chooses: "off" (the dense engine), "on" (every pruned layer sparse),
+"auto" (a layer runs sparse when its density is below the crossover of
 :func:`crossover_density` and it is large enough for the sparse calls' fixed cost to
-pay, :data:`MIN_SPARSE_MACS`).
+pay, :data:`MIN_SPARSE_MACS`). :class:`RoundEngine` makes that choice for a round, and
+again whenever a procedure prunes inside it (GMP), rebuilding the structure.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from typing import Any
 import torch
 
 from imprint.config import Config, TrainConfig
-from imprint.engine import MaskedSGD, ReplicaFCN, StepResult
+from imprint.engine import MaskedSGD, ReplicaFCN, StepResult, eval_logits
 
 __all__ = [
     "Pattern",
@@ -52,6 +53,7 @@ __all__ = [
     "masked_sgd",
     "engine_record",
     "RoundEngine",
+    "sparse_eval_logits",
 ]
 
 # torch marks CSR tensors as beta on every first use; the operations used here are tested
@@ -279,6 +281,17 @@ class RoundEngine:
             self.load_momentum(buffers)
             own = masks if self.sparse is None else self.sparse.optimizer_masks(masks)
             self.optimizer.set_masks(dict(own))  # zero the newly pruned entries' momentum
+
+    def logits(
+        self,
+        x: torch.Tensor,
+        offset: torch.Tensor | None = None,
+        scale: float | torch.Tensor = 1.0,
+    ) -> torch.Tensor:
+        """Evaluation-mode logits (R, n, classes), as :func:`imprint.engine.eval_logits`."""
+        if self.sparse is None:
+            return eval_logits(self.net, x, offset, scale)
+        return sparse_eval_logits(self.sparse, x, offset, scale)
 
     def momentum(self) -> list[torch.Tensor]:
         """The momentum buffers in the dense layout of ``net.parameters()`` ([] before
@@ -538,3 +551,45 @@ def sparse_train_step(
     torch._foreach_add_(dense.running_vars, variances, alpha=m * unbiased)
     torch._foreach_add_(dense.batches_tracked, 1)
     return StepResult(grads, loss, correct)
+
+
+@torch.no_grad()
+def sparse_eval_logits(
+    net: SparseFCN,
+    x: torch.Tensor,
+    offset: torch.Tensor | None = None,
+    scale: float | torch.Tensor = 1.0,
+) -> torch.Tensor:
+    """:func:`imprint.engine.eval_logits` feature-major, the sparse layers' products on
+    their patterns: x (n, D) shared by the replicas, or (R, n, D); returns (R, n, C)."""
+    dense = net.net
+    replicas, n = dense.replicas, x.shape[-2]
+    dtype = dense.weights[0].dtype
+    h = torch.empty(replicas, x.shape[-1], n, dtype=dtype, device=x.device)
+    h.copy_(x.transpose(-1, -2))  # (R, D, n), a shared batch broadcast over replicas
+    last = dense.n_layers - 1
+    for layer in range(dense.n_layers):
+        width, out = dense.dims[layer], dense.dims[layer + 1]
+        # BN with running averages as an affine map u = h s + t (engine.eval_logits)
+        k = dense.gains[layer] * torch.rsqrt(dense.running_vars[layer] + dense.eps)
+        centre, s = dense.running_means[layer], k
+        if layer == 0:
+            if offset is not None:
+                centre = centre + offset * scale
+            s = k * scale
+        t = dense.shifts[layer] - centre * k  # (R, 1, in)
+        column = (replicas, width, 1)
+        u = torch.addcmul(t.reshape(column), h, s.reshape(column))  # (R, in, n)
+        bias = dense.biases[layer].view(replicas, out, 1)
+        pattern, values = net.patterns[layer], net.values[layer]
+        if pattern is None:
+            z = torch.baddbmm(bias, dense.weights[layer], u).to(dtype)
+        else:
+            assert values is not None
+            z = torch.addmm(
+                bias.view(replicas * out, 1),
+                pattern.matrix(values),
+                u.view(replicas * width, n),
+            ).view(replicas, out, n)
+        h = z.relu_() if layer < last else z
+    return h.transpose(1, 2)

@@ -120,7 +120,11 @@ def state_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 @torch.no_grad()
 def _evaluate_net(
-    net: ReplicaFCN, data: ImageData, batch_size: int, split: str = "val"
+    net: ReplicaFCN,
+    data: ImageData,
+    batch_size: int,
+    split: str = "val",
+    logits_of: Callable[..., torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Summed loss, top-1 and top-k hits of every replica on a split: (R,) float each,
     left on the data's device (the caller synchronises once)."""
@@ -138,7 +142,10 @@ def _evaluate_net(
     for start in range(0, x_all.shape[0], batch_size):
         x = x_all[start : start + batch_size]  # (b, D) stored dtype
         y = y_all[start : start + batch_size]  # (b,)
-        logits = eval_logits(net, x, data.offset, data.scale)  # (R, b, classes)
+        if logits_of is None:
+            logits = eval_logits(net, x, data.offset, data.scale)  # (R, b, classes)
+        else:  # a round's engine: the sparse layers' products on their patterns
+            logits = logits_of(x, data.offset, data.scale)
         logp = torch.log_softmax(logits, dim=2)
         target = y.expand(net.replicas, -1).unsqueeze(2)  # (R, b, 1)
         loss -= logp.gather(2, target).sum(dim=(1, 2))
@@ -306,7 +313,9 @@ def train_replicas(
                 net.write_to(models)
                 rewind_states = [state_copy(m) for m in models]
             if since_eval and (step % config.eval_every == 0 or step == config.steps):
-                rows = _validation_rows(net, data, config, step, loss_sum, correct_sum, since_eval)
+                rows = _validation_rows(
+                    net, data, config, step, loss_sum, correct_sum, since_eval, engine.logits
+                )
                 for curve, row in zip(curves, rows):
                     curve.append(row)
                 if on_eval is not None:
@@ -388,6 +397,7 @@ def _validation_rows(
     loss_sum: torch.Tensor,
     correct_sum: torch.Tensor,
     n_steps: int,
+    logits_of: Callable[..., torch.Tensor] | None = None,
 ) -> list[dict[str, float]]:
     # The host synchronisations of the interval: the training loss, then the rest.
     train_loss = [value / n_steps for value in loss_sum.tolist()]
@@ -400,7 +410,7 @@ def _validation_rows(
                 "to resume with a lower rate: imprint run CONFIG --out RUN --set train.lr=... "
                 "--allow-change train.lr"
             )
-    loss, top1, topk = _evaluate_net(net, data, config.eval_batch_size)
+    loss, top1, topk = _evaluate_net(net, data, config.eval_batch_size, "val", logits_of)
     sums = torch.stack([correct_sum, loss, top1, topk]).tolist()  # (4, R)
     n, seen = data.x_val.shape[0], n_steps * config.batch_size
     for r, value in enumerate(sums[1]):
@@ -423,7 +433,7 @@ def _validation_rows(
         for r in range(net.replicas)
     ]
     if data.x_test is not None:  # reported beside the validation set, never chosen on
-        loss, top1, _ = _evaluate_net(net, data, config.eval_batch_size, "test")
+        loss, top1, _ = _evaluate_net(net, data, config.eval_batch_size, "test", logits_of)
         n_test = data.x_test.shape[0]
         for row, test_loss, test_top1 in zip(rows, loss.tolist(), top1.tolist()):
             row["test_loss"], row["test_top1"] = test_loss / n_test, test_top1 / n_test
