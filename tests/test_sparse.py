@@ -22,7 +22,6 @@ import torch
 from imprint.engine import MaskedSGD, ReplicaFCN, eval_logits, train_step
 from imprint.imp import run_experiment
 from imprint.procedures import PROCEDURES
-from imprint.prune import apply_masks, full_masks, magnitude_prune
 from imprint.runs import RunFolder, member_dir
 from imprint.sparse import (
     MIN_SPARSE_MACS,
@@ -33,10 +32,9 @@ from imprint.sparse import (
     sparse_eval_logits,
     sparse_train_step,
 )
-from imprint.train import train_replicas
 from tests.conftest import smoke_config
 from tests.test_engine import CLASSES, _images, _masked, _model, assert_rounding_close
-from tests.test_train import IMAGES, _assert_state_close, _gens, _models
+from tests.test_train import IMAGES, _assert_state_close, pruned_round
 
 FLOAT64_RTOL = 1e-10
 
@@ -184,23 +182,8 @@ def test_resume_inside_a_sparse_round_is_bitwise_identical(smoke, momentum, seed
     )
 
     def round_from(resume=None, on_checkpoint=None):
-        models = _models(config, data, seeds)
-        masks = [
-            magnitude_prune(m.state_dict(), full_masks(m.state_dict()), {0: 0.8, 1: 0.8})
-            for m in models
-        ]
-        for model, mask in zip(models, masks):
-            model.load_state_dict(apply_masks(model.state_dict(), mask))
-        return train_replicas(
-            models,
-            masks,
-            data,
-            train,
-            _gens(config, seeds, 0),
-            rewind_step=config.prune.rewind_step,
-            on_checkpoint=on_checkpoint,
-            resume=resume,
-        )
+        rates = {0: 0.8, 1: 0.8}
+        return pruned_round(config, data, seeds, train, rates, resume, on_checkpoint)
 
     plain = round_from()
     assert plain[0].sparse_layers == [0, 1]  # the output layer is not pruned

@@ -95,6 +95,25 @@ def _assert_curves_close(actual: list, expected: list, n_train: int, n_val: int,
             assert abs(a[key] - b[key]) * n <= IMAGES + 1e-6, (where, a["step"], key)
 
 
+def pruned_round(config, data, seeds, train, rates, resume=None, on_checkpoint=None):
+    """One round of ``seeds`` after magnitude pruning at ``rates`` (per layer), with
+    the config's rewind step; resumed from ``resume`` or checkpointed when given."""
+    models = _models(config, data, seeds)
+    masks = [magnitude_prune(m.state_dict(), full_masks(m.state_dict()), rates) for m in models]
+    for model, mask in zip(models, masks):
+        model.load_state_dict(apply_masks(model.state_dict(), mask))
+    return train_replicas(
+        models,
+        masks,
+        data,
+        train,
+        _gens(config, seeds, 0),
+        rewind_step=config.prune.rewind_step,
+        on_checkpoint=on_checkpoint,
+        resume=resume,
+    )
+
+
 @pytest.mark.numerics
 def test_replicas_give_what_separate_runs_give(smoke):
     """Three seeds in one batched model against three single runs, over two IMP rounds
@@ -308,25 +327,10 @@ def test_resume_from_every_checkpoint_is_bitwise_identical(smoke, momentum, seed
     rewind state, bit for bit; taking checkpoints changes nothing either."""
     config, data = smoke
     train = config.train.model_copy(update={"momentum": momentum, "checkpoint_every": every})
-    rewind = config.prune.rewind_step  # 5: checkpoints before and after it
+    assert config.prune.rewind_step == 5  # checkpoints before and after it
 
     def round_from(resume=None, on_checkpoint=None):
-        models = _models(config, data, seeds)
-        masks = [
-            magnitude_prune(m.state_dict(), full_masks(m.state_dict()), {0: 0.5}) for m in models
-        ]
-        for model, mask in zip(models, masks):
-            model.load_state_dict(apply_masks(model.state_dict(), mask))
-        return train_replicas(
-            models,
-            masks,
-            data,
-            train,
-            _gens(config, seeds, 0),
-            rewind_step=rewind,
-            on_checkpoint=on_checkpoint,
-            resume=resume,
-        )
+        return pruned_round(config, data, seeds, train, {0: 0.5}, resume, on_checkpoint)
 
     plain = round_from()
     states = []

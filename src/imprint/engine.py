@@ -61,6 +61,8 @@ __all__ = [
     "MaskedSGD",
     "Trainable",
     "train_step",
+    "bn_relu_backward",
+    "update_running_averages",
     "eval_logits",
     "retain_freed_memory",
 ]
@@ -324,17 +326,39 @@ def train_step(
             du = torch.bmm(dz, weight).to(dtype)  # (R, B, in) gradient of the BN output
             grad_shift = du.sum(1, keepdim=True)  # (R, 1, in)
             grad_gain = _batch_dot(du, c).mul_(r)  # (R, 1, in): sum over the batch of du xhat
-            # BN backward, xhat = c r: dh = s (du - dshift / B - xhat dgain / B)
-            #                              = s du + k0 + c k1
-            minus_s = s * -inv_batch  # (R, 1, in)
-            k0 = grad_shift * minus_s
-            k1 = grad_gain * r
-            dh = torch.addcmul(k0, du, s).addcmul_(c, k1.mul_(minus_s))  # (R, B, in)
-            # ReLU backward: h_in is the previous layer's ReLU output (> 0 where active).
-            dz = torch.ops.aten.threshold_backward(dh, h_in, 0)
+            dz = bn_relu_backward(du, c, r, s, grad_shift, grad_gain, h_in, inv_batch)
         grads[4 * layer : 4 * layer + 4] = [grad_w, db, grad_gain, grad_shift]
+    update_running_averages(net, means, variances, batch)
+    return StepResult(grads, loss, correct)
 
-    # BN running averages, as torch's BatchNorm1d: unbiased batch variance.
+
+def bn_relu_backward(
+    du: torch.Tensor,
+    c: torch.Tensor,
+    r: torch.Tensor,
+    s: torch.Tensor,
+    grad_shift: torch.Tensor,
+    grad_gain: torch.Tensor,
+    h_in: torch.Tensor,
+    inv_batch: float,
+) -> torch.Tensor:
+    """The gradient of the layer below's pre-activations from du, the gradient of a BN
+    output: BN backward (xhat = c r, s = gain r; grad_shift, grad_gain already summed
+    over the batch), dh = s (du - dshift / B - xhat dgain / B) = s du + k0 + c k1, then
+    ReLU's (h_in, the layer below's ReLU output, is > 0 where active). Any layout whose
+    per-feature tensors broadcast over du."""
+    minus_s = s * -inv_batch
+    k0 = grad_shift * minus_s
+    k1 = grad_gain * r
+    dh = torch.addcmul(k0, du, s).addcmul_(c, k1.mul_(minus_s))
+    return torch.ops.aten.threshold_backward(dh, h_in, 0)
+
+
+def update_running_averages(
+    net: ReplicaFCN, means: list[torch.Tensor], variances: list[torch.Tensor], batch: int
+) -> None:
+    """BN running averages after a step, as torch's BatchNorm1d: the batch means and
+    biased variances given (R, 1, in) per layer, the variance made unbiased."""
     m = net.momentum
     unbiased = batch / (batch - 1) if batch > 1 else 1.0
     torch._foreach_mul_(net.running_means, 1.0 - m)
@@ -342,7 +366,6 @@ def train_step(
     torch._foreach_mul_(net.running_vars, 1.0 - m)
     torch._foreach_add_(net.running_vars, variances, alpha=m * unbiased)
     torch._foreach_add_(net.batches_tracked, 1)
-    return StepResult(grads, loss, correct)
 
 
 class Trainable(Protocol):

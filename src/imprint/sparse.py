@@ -41,7 +41,14 @@ from typing import Any
 import torch
 
 from imprint.config import Config, TrainConfig
-from imprint.engine import MaskedSGD, ReplicaFCN, StepResult, eval_logits
+from imprint.engine import (
+    MaskedSGD,
+    ReplicaFCN,
+    StepResult,
+    bn_relu_backward,
+    eval_logits,
+    update_running_averages,
+)
 
 __all__ = [
     "Pattern",
@@ -533,23 +540,13 @@ def sparse_train_step(
                 ).view(replicas, width, batch)
             grad_shift = du.sum(2, keepdim=True)  # (R, in, 1)
             grad_gain = (du * c).sum(2, keepdim=True).mul_(r)
-            minus_s = s * -inv_batch
-            k0 = grad_shift * minus_s
-            k1 = grad_gain * r
-            dh = torch.addcmul(k0, du, s).addcmul_(c, k1.mul_(minus_s))
-            dz = torch.ops.aten.threshold_backward(dh, h_in, 0)
+            dz = bn_relu_backward(du, c, r, s, grad_shift, grad_gain, h_in, inv_batch)
             grad_shift = grad_shift.view(replicas, 1, width)
             grad_gain = grad_gain.view(replicas, 1, width)
         bias_grad = db.view(replicas, 1, out)
         grads[4 * layer : 4 * layer + 4] = [grad_w, bias_grad, grad_gain, grad_shift]
 
-    m = dense.momentum
-    unbiased = batch / (batch - 1) if batch > 1 else 1.0
-    torch._foreach_mul_(dense.running_means, 1.0 - m)
-    torch._foreach_add_(dense.running_means, means, alpha=m)
-    torch._foreach_mul_(dense.running_vars, 1.0 - m)
-    torch._foreach_add_(dense.running_vars, variances, alpha=m * unbiased)
-    torch._foreach_add_(dense.batches_tracked, 1)
+    update_running_averages(dense, means, variances, batch)
     return StepResult(grads, loss, correct)
 
 
