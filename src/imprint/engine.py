@@ -342,11 +342,9 @@ def bn_relu_backward(
     h_in: torch.Tensor,
     inv_batch: float,
 ) -> torch.Tensor:
-    """The gradient of the layer below's pre-activations from du, the gradient of a BN
-    output: BN backward (xhat = c r, s = gain r; grad_shift, grad_gain already summed
-    over the batch), dh = s (du - dshift / B - xhat dgain / B) = s du + k0 + c k1, then
-    ReLU's (h_in, the layer below's ReLU output, is > 0 where active). Any layout whose
-    per-feature tensors broadcast over du."""
+    """dz of the layer below from du (a BN output's gradient; any layout whose per-feature
+    tensors broadcast over du): BN backward, xhat = c r, s = gain r, dh = s (du - dshift / B
+    - xhat dgain / B) = s du + k0 + c k1; then ReLU's (h_in > 0 where active)."""
     minus_s = s * -inv_batch
     k0 = grad_shift * minus_s
     k1 = grad_gain * r
@@ -357,8 +355,8 @@ def bn_relu_backward(
 def update_running_averages(
     net: ReplicaFCN, means: list[torch.Tensor], variances: list[torch.Tensor], batch: int
 ) -> None:
-    """BN running averages after a step, as torch's BatchNorm1d: the batch means and
-    biased variances given (R, 1, in) per layer, the variance made unbiased."""
+    """BN running averages as torch's BatchNorm1d, from the batch means and biased
+    variances (R, 1, in) of each layer (the variance made unbiased)."""
     m = net.momentum
     unbiased = batch / (batch - 1) if batch > 1 else 1.0
     torch._foreach_mul_(net.running_means, 1.0 - m)
@@ -369,8 +367,7 @@ def update_running_averages(
 
 
 class Trainable(Protocol):
-    """What :class:`MaskedSGD` updates: a :class:`ReplicaFCN`, or a net that trains
-    some of its tensors in another layout (:class:`imprint.sparse.SparseFCN`)."""
+    """What :class:`MaskedSGD` updates: a ReplicaFCN or :class:`imprint.sparse.SparseFCN`."""
 
     def parameters(self) -> list[torch.Tensor]: ...
 
