@@ -12,7 +12,8 @@ from imprint.cli import main
 from imprint.engine import ReplicaFCN, train_step
 from imprint.sparse import SparseFCN, sparse_train_step
 from tests.conftest import smoke_run_args
-from tests.test_engine import _images, _masked, _model, assert_rounding_close
+from tests.test_engine import _images, _masked, _model
+from tests.test_sparse import _assert_float32_close
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -27,7 +28,8 @@ def _replicas(device):
 @pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
 def test_a_cuda_step_is_the_cpu_step(sparse):
     """Loss and gradients of three replicas on the GPU against the CPU's dense step,
-    within float32 rounding (TF32 is off: train.precision = "fp32")."""
+    within float32 rounding (TF32 is off: train.precision = "fp32"; the bound of
+    tests/test_sparse.py, the GPU's kernels summing in yet other orders)."""
     x, y = _images(0, 120, True)
     offset = x.float().mean(0)
     x, y = x.view(3, 40, -1), y.view(3, 40)
@@ -52,12 +54,12 @@ def test_a_cuda_step_is_the_cpu_step(sparse):
     else:
         got = train_step(net, *args)
         grads = [g.cpu() for g in got.grads]
-    assert_rounding_close(got.loss.cpu(), expected.loss, "loss")
+    _assert_float32_close(got.loss.cpu(), expected.loss, "loss")
     for index, (a, b) in enumerate(zip(grads, expected.grads)):
         masked = b.clone()
         if sparse and index % 4 == 0:  # a sparse layer's gradient exists on its pattern
             masked *= stacked[f"layers.{index // 4}.weight"].cpu()
-        assert_rounding_close(a, masked, f"gradient {index}")
+        _assert_float32_close(a, masked, f"gradient {index}")
 
 
 @pytest.mark.parametrize("mode", ["off", "on"])

@@ -4,11 +4,14 @@ The sparse step does the dense step's arithmetic on the live weights only, summi
 another order (CSR rows, SDDMM dot products, index_add for the first layer's BN
 terms). In float64 the two agree to ~1e-15 of each tensor's scale (measured: at most
 3.4e-15), so 1e-10 leaves rounding no room to hide a wrong term. In float32 the
-difference is rounding, bounded as for replicas against single nets
-(tests/test_engine.py REPLICA_RTOL, tests/test_train.py WEIGHT_RTOL: K-term dot
-products, K <= 64, err by ~sqrt(K) u of their terms' scale; over S steps a random walk,
-sqrt(S K) u ~ 4e-6 for S = 80): measured at most 2e-6 of a tensor's scale after five
-steps, 1e-5 is the bound.
+difference is rounding: K-term sums (K <= 40 here: the batch, the widths) err by
+~sqrt(K) u ~ 4e-7 of their terms' scale (u = 2^-24), the BN backward divides by the
+batch's standard deviation, and five SGD steps add the errors up. Measured after five
+steps, as a fraction of each tensor's largest entry: at most 2e-6 with the native
+AVX-512 kernels, 1.7e-5 with the generic ones (ATEN_CPU_CAPABILITY=default), on a
+bias whose entries are small next to the gradients that built them. SPARSE_RTOL =
+1e-4 leaves a 6x margin, while a 1e-3 error of the learning rate moves every tensor by
+~1e-3 of its scale and fails it. Whole runs use tests/test_train.py's bounds.
 """
 
 from __future__ import annotations
@@ -33,10 +36,22 @@ from imprint.sparse import (
     sparse_train_step,
 )
 from tests.conftest import smoke_config
-from tests.test_engine import CLASSES, _images, _masked, _model, assert_rounding_close
+from tests.test_engine import CLASSES, _images, _masked, _model
 from tests.test_train import IMAGES, _assert_state_close, pruned_round
 
 FLOAT64_RTOL = 1e-10
+SPARSE_RTOL = 1e-4
+
+
+def _assert_float32_close(actual: torch.Tensor, expected: torch.Tensor, where: str) -> None:
+    """Equal up to SPARSE_RTOL of each entry or of the tensor's largest entry."""
+    if not expected.is_floating_point():
+        assert torch.equal(actual, expected), where
+        return
+    scale = expected.abs().max().item()
+    torch.testing.assert_close(
+        actual, expected, rtol=SPARSE_RTOL, atol=SPARSE_RTOL * scale, msg=where
+    )
 
 
 def _pair(replicas: int, dtype, sparse_layers):
@@ -115,11 +130,11 @@ def test_float32_steps_and_sgd_stay_within_rounding(replicas, momentum, weight_d
             mask = stacked[f"layers.{layer}.weight"]
             assert (weight[~mask] == 0).all()
     for name, value in dense.state().items():
-        assert_rounding_close(sparse.net.state()[name], value, name)
+        _assert_float32_close(sparse.net.state()[name], value, name)
     if momentum:
         buffers = sparse.to_dense(sgd_sparse.state())
         for name, a, b in zip(dense.parameter_names(), buffers, sgd_dense.state()):
-            assert_rounding_close(a, b, f"momentum of {name}")
+            _assert_float32_close(a, b, f"momentum of {name}")
 
 
 def test_pattern_is_block_diagonal_and_its_transpose():
