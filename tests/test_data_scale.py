@@ -30,8 +30,9 @@ def test_take_rows_copies_what_it_may_not_write_and_refuses_unsorted_rows():
     x.flags.writeable = False
     got = take_rows(x, np.array([1, 4]))
     assert np.array_equal(got, x[[1, 4]]) and not np.shares_memory(got, x)
-    with pytest.raises(ValueError, match="ascending"):
-        take_rows(np.zeros((5, 2), np.uint8), np.array([3, 1]))
+    for rows in ([3, 1], [0, 3, 2], [1, 1]):  # descending, out of order, repeated
+        with pytest.raises(ValueError, match="ascending"):
+            take_rows(np.zeros((5, 2), np.uint8), np.array(rows))
 
 
 @pytest.mark.parametrize("fmt", ["pickle", "npz"])

@@ -139,9 +139,13 @@ def test_float32_steps_and_sgd_stay_within_rounding(replicas, momentum, weight_d
 
 def test_pattern_is_block_diagonal_and_its_transpose():
     """The CSR matrix of a pattern is the replicas' masked weights on the diagonal
-    blocks; its transpose holds the same entries."""
+    blocks; its transpose holds the same entries; empty last rows and columns keep
+    the full shape."""
     gen = torch.Generator().manual_seed(0)
     mask = torch.rand(3, 5, 7, generator=gen) < 0.3
+    mask[-1, -1, :] = False  # the block matrix's last row is empty
+    mask[-1, :, -1] = False  # and its last column
+    mask[0, 0, 0] = True
     weights = torch.randn(3, 5, 7, generator=gen) * mask
     pattern = Pattern.from_mask(mask)
     values = weights.reshape(-1)[pattern.flat]
@@ -149,6 +153,8 @@ def test_pattern_is_block_diagonal_and_its_transpose():
     assert torch.equal(pattern.matrix(values).to_dense(), full)
     assert torch.equal(pattern.transposed(values).to_dense(), full.T)
     assert pattern.nnz == int(mask.sum())
+    assert pattern.matrix(values).shape == (15, 21) and pattern.transposed(values).shape == (21, 15)
+    assert pattern.crow.shape == (16,) and pattern.crow_t.shape == (22,)
 
 
 def test_choose_sparse_layers_follows_the_mode_and_the_crossover():
@@ -239,9 +245,13 @@ def test_every_procedure_trains_the_same_on_either_engine(procedure, tmp_path):
     rounds = off.completed_rounds()
     assert on.completed_rounds() == rounds
     engine = json.loads(on.manifest_path.read_text())["engine"]
-    assert engine["sparse"] == "on" and engine["crossover_density"] == crossover_density(
-        torch.device("cpu")
-    )
+    assert engine == {
+        "sparse": "on",
+        "crossover_density": crossover_density(torch.device("cpu")),
+        "device": "cpu",
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "min_sparse_macs": MIN_SPARSE_MACS,
+    }
     for r in rounds:
         metrics_on, metrics_off = on.round_metrics(r), off.round_metrics(r)
         assert metrics_off["sparse_layers"] == []
@@ -293,3 +303,54 @@ def test_float64_evaluation_is_the_dense_evaluation(replicas, shared, per_input)
     got = sparse_eval_logits(sparse, x, offset, scale)
     assert got.shape == expected.shape == (replicas, 30, CLASSES)
     torch.testing.assert_close(got, expected, rtol=FLOAT64_RTOL, atol=FLOAT64_RTOL)
+
+
+@pytest.mark.numerics
+@pytest.mark.parametrize("mode", ["off", "on"])
+def test_round_engine_applies_the_optimiser_and_carries_momentum_across_masks(mode):
+    """The round's engine against MaskedSGD by hand on the dense step: momentum, weight
+    decay, the data's offset and scale reach the update; new masks mid-round (a
+    procedure pruning while training) zero the newly pruned entries and their momentum
+    and keep the rest's, on either engine (dense: bitwise; sparse: within rounding)."""
+    from imprint.config import TrainConfig
+    from imprint.sparse import RoundEngine
+
+    config = TrainConfig(lr=0.1, momentum=0.9, weight_decay=5e-3, batch_size=40, sparse=mode)
+    dense, sparse, stacked = _pair(3, torch.float32, [])
+    engine = RoundEngine(sparse.net, stacked, config, train_step)
+    assert engine.sparse_layers == ([0, 1] if mode == "on" else [])  # the pruned layers
+    by_hand = MaskedSGD(dense, stacked, 0.1, 0.9, 5e-3)
+    x, y = _images(0, 120, True)
+    offset, scale = x.float().mean(0), 1 / 255
+    x, y = x.view(3, 40, -1), y.view(3, 40)
+    fewer = {name: mask.clone() for name, mask in stacked.items()}
+    fewer["layers.0.weight"][:, :, ::2] = False  # prune half of the first layer's inputs
+    for step in range(6):
+        if step == 3:
+            engine.set_masks(fewer)
+            by_hand.set_masks(fewer)
+        engine.step(x, y, offset, scale)
+        by_hand.step(train_step(dense, x, y, offset, scale).grads)
+    assert (sparse.net.weights[0][~fewer["layers.0.weight"]] == 0).all()
+    for name, value in dense.state().items():
+        if mode == "off":
+            assert torch.equal(sparse.net.state()[name], value), name
+        else:
+            _assert_float32_close(sparse.net.state()[name], value, name)
+    for name, a, b in zip(dense.parameter_names(), engine.momentum(), by_hand.state()):
+        _assert_float32_close(a, b, f"momentum of {name}")
+    logits = engine.logits(x[0], offset, scale)
+    _assert_float32_close(logits, eval_logits(dense, x[0], offset, scale), "logits")
+
+
+def test_crossover_per_device_and_capability(monkeypatch):
+    """AVX-512 variants share one entry; an unknown capability takes DEFAULT's; CUDA
+    has none until measured."""
+    import imprint.sparse as sparse_module
+
+    table = {("cpu", "AVX512"): 0.3, ("cpu", "AVX2"): 0.2, ("cpu", "DEFAULT"): 0.1}
+    monkeypatch.setattr(sparse_module, "CROSSOVER", {**table, ("cuda", ""): None})
+    for capability, expected in (("AVX512_VNNI", 0.3), ("AVX2", 0.2), ("NEON", 0.1)):
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
+        assert crossover_density(torch.device("cpu")) == expected, capability
+    assert crossover_density(torch.device("cuda")) is None
