@@ -319,6 +319,7 @@ def test_round_engine_applies_the_optimiser_and_carries_momentum_across_masks(mo
     dense, sparse, stacked = _pair(3, torch.float32, [])
     engine = RoundEngine(sparse.net, stacked, config, train_step)
     assert engine.sparse_layers == ([0, 1] if mode == "on" else [])  # the pruned layers
+    assert (engine.sparse is not None) == (mode == "on")  # and they do run sparse
     by_hand = MaskedSGD(dense, stacked, 0.1, 0.9, 5e-3)
     x, y = _images(0, 120, True)
     offset, scale = x.float().mean(0), 1 / 255
