@@ -120,3 +120,26 @@ def test_version_and_help_are_fast_and_light():
         check=True,
     )
     assert done.stdout.startswith("imprint ") and done.stdout.strip().endswith("False")
+
+
+def test_long_options_are_not_abbreviated(tmp_path, capsys):
+    """`--seed 3` is not taken for `--seeds 3`: argparse refuses the unknown option."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", str(CONFIGS / "smoke.toml"), "--out", str(tmp_path / "r"), "--seed", "3"])
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: --seed 3" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_closed_pipe_ends_the_command_quietly():
+    """`imprint datasets | head`: a reader that has gone (here before the first write,
+    so the write surely fails) ends the command quietly, no error line, no traceback."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imprint", "datasets"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()  # no reader left: every write fails with EPIPE
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141
+    assert err == ""

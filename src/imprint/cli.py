@@ -291,6 +291,15 @@ def _add_overrides(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _no_abbreviations(parser: argparse.ArgumentParser) -> None:
+    """Long options only as written (``--seed`` is not ``--seeds``), every subcommand."""
+    parser.allow_abbrev = False
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _no_abbreviations(child)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="imprint",
@@ -480,6 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("config", help="a TOML config")
     _add_overrides(check)
     check.set_defaults(handler=_cmd_data_check)
+    _no_abbreviations(parser)
     return parser
 
 
@@ -505,6 +515,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"\nimprint: {INTERRUPTED.get(args.command, 'interrupted.')}", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of our output went away (`imprint ... | head`): stop quietly, as a
+        # command killed by SIGPIPE does; output still buffered goes nowhere.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except Exception as error:
         if _expected(error):
             print(f"imprint: error: {error}", file=sys.stderr)
