@@ -415,7 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--density",
         type=float,
         default=None,
-        help="common density in (0, 1] (default: the first run's best round)",
+        help="common density in (0, 1] (default: the density of the first run's study "
+        "round, the sparsest keeping >= 97%% of its dense top-1)",
     )
     compare.set_defaults(handler=_cmd_compare)
 
