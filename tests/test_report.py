@@ -58,6 +58,8 @@ def test_report_is_self_contained_with_every_section(report):
     assert not re.search(r'(src|href)="(https?:)?//', page)  # nothing from the network
     assert page.count('src="data:image/') >= 20
     assert "data:image/gif;base64," in page  # the evolution animation
+    # the manifest's engine record, one readable row per entry (not a Python dict)
+    assert "<td>engine.sparse</td><td>auto</td>" in page and "{&#x27;" not in page
 
 
 def test_comparison_groups_seeds(runs, tmp_path):

@@ -220,7 +220,12 @@ def _group_view(group: GroupResults, which: str) -> _View:
 def _config_section(
     config_path: Path, manifest: dict[str, Any], record: dict[str, Any]
 ) -> tuple[str, str, str]:
-    env = [{"key": k, "value": v} for k, v in manifest.items() if k != "seeds"]
+    env = [
+        {"key": f"{k}.{kk}", "value": vv} if isinstance(v, dict) else {"key": k, "value": v}
+        for k, v in manifest.items()
+        if k != "seeds"
+        for kk, vv in (v.items() if isinstance(v, dict) else [(None, v)])
+    ]  # nested records (the engine's) as dotted keys, one row each
     run = [{"key": k, "value": v} for k, v in record.items()]
     content = (
         f'<div class="grid"><div><h3>config.toml</h3><pre>'
