@@ -3,7 +3,7 @@
     python benchmarks/locality_maps.py [--seed 0] [--density 0.01] [--loop-pairs 5000000]
                                        [--threads N]
 
-(a) A random first-layer mask of 1024 units x 3072 inputs (SCIENCE.md's 3072 x 1024
+(a) A random first-layer mask of 1024 units x 3072 inputs (the paper's 3072 x 1024
     M^(1); here (out, in)) at the given density, inputs of shape (3, 32, 32). The
     pure-Python pair loop runs on all units if they hold at most ``--loop-pairs``
     ordered pairs, else on the first units up to that many, and its time is then

@@ -8,7 +8,7 @@ replicas without autograd and updates the BN running averages; :class:`MaskedSGD
 applies ``torch.optim.SGD``'s update with pruned entries held at zero;
 :func:`eval_logits` is the evaluation-mode forward pass.
 
-The model is exactly :class:`imprint.model.FCN` (SCIENCE.md section 1): BN on the
+The model is exactly :class:`imprint.model.FCN` (the paper's): BN on the
 input of every linear layer with batch statistics (biased variance) in training and
 running averages (unbiased batch variance, ``momentum``) for evaluation. Writing the
 backward pass by hand lets the step do only the work the maths needs, which autograd

@@ -7,7 +7,7 @@ linear layer l is the matrix product
     Meff^(l) = M_l @ M_{l-1} @ ... @ M_0        (units of layer l, D)
 
 whose entry [k, p] counts the paths from input p to unit k through alive weights
-(SCIENCE.md writes the transpose, M^(1) ... M^(l), of shape (D, units)). Unit k is
+(the paper writes the transpose, M^(1) ... M^(l), of shape (D, units)). Unit k is
 connected to input p when Meff[k, p] > 0. Biases and batch normalisation carry no
 path from an input and are left out.
 

@@ -1,4 +1,4 @@
-"""Exact locality maps of units in input space (SCIENCE.md section 4).
+"""Exact locality maps of units in input space (the paper's S_sc and S_dc).
 
 For unit k with input set P_k (a bool mask row, or path counts > 0) on images of
 shape (C, H, W), flattened channel-major (p = c*H*W + y*W + x):

@@ -1,4 +1,4 @@
-"""IMP and the paper's controls (SCIENCE.md section 3): magnitude pruning round after
+"""IMP and the paper's controls (the paper's): magnitude pruning round after
 round, one-shot, random, reinit and fine-tuning."""
 
 from __future__ import annotations
