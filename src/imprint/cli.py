@@ -185,6 +185,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from imprint.export import export_round
+
+    written = export_round(args.run, args.round, args.out)
+    print(f"Exported {len(written)} files into {written[0].parent.parent}")
+    return 0
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -396,6 +404,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--quiet", action="store_true", help="no progress lines")
     report.set_defaults(handler=_cmd_report)
+
+    export = commands.add_parser(
+        "export",
+        help="one round's masks (NPY, PNG), weights (PyTorch state dicts) and tables (CSV, LaTeX)",
+        description="Export a round of RUN in plain formats: every mask as .npy and the first "
+        "layer's as a PNG grid; the weights as a state dict for imprint.FCN and one for a plain "
+        "nn.Sequential with torch.nn.utils.prune masks; the round's metrics as CSV and LaTeX.",
+    )
+    export.add_argument("run", help="a run folder")
+    export.add_argument(
+        "--round", default="study", help="study (default), best, last, or a round number"
+    )
+    export.add_argument("--out", default=None, help="folder (default RUN/export/round_NNN)")
+    export.set_defaults(handler=_cmd_export)
 
     compare = commands.add_parser(
         "compare",
