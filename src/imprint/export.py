@@ -5,7 +5,7 @@ Into OUT (default RUN/export/round_NNN):
 * ``masks/<state-dict name>.npy``: every mask, bool, in the network's input order;
   ``first_layer_masks.png``: the first layer's units as image-space masks in a grid;
 * ``fcn_state_dict.pt``: the round's final weights (pruned entries exactly zero), a
-  state dict that loads into :class:`imprint.FCN` (:func:`fcn_of`);
+  state dict that loads into :class:`imprint.model.FCN` (:func:`fcn_of`);
 * ``sequential_state_dict.pt``: the same net as a plain ``nn.Sequential`` of
   BatchNorm1d, Linear and ReLU modules with the masks applied through
   ``torch.nn.utils.prune`` (``weight_orig`` and ``weight_mask``); :func:`sequential_of`
