@@ -223,3 +223,27 @@ def test_seeds_together_in_a_sweep(tmp_path):
     bad.write_text(f'base = "{CONFIGS / "smoke.toml"}"\ntogether = true\n')
     with pytest.raises(ConfigError, match="'together' needs 'seeds'"):
         load_sweep(bad)
+
+
+def test_dry_run_lists_the_runs_and_an_estimate_and_writes_nothing(tmp_path, capsys):
+    """`imprint sweep FILE --dry-run`: every run with its seeds, finished ones marked, a
+    positive estimate from a measured probe; no folder, no plan written."""
+    from imprint.cli import main
+    from imprint.preview import preview_sweep
+
+    path = _sweep_file(tmp_path)
+    out = tmp_path / "out"
+    assert main(["sweep", str(path), "--out", str(out), "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "Sweep tiny: 4 runs, 0 finished" in printed and "4 to run" in printed
+    assert printed.count("2 rounds x 20 steps") == 4
+    assert "prune.procedure=oneshot, seed=1" in printed
+    assert not out.exists()
+    sweep = load_sweep(path)
+    run_sweep(sweep, out, log=lambda m: None)
+    lines: list[str] = []
+    plan = preview_sweep(sweep, out, log=lines.append)
+    assert all(row.finished for row in plan["runs"]) and plan["seconds"] == 0
+    assert "4 finished" in lines[0]
+    fresh = preview_sweep(sweep, tmp_path / "other", workers=2, log=lambda m: None)
+    assert fresh["seconds"] > 0 and fresh["wall"] == pytest.approx(fresh["seconds"] / 2)

@@ -222,6 +222,12 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     sweep = load_sweep(args.sweep)
     out = args.out or str(Path("runs") / "sweeps" / sweep.name)
+    if args.dry_run:
+        from imprint.preview import preview_sweep
+
+        device = "cuda" if args.device == "cuda" else "cpu"
+        preview_sweep(sweep, out, workers=args.workers, device=device)
+        return 0
     run_sweep(
         sweep,
         out,
@@ -472,6 +478,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         choices=["auto", "cpu", "cuda"],
         help="where each run trains (default: auto = cuda when available)",
+    )
+    sweep.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the runs (finished ones marked) and an estimated time from a short "
+        "measured round of each kind on this machine; run and write nothing",
     )
     sweep.set_defaults(handler=_cmd_sweep)
 

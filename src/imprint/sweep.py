@@ -64,6 +64,7 @@ __all__ = [
     "collect",
     "sweep_run_folders",
     "expand_run_dirs",
+    "run_finished",
 ]
 
 _SWEEP_KEYS = {"base", "name", "seeds", "together", "set", "grid", "variants"}
@@ -222,7 +223,8 @@ def _plan_path(out: Path) -> Path:
     return out / "sweep.json"
 
 
-def _finished(folder: Path) -> bool:
+def run_finished(folder: Path) -> bool:
+    """Whether a sweep's run folder (a run or a group) holds a completed run."""
     if is_group(folder):
         return all((member / "run.json").exists() for _, member in group_members(folder))
     return (folder / "run.json").exists()
@@ -286,7 +288,7 @@ def run_sweep(
     folders = [out / "runs" / r.name for r in sweep.runs]
     for folder in folders:
         check_confined(folder / "config.toml")  # a run folder that is a link: refused
-    todo = [(r, f) for r, f in zip(sweep.runs, folders) if not _finished(f)]
+    todo = [(r, f) for r, f in zip(sweep.runs, folders) if not run_finished(f)]
     log(
         f"Sweep {sweep.name}: {len(sweep.runs)} runs, {len(sweep.runs) - len(todo)} finished, "
         f"{len(todo)} to run ({backend})."
