@@ -57,7 +57,6 @@ __all__ = [
     "crossover_density",
     "choose_sparse_layers",
     "MIN_SPARSE_MACS",
-    "masked_sgd",
     "engine_record",
     "RoundEngine",
     "sparse_eval_logits",
@@ -201,23 +200,6 @@ class Pattern:
         )
 
 
-def masked_sgd(
-    net: ReplicaFCN,
-    masks: Mapping[str, torch.Tensor],
-    sparse_layers: Sequence[int],
-    lr: float,
-    momentum: float,
-    weight_decay: float,
-) -> tuple[SparseFCN | None, MaskedSGD]:
-    """The round's optimiser: on ``net`` itself (no sparse layer), or on a
-    :class:`SparseFCN` of ``net`` with ``sparse_layers``, returned with it."""
-    if not sparse_layers:
-        return None, MaskedSGD(net, dict(masks), lr, momentum, weight_decay)
-    sparse = SparseFCN(net, masks, sparse_layers)
-    optimizer = MaskedSGD(sparse, sparse.optimizer_masks(masks), lr, momentum, weight_decay)
-    return sparse, optimizer
-
-
 class RoundEngine:
     """A round's step and optimiser on ``net``: the dense engine, or :class:`SparseFCN`
     for the layers ``config.sparse`` chooses (:func:`choose_sparse_layers`), chosen
@@ -236,16 +218,27 @@ class RoundEngine:
     ) -> None:
         self.net, self.config, self.dense_step = net, config, dense_step
         self.used: set[int] = set()  # every layer that ran sparse in the round
-        self.sparse, self.optimizer = self._build(masks)
+        self.sparse, self.optimizer = self._build(masks, self._choose(masks))
 
-    def _build(self, masks: Mapping[str, torch.Tensor]) -> tuple[SparseFCN | None, MaskedSGD]:
-        config, net = self.config, self.net
+    def _choose(self, masks: Mapping[str, torch.Tensor]) -> list[int]:
+        net, config = self.net, self.config
         device = net.weights[0].device
-        chosen = choose_sparse_layers(
+        return choose_sparse_layers(
             config.sparse, masks, net.dims, net.replicas, config.batch_size, device
         )
+
+    def _build(
+        self, masks: Mapping[str, torch.Tensor], chosen: Sequence[int]
+    ) -> tuple[SparseFCN | None, MaskedSGD]:
+        """The optimiser on ``net`` itself (no sparse layer), or on a :class:`SparseFCN`
+        of it with the ``chosen`` layers, returned with it."""
+        config = self.config
+        settings = (config.lr, config.momentum, config.weight_decay)
         self.used.update(chosen)
-        return masked_sgd(net, masks, chosen, config.lr, config.momentum, config.weight_decay)
+        if not chosen:
+            return None, MaskedSGD(self.net, dict(masks), *settings)
+        sparse = SparseFCN(self.net, masks, chosen)
+        return sparse, MaskedSGD(sparse, sparse.optimizer_masks(masks), *settings)
 
     @property
     def sparse_layers(self) -> list[int]:
@@ -271,19 +264,12 @@ class RoundEngine:
 
     def set_masks(self, masks: Mapping[str, torch.Tensor]) -> None:
         """Hold the entries ``masks`` prune at zero from now on (their momentum too)."""
-        chosen = choose_sparse_layers(
-            self.config.sparse,
-            masks,
-            self.net.dims,
-            self.net.replicas,
-            self.config.batch_size,
-            self.net.weights[0].device,
-        )
+        chosen = self._choose(masks)
         if self.sparse is None and not chosen:
             self.optimizer.set_masks(dict(masks))  # the dense engine's own call
             return
         buffers = self.momentum()
-        self.sparse, self.optimizer = self._build(masks)
+        self.sparse, self.optimizer = self._build(masks, chosen)
         if buffers:
             self.load_momentum(buffers)
             own = masks if self.sparse is None else self.sparse.optimizer_masks(masks)
@@ -350,14 +336,6 @@ class SparseFCN:
     @property
     def sparse_layers(self) -> list[int]:
         return [layer for layer, p in enumerate(self.patterns) if p is not None]
-
-    @property
-    def replicas(self) -> int:
-        return self.net.replicas
-
-    @property
-    def n_layers(self) -> int:
-        return self.net.n_layers
 
     def parameters(self) -> list[torch.Tensor]:
         """:meth:`ReplicaFCN.parameters`, with the values in place of sparse weights."""
