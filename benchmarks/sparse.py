@@ -14,7 +14,8 @@ timed on three engines, interleaved in one run:
 * auto: the layers ``train.sparse = "auto"`` chooses on this device.
 
 Printed per density: the times, the speed-up of sparse and auto over dense, the
-density limit (the dense step's multiply-adds over those of the live weights: what a
+evaluation of validation images (dense and sparse, ms per 1,000 images), the density
+limit (the dense step's multiply-adds over those of the live weights: what a
 step whose cost followed the density exactly would gain) and the fraction of it
 reached. The crossover (the highest density at which the sparse step is faster) is
 what ``imprint.sparse.CROSSOVER`` holds for the machine's CPU capability.
@@ -30,14 +31,27 @@ import torch
 from training import best, calls_for, header, interleaved, random_images
 
 from imprint.data import ImageData
-from imprint.engine import MaskedSGD, ReplicaFCN, retain_freed_memory, step_threads, train_step
+from imprint.engine import (
+    MaskedSGD,
+    ReplicaFCN,
+    eval_logits,
+    retain_freed_memory,
+    step_threads,
+    train_step,
+)
 from imprint.model import FCN
 from imprint.prune import full_masks, random_prune
-from imprint.sparse import SparseFCN, choose_sparse_layers, sparse_train_step
+from imprint.sparse import (
+    SparseFCN,
+    choose_sparse_layers,
+    sparse_eval_logits,
+    sparse_train_step,
+)
 from imprint.train import sample_batch
 
 DENSITIES = (1.0, 0.5, 0.2, 0.1, 0.0576, 0.0276, 0.0138, 0.0066, 0.0033, 0.0016)
 QUICK_DENSITIES = (0.0576, 0.0033)
+EVAL_IMAGES = 2_000  # validation images evaluated per call (timed: ms per 1,000)
 NETS = {
     # name: (image shape, classes, hidden, batch)
     "paper": ((3, 32, 32), 1000, [1024, 1024, 1024], 1000),
@@ -47,9 +61,10 @@ NETS = {
 
 def step_job(
     data: ImageData, hidden: list[int], batch: int, density: float, mode: str, replicas: int
-) -> tuple[Callable[[], None], list[int], float]:
+) -> tuple[Callable[[], None], Callable[[], object], list[int], float]:
     """One training step of ``replicas`` nets at ``density`` under ``train.sparse =
-    mode``; returns the step, the sparse layers and the live fraction of the MACs."""
+    mode``; returns the step, the evaluation of the validation images (as
+    ``train_replicas`` validates), the sparse layers and the live fraction of the MACs."""
     models, masks = [], []
     for seed in range(replicas):
         model = FCN(data.input_dim, hidden, data.num_classes)
@@ -80,7 +95,10 @@ def step_job(
             x, y = sample_batch(data, gens, batch)
             sgd.step(train_step(net, x, y, data.offset, data.scale).grads)
 
-        return dense_step, layers, fraction
+        def dense_eval() -> object:
+            return eval_logits(net, data.x_val, data.offset, data.scale)
+
+        return dense_step, dense_eval, layers, fraction
     sparse = SparseFCN(net, stacked, layers)
     sparse_sgd = MaskedSGD(sparse, sparse.optimizer_masks(stacked), 0.01)
 
@@ -89,7 +107,10 @@ def step_job(
         sparse_sgd.step(sparse_train_step(sparse, x, y, data.offset, data.scale).grads)
         sparse.sync()
 
-    return sparse_step, layers, fraction
+    def sparse_eval() -> object:
+        return sparse_eval_logits(sparse, data.x_val, data.offset, data.scale)
+
+    return sparse_step, sparse_eval, layers, fraction
 
 
 def sweep(
@@ -102,7 +123,7 @@ def sweep(
 ) -> float | None:
     """The density table of one net; returns the crossover density (None: none)."""
     shape, classes, hidden, batch = NETS[name]
-    data = random_images(device, shape, classes, 20_000, 100)
+    data = random_images(device, shape, classes, 20_000, EVAL_IMAGES)
     dims = [data.input_dim, *hidden, classes]
     print(
         f"\n{name} FCN {'-'.join(map(str, dims))}, batch {batch}, {replicas} replica(s): "
@@ -110,23 +131,31 @@ def sweep(
     )
     print(
         f"  {'density':>8} {'dense':>9} {'sparse':>9} {'auto':>9} {'sparse x':>9} "
-        f"{'auto x':>7} {'limit x':>8} {'of limit':>9}  auto's sparse layers"
+        f"{'auto x':>7} {'limit x':>8} {'of limit':>9} {'eval dense':>11} {'eval sparse':>12}"
+        "  auto's sparse layers"
     )
     crossover = None
     with step_threads(dims, replicas, batch, device):
         for density in densities:
             jobs, chosen, fraction = {}, [], 1.0
             for mode in ("off", "on", "auto"):
-                step, layers, fraction = step_job(data, hidden, batch, density, mode, replicas)
+                step, evaluate, layers, fraction = step_job(
+                    data, hidden, batch, density, mode, replicas
+                )
                 jobs[mode] = (step, calls_for(seconds, step, device))
+                if mode != "auto":
+                    jobs[f"eval {mode}"] = (evaluate, calls_for(seconds, evaluate, device))
                 if mode == "auto":
                     chosen = layers
             times = {k: best(v) * 1e3 for k, v in interleaved(jobs, reps, device).items()}
             gain, auto_gain = times["off"] / times["on"], times["off"] / times["auto"]
+            per_1000 = 1000 / EVAL_IMAGES  # evaluation: ms per 1,000 images
             limit = 1.0 / fraction
             print(
                 f"  {density:8.2%} {times['off']:9.3f} {times['on']:9.3f} {times['auto']:9.3f} "
-                f"{gain:8.2f}x {auto_gain:6.2f}x {limit:7.1f}x {gain / limit:9.1%}  {chosen}"
+                f"{gain:8.2f}x {auto_gain:6.2f}x {limit:7.1f}x {gain / limit:9.1%} "
+                f"{times['eval off'] * per_1000:11.2f} {times['eval on'] * per_1000:12.2f}"
+                f"  {chosen}"
             )
             if gain > 1.0 and crossover is None:
                 crossover = density
