@@ -100,6 +100,8 @@ def _grid_png(units: torch.Tensor, shape: tuple[int, int, int], path: Path) -> N
     for k in range(n):
         top, left = 1 + (k // columns) * (height + 1), 1 + (k % columns) * (width + 1)
         grid[top : top + height, left : left + width] = images[k]
+    zoom = max(1, 800 // grid.shape[1])  # whole pixels, about 800 wide: readable as is
+    grid = grid.repeat_interleave(zoom, 0).repeat_interleave(zoom, 1)
     plt.imsave(path, grid.numpy(), cmap="viridis", vmin=0, vmax=max(1, channels))
 
 
