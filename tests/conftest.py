@@ -105,3 +105,52 @@ def seed(request) -> int:
 # session also keeps float summation order, and so bitwise results, the same in
 # every test (module-scoped runs are compared with later ones).
 torch.set_num_threads(1)
+
+
+def clipped_texts(fig, saved: Path | None = None) -> list[str]:
+    """The text artists of ``fig`` (titles, labels, tick labels, legends, annotations)
+    that fall outside the image ``savefig(bbox_inches="tight")`` writes, as imprint
+    saves every figure: the saved PNG's size is read back, so what is checked is the
+    file, not the layout's own idea of itself."""
+    import io
+
+    from PIL import Image
+
+    if saved is None:  # ``saved``: the PNG imprint wrote of it
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", bbox_inches="tight")
+        saved = buffer  # type: ignore[assignment]
+    with Image.open(saved) as image:
+        width, height = image.size
+    scale = image.info.get("dpi", (fig.dpi,))[0] / fig.dpi  # the file's pixels per figure pixel
+    width, height = width / scale, height / scale
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()  # a closed figure has lost its canvas
+    pad = fig.dpi * 0.1  # savefig's pad_inches around the tight box
+    box = fig.get_tightbbox(renderer).transformed(fig.dpi_scale_trans)
+    left, bottom = box.x0 - pad, box.y0 - pad
+    undrawn = set()  # tick labels of ticks outside the view: matplotlib keeps, never draws
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            low, high = sorted(axis.get_view_interval())
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                if not ax.axison or (
+                    not low - 1e-9 * abs(high - low)
+                    <= tick.get_loc()
+                    <= high + 1e-9 * abs(high - low)
+                ):
+                    undrawn |= {id(tick.label1), id(tick.label2)}
+    out = []
+    for text in fig.findobj(lambda a: hasattr(a, "get_text") and hasattr(a, "get_window_extent")):
+        if not text.get_visible() or not text.get_text().strip() or id(text) in undrawn:
+            continue
+        extent = text.get_window_extent(renderer)
+        if not (
+            extent.x0 - left >= -1
+            and extent.y0 - bottom >= -1
+            and extent.x1 - left <= width + 1
+            and extent.y1 - bottom <= height + 1
+        ):
+            out.append(text.get_text())
+    return out

@@ -19,7 +19,7 @@ from imprint.data import DataError
 from imprint.imp import run_imp
 from imprint.report import build_report, report_sections
 from imprint.runs import RunFolder
-from tests.conftest import smoke_config
+from tests.conftest import clipped_texts, smoke_config
 
 OPTIONS = AnalysisOptions(gallery_size=8, evolution_units=8, invariance_units=16, formats=("png",))
 LAST = 3  # the smoke config's last round
@@ -202,3 +202,22 @@ def test_without_data_the_report_says_why(run, monkeypatch):
     assert '<section id="ablation">' in page and '<section id="class-response">' in page
     assert "kurtosis (over rounds) skipped: no kurtosis_l0 in rounds.csv" in page
     assert 'alt="ablation"' not in page and 'alt="kurtosis"' not in page
+
+
+def test_no_figure_clips_a_label(run, monkeypatch):
+    """Every figure analyze saves holds every text artist whole (the saved bounding box
+    around titles, axis labels, tick labels and legends)."""
+    save = imprint.analyze.save_figure
+    checked = []
+
+    def checking(fig, stem, formats=("png",)):
+        written = save(fig, stem, formats)
+        if isinstance(fig, plt.Figure):
+            clipped = clipped_texts(fig, stem.with_suffix(".png"))
+            assert not clipped, (stem.name, clipped)
+            checked.append(stem.name)
+        return written
+
+    monkeypatch.setattr(imprint.analyze, "save_figure", checking)
+    analyze_run(run, "last", OPTIONS, log=_quiet)
+    assert {"accuracy", "curves", "ablation", "pixel_map", "locality_maps_l0"} <= set(checked)

@@ -83,7 +83,11 @@ def test_writes_every_figure_and_table(analysed):
             with Image.open(folder.root / path) as image:
                 assert image.size[0] > 100 and image.size[1] > 50
     with Image.open(out / "round_003" / "evolution.gif") as gif:
-        assert gif.n_frames == 4
+        # the analysed round first (not round 0's all-connected masks), then rounds 0-3
+        assert gif.n_frames == 5
+        first = np.asarray(gif.convert("RGB"))
+        gif.seek(1)
+        assert not np.array_equal(first, np.asarray(gif.convert("RGB")))
     assert not (out / "evolution.gif").exists()
 
 

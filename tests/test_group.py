@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -267,9 +268,18 @@ def test_group_analysis_report_and_comparison(tmp_path):
     assert reading["locality_index_sd"] == pytest.approx(abs(values[0] - values[1]) / 2**0.5)
     for name in ("accuracy.png", "locality.png", "rounds.csv", "readings.json"):
         assert (out / "analysis" / name).is_file(), name
+    # The round's figures pooled over the seeds: S_sc summed, curves and ablation as
+    # mean ± sd; the entries without a pool show one seed, labelled as an example.
+    pooled = out / "analysis" / "round_003"
+    for name in ("locality_maps_l0.png", "curves.png", "cin_hist_l0.png", "pixel_map.png"):
+        assert (pooled / name).is_file(), name
+    arrays = [np.load(out / f"seed_{s}" / "analysis" / "round_003" / "arrays.npz") for s in (0, 1)]
+    assert arrays[0]["s_sc_l0"].sum() > 0
     page = build_report(out, "last", options, log=_quiet).read_text()
     assert "mean ± sd over 2 seeds" in page.lower() or "Mean ± sample sd over the 2 seeds" in page
-    assert 'id="readings"' in page and "Seed 0 (one of 2)" in page
+    assert 'id="readings"' in page and "Example, one seed: seed 0 of 2." in page
+    assert "Over the 2 seeds (summed, or mean ± sd): S_sc(d)" in page
+    assert "Example, one seed: seed 0 of 2. S_sc(d)" not in page
     assert expand_run_dirs([out]) == [out / "seed_0", out / "seed_1"]
     comparison = build_comparison(expand_run_dirs([out]), tmp_path / "c.html").read_text()
     assert "2 runs" in comparison and "± 1 sd over the seeds" in comparison

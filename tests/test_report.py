@@ -67,13 +67,38 @@ def test_comparison_groups_seeds(runs, tmp_path):
     page = path.read_text()
     for sid in COMPARE_SECTIONS:
         assert f'<section id="{sid}">' in page
-    # two groups: the seeds of the IMP config (one row, 2 runs), and the one-shot run
-    assert page.count("<td>prune.procedure=&quot;imp&quot;</td><td>2</td>") == 1
-    assert page.count("<td>prune.procedure=&quot;oneshot&quot;</td><td>1</td>") == 1
+    # two groups: the seeds of the IMP config (one row, 2 runs), and the one-shot run;
+    # a single run says "1 seed", never a count of 0
+    assert page.count("<td>prune.procedure=&quot;imp&quot;</td><td>2 seeds: ") == 1
+    assert page.count("<td>prune.procedure=&quot;oneshot&quot;</td><td>1 seed: ") == 1
+    assert "<th>stopped</th>" in page and "reached prune.max_rounds" in page
+    # the scalar table per group: mean ± sd over its seeds, and how many
+    group_table = page.split("Per group of seeds")[1].split("Per run")[0]
+    imp_row = next(r for r in group_table.split("<tr>") if "imp" in r and "oneshot" not in r)
+    assert "<td>2</td>" in imp_row and imp_row.count(" ± ") >= 3
     with pytest.raises(ValueError, match="'density' parameter must be in"):
         build_comparison(runs, tmp_path / "x.html", density=2.0)
     with pytest.raises(RunFolderError, match="not an imprint run folder"):
         build_comparison([tmp_path], tmp_path / "y.html")
+
+
+def test_side_by_side_maps_share_one_colour_scale(runs):
+    from imprint.analyses import COMPARE_PANELS, AnalysisOptions
+    from imprint.analyze import load_round
+    from imprint.results import RunResults
+
+    (panel,) = [p for p in COMPARE_PANELS if p.id == "maps"]
+    results = []
+    for path in runs:
+        run = RunResults(path)
+        one = load_round(run.folder, run.config, 2, AnalysisOptions())
+        results.append(panel.compute(one))
+    assert all(float(r.shown["s_sc"].sum()) == pytest.approx(100) for r in results)  # % of pairs
+    assert panel.scale is not None
+    common = max(panel.scale(r) for r in results)
+    for result in results:
+        image = panel.plot(result, "t", common).axes[0].images[0]
+        assert image.get_clim() == (0, common)
 
 
 def test_cli_report_and_compare(runs, tmp_path, capsys):

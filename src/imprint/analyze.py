@@ -62,7 +62,14 @@ from imprint.results import (
     study_round,
 )
 from imprint.runs import RunFolder, is_group
-from imprint.safeio import RunFolderError, read_text, write_bytes, write_csv, write_text
+from imprint.safeio import (
+    RunFolderError,
+    read_file,
+    read_text,
+    write_bytes,
+    write_csv,
+    write_text,
+)
 
 __all__ = [
     "AnalysisOptions",
@@ -342,6 +349,10 @@ def analyze_group(
     write_csv(out / "rounds.csv", rows, _columns(rows))
     history = History(mean_metrics, rows, study_round(mean_metrics), "over seeds", options)
     written, skipped = _over_round_figures(history, out, options, group=True)
+    seeds = [seed for seed, _ in members]
+    for position, index in enumerate(summaries[0]["rounds"]):
+        per_seed_round = [s["per_round"][position] for s in summaries]
+        written += _pooled_figures(folders, seeds, index, per_seed_round, out, options)
     readings = _mean_readings(summaries, seed_rows)
     record = {
         "seeds": [seed for seed, _ in members],
@@ -353,6 +364,42 @@ def analyze_group(
     }
     write_text(out / "readings.json", json.dumps(record, indent=2, default=_json_default) + "\n")
     return {**record, "per_seed": summaries, "per_round": summaries[0]["per_round"]}
+
+
+def _pooled_figures(
+    folders: Sequence[RunFolder],
+    seeds: Sequence[int],
+    index: int,
+    results: Sequence[dict[str, Any]],
+    out: Path,
+    options: AnalysisOptions,
+) -> list[Path]:
+    """Round ``index`` of every seed pooled (the entries with a ``pool``), into
+    GROUP/analysis/round_NNN with a results.json that says which could not be drawn."""
+    arrays = []
+    for folder in folders:
+        path = folder.root / "analysis" / f"round_{index:03d}" / "arrays.npz"
+        with np.load(io.BytesIO(read_file(path)), allow_pickle=False) as stored:
+            arrays.append({name: stored[name] for name in stored.files})
+    pooled = analyses.Seeds(
+        index, list(seeds), results, arrays, [read_curves(f, index) for f in folders]
+    )
+    target = out / f"round_{index:03d}"
+    written: list[Path] = []
+    skipped: dict[str, str] = {}
+    layers = [int(layer) for layer in results[0].get("layers", {"0": {}})]
+    for entry in analyses.ROUND_ANALYSES:
+        if entry.pool is None:
+            continue
+        for layer in layers if entry.every_layer else [0]:
+            result = entry.pool(pooled, layer)
+            if result.skip:
+                skipped[entry.key(layer)] = result.skip
+            else:
+                written += _draw(entry, result, layer, target, options)
+    record = {"round": index, "seeds": list(seeds), "pooled": True, "skipped": skipped}
+    write_text(target / "results.json", json.dumps(record, indent=2) + "\n")
+    return written
 
 
 def _mean_rows(seed_rows: Sequence[Sequence[dict[str, str]]]) -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ from imprint.analyze import load_round
 from imprint.config import config_to_dict
 from imprint.pages import figure, output_page, page, png, table
 from imprint.plots import STYLE, density_axis, group_color, legend_below
-from imprint.readings import shown_in
+from imprint.readings import aggregate_over_seeds, format_spread, shown_in
 from imprint.results import RunResults, study_round
 from imprint.safeio import RunFolderError, write_text
 
@@ -153,19 +153,44 @@ def _listing(runs: list[_Run]) -> list[dict[str, Any]]:
         )
         seeds = sorted({r.seed for r in members})
         rounds = sorted({len(r.metrics) for r in members})
+        stops = sorted({str(r.results.record.get("stop_reason", "not recorded")) for r in members})
         rows.append(
             {
                 "name (in the figures)": _legend_name(group, members),
                 "group (what differs)": group,
-                "runs": len(members),
-                "seeds": ", ".join(map(str, seeds)),
+                "seeds": f"{_count(len(seeds), 'seed')}: {', '.join(map(str, seeds))}",
                 "rounds": "-".join(map(str, (rounds[0], rounds[-1])))
                 if len(rounds) > 1
                 else rounds[0],
+                "stopped": "; ".join(stops),
                 "where": ", ".join(folders),
             }
         )
     return rows
+
+
+def _group_rows(runs: list[_Run], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The table of scalar results per group of seeds: each column's mean ± sample sd
+    over the group's runs (``rows``: one per run, numbers), and how many runs."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for run, row in zip(runs, rows):
+        groups.setdefault(run.group, []).append(row)
+    names = list(rows[0])
+    out = []
+    for group, members in groups.items():
+        stats = aggregate_over_seeds(members, names)
+        one: dict[str, Any] = {
+            "group": _legend_name(group, [r for r in runs if r.group == group]),
+            "seeds": len(members),
+        }
+        for name in names:
+            digits = 2 if name in ("density", "mean C_in") else 4
+            if name == "density":
+                one["weights left"] = f"{stats[name]:.2%}"
+            else:
+                one[name] = format_spread(stats[name], stats[f"{name}_sd"], digits)
+        out.append(one)
+    return out
 
 
 def _value(run: _Run, index: int, name: str) -> float:
@@ -205,7 +230,9 @@ def build_comparison(
             "Accuracy against remaining weights",
             figure(
                 _overlay(runs, "best_val_top1", "best validation top-1 (%)"),
-                "Best top-1 per round; bands: ± 1 sd over the seeds of one config.",
+                "Best top-1 per round; bands: ± 1 sd over the seeds of one config. A "
+                "curve ends at the last round all of its seeds completed; why they "
+                "stopped is in the runs table above.",
                 "accuracy",
             ),
         )
@@ -224,8 +251,11 @@ def build_comparison(
         )
     )
 
-    panels: dict[str, list[str]] = {panel.id: [] for panel in analyses.COMPARE_PANELS}
-    rows = []
+    computed: dict[str, list[tuple[_Run, str, analyses.Result]]] = {
+        panel.id: [] for panel in analyses.COMPARE_PANELS
+    }
+    rows: list[dict[str, Any]] = []
+    values: list[dict[str, Any]] = []  # the same, numbers only: the group table's
     options = analyses.AnalysisOptions(gallery_size=gallery_size)
     for run in runs:
         index = _closest_round(run, density)
@@ -233,36 +263,48 @@ def build_comparison(
         title = f"{run.results.root.name}: round {index}, {metric['density']:.2%} left"
         one = load_round(run.results.folder, run.results.config, index, options)
         for panel in analyses.COMPARE_PANELS:
-            result = panel.compute(one)
-            caption = f"{panel.caption}; {_named(run)}"
-            panels[panel.id].append(
-                figure(png(panel.plot(result, title)), caption, panel.id)
-                if not result.skip
-                else f'<p class="note">{run.results.root.name}: {result.skip}.</p>'
-            )
+            computed[panel.id].append((run, title, panel.compute(one)))
         c_in = run.results.first_layer_image(index).sum(dim=1)
         readings = run.results.readings(index)
+        value = {
+            "density": metric["density"],
+            "val. top-1": metric["best_val_top1"],
+            **(
+                {"test top-1": metric["test_top1_at_best"]} if "test_top1_at_best" in metric else {}
+            ),
+            **{spec.label: readings.get(spec.name) for spec in shown_in("compare")},
+            "connected units": int((c_in > 0).sum()),
+            "mean C_in": float(c_in[c_in > 0].double().mean()) if (c_in > 0).any() else 0.0,
+        }
+        values.append(value)
+        formatted = {spec.label: spec.format(readings) for spec in shown_in("compare")}
         rows.append(
-            {
-                "run": run.results.root.name,
-                "label": run.label,
-                "round": index,
-                "density": metric["density"],
-                "val. top-1": metric["best_val_top1"],
-                **(
-                    {"test top-1": metric["test_top1_at_best"]}
-                    if "test_top1_at_best" in metric
-                    else {}
-                ),
-                **{spec.label: spec.format(readings) for spec in shown_in("compare")},
-                "connected units": int((c_in > 0).sum()),
-                "mean C_in": float(c_in[c_in > 0].double().mean()) if (c_in > 0).any() else 0.0,
-            }
+            {"run": run.results.root.name, "label": run.label, "round": index, **value, **formatted}
         )
     for panel in analyses.COMPARE_PANELS:
-        content = f'<div class="grid">{"".join(panels[panel.id])}</div>'
+        drawn = computed[panel.id]
+        # side by side on one scale: the largest value any of them draws
+        scales = [panel.scale(r) for _, _, r in drawn if panel.scale and not r.skip]
+        common = max(scales) if scales else None
+        parts = [
+            figure(
+                png(panel.plot(result, title, common)), f"{panel.caption}; {_named(run)}", panel.id
+            )
+            if not result.skip
+            else f'<p class="note">{run.results.root.name}: {result.skip}.</p>'
+            for run, title, result in drawn
+        ]
+        content = f'<div class="grid">{"".join(parts)}</div>'
         sections.append((panel.id, f"{panel.title} at about {density:.2%}", content))
-    sections.append(("table", "Scalar results at equal density", table(rows)))
+    by_group = table(_group_rows(runs, values))
+    sections.append(
+        (
+            "table",
+            "Scalar results at equal density",
+            "<h3>Per group of seeds (mean ± sample sd over its runs)</h3>"
+            f"{by_group}<h3>Per run (± the run's own bootstrap sd)</h3>{table(rows)}",
+        )
+    )
     path = output_page(out, "imprint comparison")
     write_text(
         path,

@@ -9,6 +9,7 @@ weights, RGB for colour masks.
 from __future__ import annotations
 
 import io
+import math
 import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -39,8 +40,6 @@ __all__ = [
     "plot_displacement_maps",
     "plot_connection_resolved",
     "plot_gallery",
-    "plot_ablation",
-    "plot_class_response",
     "write_evolution_gif",
     "plot_groups_over_density",
     "group_color",
@@ -174,6 +173,7 @@ def plot_accuracy_vs_remaining(
         "*",
         color="C3",
         ms=14,
+        clip_on=False,  # a star at the axis' edge drawn whole
         label=f"best: round {rounds[best]['round']} ({y[best]:.2f}%)",
     )
     ax.axhline(y[0], color="0.6", lw=0.8, ls="--", label="dense")
@@ -211,20 +211,30 @@ def plot_scalar_over_rounds(
 
 
 def plot_curves(
-    curves: Sequence[Mapping[str, float]], title: str = "", ax: Any | None = None
+    curves: Sequence[Mapping[str, float]],
+    title: str = "",
+    ax: Any | None = None,
+    spread: Sequence[Mapping[str, float]] | None = None,
 ) -> Figure:
-    """Training loss and validation accuracy against SGD steps."""
+    """Training loss and validation accuracy against SGD steps; with ``spread`` (rows
+    of sds at the same steps: a group's sd over seeds), a ± 1 sd band on each curve."""
     fig, ax = _axes(ax)
     steps = [row["step"] for row in curves]
-    ax.plot(steps, [row["train_loss"] for row in curves], color="C0", label="train loss")
-    ax.plot(steps, [row["val_loss"] for row in curves], color="C0", ls="--", label="val loss")
+    right = ax.twinx()
+    lines = (
+        (ax, "train_loss", 1, "C0", "-", "train loss"),
+        (ax, "val_loss", 1, "C0", "--", "val loss"),
+        (right, "val_top1", 100, "C1", "-", "val top-1"),
+        (right, "train_top1", 100, "C1", ":", "train top-1"),
+    )
+    for axis, key, scale, color, style, label in lines:
+        y = scale * np.array([row[key] for row in curves], dtype=float)
+        axis.plot(steps, y, color=color, ls=style, label=label)
+        if spread is not None:
+            sd = scale * np.array([row[key] for row in spread], dtype=float)
+            axis.fill_between(steps, y - sd, y + sd, color=color, alpha=0.15, lw=0)
     ax.set_xlabel("SGD step")
     ax.set_ylabel("cross-entropy loss (nats)")
-    right = ax.twinx()
-    right.plot(steps, [100 * row["val_top1"] for row in curves], color="C1", label="val top-1")
-    right.plot(
-        steps, [100 * row["train_top1"] for row in curves], color="C1", ls=":", label="train top-1"
-    )
     right.set_ylabel("accuracy (%)")
     lines = ax.get_legend_handles_labels()
     more = right.get_legend_handles_labels()
@@ -261,11 +271,31 @@ def _rgb(image: np.ndarray) -> np.ndarray:
 
 
 def plot_pixel_map(
-    pixel_map: torch.Tensor, title: str = "connections per input pixel", ax: Any | None = None
+    pixel_map: torch.Tensor,
+    title: str = "connections per input pixel",
+    ax: Any | None = None,
+    quiet: np.ndarray | None = None,
+    share: float | None = None,
 ) -> Figure:
     """(C, H, W) connection counts: RGB for 3 channels, one panel with a colour bar
-    per channel otherwise."""
+    per channel otherwise. ``quiet`` (H, W) bool pixels are marked with an x, and
+    ``share`` (their share of the connections) is said in the title."""
     image = pixel_map.double().cpu().numpy()
+    if quiet is not None:
+        said = f"; x: {int(quiet.sum())} quiet pixels" + (
+            f", {share:.1%} of connections" if share is not None and math.isfinite(share) else ""
+        )
+        title = textwrap.fill(title + said, 48)
+    figure = _pixel_panels(image, title, ax)
+    if quiet is not None and quiet.any():
+        ys, xs = np.nonzero(quiet)
+        for a in figure.axes:
+            if a.images:  # the image panels, not their colour bars
+                a.plot(xs, ys, "x", color="0.55", ms=3, mew=0.7, lw=0)
+    return figure
+
+
+def _pixel_panels(image: np.ndarray, title: str, ax: Any | None) -> Figure:
     channels = image.shape[0]
     if channels == 3:
         fig, ax = _axes(ax, (4.4, 3.6))
@@ -287,29 +317,38 @@ def plot_pixel_map(
     return fig
 
 
-def _displacement_image(ax: Any, values: np.ndarray, title: str, fig: Figure, log: bool) -> None:
+def _displacement_image(
+    ax: Any, values: np.ndarray, title: str, fig: Figure, log: bool, vmax: float | None, unit: str
+) -> None:
     height, width = (values.shape[0] + 1) // 2, (values.shape[1] + 1) // 2
     extent = (-width + 0.5, width - 0.5, height - 0.5, -height + 0.5)
     shown = np.log10(values + 1) if log else values
-    im = ax.imshow(shown, cmap=COUNT_CMAP, extent=extent, interpolation="nearest")
-    fig.colorbar(im, ax=ax, label="log10(1 + pairs)" if log else "pairs")
+    top = None if vmax is None else (np.log10(vmax + 1) if log else vmax)
+    im = ax.imshow(shown, cmap=COUNT_CMAP, extent=extent, interpolation="nearest", vmin=0, vmax=top)
+    fig.colorbar(im, ax=ax, label=f"log10(1 + {unit})" if log else unit)
     ax.set_title(title)
     ax.set_xlabel("dx (pixels)")
     ax.set_ylabel("dy (pixels)")
 
 
 def plot_displacement_maps(
-    s_sc: torch.Tensor, s_dc: torch.Tensor | None, log: bool = False, title: str = ""
+    s_sc: torch.Tensor,
+    s_dc: torch.Tensor | None,
+    log: bool = False,
+    title: str = "",
+    vmax: float | None = None,
+    unit: str = "pairs",
 ) -> Figure:
     """S_sc(d) (and S_dc(d) for colour inputs): pairs of connected inputs at displacement
-    d, displacement 0 at the centre."""
+    d, displacement 0 at the centre; the colour scale from 0 to ``vmax`` (maps side by
+    side share one), else to the map's largest value."""
     panels = [("same channel S_sc(d)", s_sc)] + (
         [("different channels S_dc(d)", s_dc)] if s_dc is not None else []
     )
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
     for a, (name, values) in zip(axes[0], panels):
-        _displacement_image(a, values.double().cpu().numpy(), name, fig, log)
+        _displacement_image(a, values.double().cpu().numpy(), name, fig, log, vmax, unit)
     if title:
         fig.suptitle(title)
     return fig
@@ -350,7 +389,7 @@ def plot_connection_resolved(
         a.set_axis_off()
     for a, values, label in zip(axes.flat, maps, labels):
         a.set_axis_on()
-        _displacement_image(a, values.double().cpu().numpy(), label, fig, log=False)
+        _displacement_image(a, values.double().cpu().numpy(), label, fig, False, None, "pairs")
     return fig
 
 
@@ -430,60 +469,6 @@ def plot_gallery(
             )
     ax.set_axis_off()
     ax.set_title(title, fontsize=9, pad=12 if labels is not None else 4)
-    return fig
-
-
-def plot_ablation(
-    curves: Sequence[Any], n_units: int, baseline: float | None = None, ax: Any | None = None
-) -> Figure:
-    """Validation top-1 after removing s first-layer units, for each removal order."""
-    fig, ax = _axes(ax)
-    names = {
-        "most": "most connected first",
-        "least": "least connected first",
-        "random": "random order",
-    }
-    for i, curve in enumerate(curves):
-        ax.plot(
-            curve.removed,
-            [100 * v for v in curve.top1],
-            "o-",
-            ms=3,
-            color=f"C{i}",
-            label=names.get(curve.mode, curve.mode),
-        )
-    if baseline is not None:
-        ax.axhline(100 * baseline, color="0.6", lw=0.8, ls=":", label="chance")
-    ax.set_xlabel(f"first-layer units removed (of {n_units})")
-    ax.set_ylabel("validation top-1 (%)")
-    legend_below(ax)
-    return fig
-
-
-def plot_class_response(
-    means: torch.Tensor,
-    spread: torch.Tensor,
-    scores: Sequence[float],
-    units: Sequence[int],
-    ax: Any | None = None,
-) -> Figure:
-    """Class-averaged activation of selected units (rows) as (class mean - unit mean) /
-    unit std: near 0 everywhere means the unit responds alike to every class."""
-    m = means.double().cpu().numpy()
-    sd = spread.double().cpu().numpy()[:, None]
-    z = (m - m.mean(axis=1, keepdims=True)) / np.where(sd > 0, sd, 1.0)
-    peak = max(float(np.nanmax(np.abs(z))) if z.size else 1.0, 0.1)
-    fig, ax = _axes(ax, (5.2, 0.22 * len(units) + 1.5))
-    im = ax.imshow(
-        z, aspect="auto", cmap=SIGNED_CMAP, vmin=-peak, vmax=peak, interpolation="nearest"
-    )
-    fig.colorbar(im, ax=ax, label="(class mean - mean) / std")
-    ax.set_yticks(range(len(units)))
-    ax.set_yticklabels([f"unit {u} ({s:.2f})" for u, s in zip(units, scores)], fontsize=6)
-    ax.set_xlabel("class")
-    ax.set_title(
-        "class response of the most connected units\n(class-independence 1 - η² in brackets)"
-    )
     return fig
 
 

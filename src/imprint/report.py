@@ -138,10 +138,13 @@ def _group_view(group: GroupResults, which: str) -> _View:
     (shown,) = example.resolve("last" if which == "all" else which, mean[: len(example.rounds)])
     round_dir = example.analysis_round_dir(shown)
     layers = hidden_layers(example.masks(shown))
-    prefix = f"Seed {seeds[0]} (one of {len(seeds)}): "
+    prefix = f"Example, one seed: seed {seeds[0]} of {len(seeds)}. "
+    pooled_dir = group.analysis_dir / f"round_{shown:03d}"
     current = group.readings_record().get("rounds")
-    stale = current != [shown] or not all(
-        (m.analysis_round_dir(shown) / "results.json").exists() for m in group.members
+    stale = (
+        current != [shown]
+        or not (pooled_dir / "results.json").exists()
+        or not all((m.analysis_round_dir(shown) / "results.json").exists() for m in group.members)
     )
     study = group.study_round
 
@@ -154,6 +157,7 @@ def _group_view(group: GroupResults, which: str) -> _View:
             prefix,
             True,
             example.channels,
+            pooled=(pooled_dir, f"Over the {len(seeds)} seeds (summed, or mean ± sd): "),
         )
 
     def sections() -> list[tuple[str, str, str]]:
@@ -306,14 +310,18 @@ def _figure_items(
     prefix: str,
     group: bool,
     channels: int,
+    pooled: tuple[Path, str] | None = None,
 ) -> list[_Item]:
     """Every figure of the registry's entries for one report: over-round figures from
     ``over_rounds`` (a run's analysis/, or a group's), those a group does not draw from
     ``seed_over_rounds`` (its example seed's), the analysed round's from ``round_dir``
-    for each hidden layer in ``layers``. Captions of one seed's figures follow ``prefix``."""
+    for each hidden layer in ``layers``. Captions of one seed's figures follow ``prefix``.
+    ``pooled`` (a group's: its round folder and a caption prefix) holds the figures of
+    the entries that pool their seeds; the others are the example seed's."""
     over_skips = _skips(over_rounds / ("readings.json" if group else "summary.json"))
     seed_skips = _skips(seed_over_rounds / "summary.json")
     round_skips = _skips(round_dir / "results.json")
+    pooled_skips = _skips(pooled[0] / "results.json") if pooled else {}
     items: list[_Item] = []
     for over in analyses.OVER_ROUNDS:
         if over.groups or not group:
@@ -324,9 +332,11 @@ def _figure_items(
             items += _entry_items(over, over.name, 0, where, seed_skips, prefix, channels)
     for entry in analyses.ROUND_ANALYSES:
         for layer in layers if entry.every_layer else [0]:
-            items += _entry_items(
-                entry, entry.key(layer), layer, round_dir, round_skips, prefix, channels
-            )
+            if pooled is not None and entry.pool is not None:
+                where, skips, said = pooled[0], pooled_skips, pooled[1]
+            else:
+                where, skips, said = round_dir, round_skips, prefix
+            items += _entry_items(entry, entry.key(layer), layer, where, skips, said, channels)
     return items
 
 

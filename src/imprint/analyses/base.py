@@ -56,6 +56,7 @@ __all__ = [
     "no_geometry",
     "unit_labels",
     "OverRounds",
+    "Seeds",
 ]
 
 
@@ -201,10 +202,36 @@ class Round:
 
 
 @dataclass(frozen=True)
+class Seeds:
+    """One analysed round of every seed of a group, as the analysis of each seed wrote
+    it (what a pooled figure reads): each seed's results.json, arrays.npz and curves."""
+
+    index: int
+    seeds: Sequence[int]
+    results: Sequence[Mapping[str, Any]]
+    arrays: Sequence[Mapping[str, np.ndarray]]
+    curves: Sequence[Sequence[Mapping[str, float]]]
+
+    def stacked(self, name: str) -> np.ndarray | None:
+        """Array ``name`` of every seed, stacked on a leading seed axis (None when a
+        seed lacks it, or when the seeds' shapes differ)."""
+        found = [a.get(name) for a in self.arrays]
+        if any(f is None for f in found) or len({f.shape for f in found}) != 1:  # type: ignore[union-attr]  # None excluded first
+            return None
+        return np.stack(found)  # type: ignore[arg-type]  # None excluded above
+
+    @property
+    def label(self) -> str:
+        return f"{len(self.seeds)} seeds"
+
+
+@dataclass(frozen=True)
 class Analysis:
     """A per-round analysis. ``compute(round, layer)`` runs for every hidden layer when
     ``every_layer``, else once with layer 0; ``plot(result)`` returns one figure per
-    entry of ``figures``, in order."""
+    entry of ``figures``, in order. ``pool(seeds, layer)``, when given, makes the same
+    figures for a group from every seed's results (sums, or means with their sd over
+    seeds); a group's report shows an entry without one as one seed's, labelled."""
 
     name: str
     section: Section
@@ -212,6 +239,7 @@ class Analysis:
     compute: Callable[[Round, int], Result]
     plot: Callable[[Result], Sequence[Any]]
     every_layer: bool = False
+    pool: Callable[[Seeds, int], Result] | None = None
 
     def key(self, layer: int) -> str:
         """Its name in results.json's "skipped" (``name_l{layer}`` for every_layer)."""
@@ -291,7 +319,10 @@ class Panel:
     title: str  # the page section's title
     caption: str  # what the figure shows, before the run's name
     compute: Callable[[Round], Result]
-    plot: Callable[[Result, str], Any]
+    # plot(result, title, scale): ``scale`` is the largest value any of the runs side by
+    # side draws (from ``scale(result)``), so that they share one colour scale
+    plot: Callable[[Result, str, float | None], Any]
+    scale: Callable[[Result], float] | None = None
 
 
 # ---------------------------------------------------------------------------- registry

@@ -125,6 +125,11 @@ def _evolution(h: History) -> Result:
             f"round {index}: {m['layer_density'][0]:.2%} of layer 0 left "
             f"({len(units)} most connected units of round {h.anchor})"
         )
+    # The GIF opens on the analysed round (what a still preview shows), not on round 0's
+    # dense, all-connected masks; the rounds from 0 follow.
+    at = [m["round"] for m in h.metrics].index(h.anchor)
+    frames.insert(0, frames[at])
+    titles.insert(0, titles[at].replace(":", " (the analysed round; round 0 on next):", 1))
     return Result(shown={"frames": frames, "titles": titles})
 
 

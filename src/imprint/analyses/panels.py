@@ -17,9 +17,13 @@ __all__ = [
 
 
 def _compare_map(r: Round) -> Result:
+    """S_sc as percent of the run's pairs: runs with more units or inputs have more
+    pairs, and the share at each displacement is what compares across runs."""
     if reason := no_geometry(r):
         return skip(reason)
-    return Result(shown={"s_sc": locality_maps(r.layer(0).image > 0, r.shape).s_sc})
+    s_sc = locality_maps(r.layer(0).image > 0, r.shape).s_sc.double()
+    total = float(s_sc.sum())
+    return Result(shown={"s_sc": 100 * s_sc / total if total > 0 else s_sc})
 
 
 def _compare_gallery(r: Round) -> Result:
@@ -34,15 +38,18 @@ COMPARE_PANELS: tuple[Panel, ...] = (
     Panel(
         "maps",
         "S_sc maps",
-        "S_sc",
+        "S_sc as a share of the run's pairs, one colour scale for all runs",
         _compare_map,
-        lambda res, title: plot_displacement_maps(res.shown["s_sc"], None, title=title),
+        lambda res, title, scale: plot_displacement_maps(
+            res.shown["s_sc"], None, title=title, vmax=scale, unit="% of the run's pairs"
+        ),
+        scale=lambda res: float(res.shown["s_sc"].max()),
     ),
     Panel(
         "galleries",
         "Galleries",
         "most connected units",
         _compare_gallery,
-        lambda res, title: plot_gallery(res.shown["images"], title, columns=9),
+        lambda res, title, scale: plot_gallery(res.shown["images"], title, columns=9),
     ),
 )

@@ -31,20 +31,24 @@ from imprint.analyses.base import (
     skip,
     unit_labels,
 )
+from imprint.analyses.pooled import (
+    pool_ablation,
+    pool_connectivity,
+    pool_curves,
+    pool_locality_maps,
+    pool_pixel_map,
+    quiet_share,
+)
 from imprint.analysis.ablation import ABLATION_MODES, node_ablation
 from imprint.analysis.activity import kurtosis_reading
-from imprint.analysis.connectivity import (
-    ipr_reading,
-    pixel_map,
-)
+from imprint.analysis.connectivity import QUIET_FRACTION, ipr_reading, pixel_map, quiet_pixels
 from imprint.analysis.invariance import translational_invariance
+from imprint.analysis.locality import to_image_space
 from imprint.analysis.maps import connection_resolved_maps, locality_maps, resolved_edges
 from imprint.analysis.response import class_response
 from imprint.analysis.units import select_units, unit_images
 from imprint.plots import (
-    plot_ablation,
     plot_cin_histogram,
-    plot_class_response,
     plot_connection_resolved,
     plot_curves,
     plot_displacement_maps,
@@ -61,6 +65,7 @@ from imprint.readings import (
 )
 from imprint.readings.pixel_usage import pixel_usage_map
 from imprint.train import evaluate
+from imprint.unit_plots import plot_ablation, plot_class_response
 
 __all__ = [
     "ROUND_ANALYSES",
@@ -75,7 +80,8 @@ def _curves(r: Round, layer: int) -> Result:
 
 
 def _plot_curves(res: Result) -> list[Any]:
-    return [plot_curves(res.shown["curves"], title=res.shown["title"])]
+    s = res.shown
+    return [plot_curves(s["curves"], title=s["title"], spread=s.get("spread"))]
 
 
 def _connectivity(r: Round, layer: int) -> Result:
@@ -108,15 +114,35 @@ def _no_figures(res: Result) -> list[Any]:
     return []
 
 
+QUIET_SAMPLE = 20000  # training images the pixels' sd is taken over
+
+
 def _pixel_map(r: Round, layer: int) -> Result:
     if reason := no_geometry(r):
         return skip(reason)
     pmap = pixel_map(r.layer(0).image, r.shape, binary=True)
-    return Result(arrays={"pixel_map": pmap.numpy()}, shown={"map": pmap})
+    arrays = {"pixel_map": pmap.numpy()}
+    shown: dict[str, Any] = {"map": pmap}
+    numbers: dict[str, Any] = {}
+    if r.data is not None and r.data.x_train.shape[0] >= 2:
+        images = to_image_space(r.data.x_train[:QUIET_SAMPLE].cpu(), r.perm)
+        quiet = quiet_pixels(images, r.shape).numpy()
+        share = quiet_share(pmap.numpy(), quiet)
+        numbers["pixel_map"] = {
+            "quiet_threshold": f"sd below {QUIET_FRACTION:.0%} of the median pixel's",
+            "quiet_pixels": int(quiet.sum()),
+            "pixels": int(quiet.size),
+            "quiet_share": finite_value(share),
+        }
+        arrays["quiet_pixels"] = quiet
+        shown |= {"quiet": quiet, "share": share}
+    return Result(numbers, arrays, shown)
 
 
 def _plot_pixel_map(res: Result) -> list[Any]:
-    return [plot_pixel_map(res.shown["map"])]
+    s = res.shown
+    title = s.get("title", "connections per input pixel")
+    return [plot_pixel_map(s["map"], title, quiet=s.get("quiet"), share=s.get("share"))]
 
 
 def _locality_maps(r: Round, layer: int) -> Result:
@@ -197,8 +223,8 @@ def _galleries(r: Round, layer: int) -> Result:
             "masks": unit_images(one.image.double(), r.shape, top),
             "weights": unit_images(one.weights_image, r.shape, top),
             "labels": unit_labels(top, one.conn.c_in),
-            "masks_title": f"layer {layer}: the "
-            f"{len(top)} most connected units (unit: C_in), round {r.index}",
+            "masks_title": f"layer {layer}: the {len(top)} most connected of "
+            f"{int((one.conn.c_in > 0).sum())} connected units (unit: C_in), round {r.index}",
             "weights_title": f"layer {layer}: weighted masks of the {len(top)} most connected "
             "units",
         }
@@ -218,11 +244,12 @@ def _more_galleries(r: Round, layer: int) -> Result:
         return skip(reason)
     one = r.layer(0)
     shown = {}
+    pool = {"least": int((one.conn.c_in >= 2).sum()), "sample": int((one.conn.c_in > 0).sum())}
     for mode, what in (("least", "least connected (C_in >= 2)"), ("sample", "sampled")):
         picked = select_units(one.conn.c_in, mode, r.options.gallery_size, r.options.seed)
         shown[mode] = (
             unit_images(one.image.double(), r.shape, picked),
-            f"layer 0: {len(picked)} {what} units",
+            f"layer 0: {len(picked)} of {pool[mode]} {what} units",
             unit_labels(picked, one.conn.c_in),
         )
     return Result(shown=shown)
@@ -230,6 +257,9 @@ def _more_galleries(r: Round, layer: int) -> Result:
 
 def _plot_more_galleries(res: Result) -> list[Any]:
     return [plot_gallery(*res.shown["least"]), plot_gallery(*res.shown["sample"])]
+
+
+INVARIANCE_ROWS, INVARIANCE_COLUMNS = 8, 12  # clusters shown, members shown of each
 
 
 def _invariance(r: Round, layer: int) -> Result:
@@ -246,8 +276,9 @@ def _invariance(r: Round, layer: int) -> Result:
         seed=options.seed,
     )
     # the largest clusters, one row each: members' masks side by side
-    rows = [c for c in inv.clusters if c.n_positions >= 2][:8]
-    members = [m for c in rows for m in c.members[:12]]
+    shifted = [c for c in inv.clusters if c.n_positions >= 2]
+    rows = shifted[:INVARIANCE_ROWS]
+    members = [m for c in rows for m in c.members[:INVARIANCE_COLUMNS]]
     if not members:
         shown = {
             "images": torch.zeros((1, *r.shape)),
@@ -259,8 +290,12 @@ def _invariance(r: Round, layer: int) -> Result:
             "images": unit_images(one.image.double(), r.shape, torch.tensor(members)),
             "title": f"masks equal up to a shift: {inv.fraction_shifted:.0%} of "
             f"{len(inv.units)} units in shifted clusters (random masks: "
-            f"{inv.null_fraction_shifted:.0%})",
-            "labels": [f"c{i} u{m}" for i, c in enumerate(rows) for m in c.members[:12]],
+            f"{inv.null_fraction_shifted:.0%})\nshown: the {len(rows)} largest of "
+            f"{len(shifted)} clusters, up to {INVARIANCE_COLUMNS} members each (of "
+            f"{', '.join(str(len(c.members)) for c in rows)})",
+            "labels": [
+                f"c{i} u{m}" for i, c in enumerate(rows) for m in c.members[:INVARIANCE_COLUMNS]
+            ],
         }
     return Result({"invariance": _invariance_json(inv)}, shown=shown)
 
@@ -269,7 +304,7 @@ def _plot_invariance(res: Result) -> list[Any]:
     s = res.shown
     if s["labels"] is None:
         return [plot_gallery(s["images"], s["title"])]
-    return [plot_gallery(s["images"], s["title"], s["labels"], columns=12)]
+    return [plot_gallery(s["images"], s["title"], s["labels"], columns=INVARIANCE_COLUMNS)]
 
 
 def _invariance_json(inv: Any) -> dict[str, Any]:
@@ -334,12 +369,21 @@ def _ablation(r: Round, layer: int) -> Result:
         for c in curves
     }
     shown = {"curves": curves, "units": c_in0.numel(), "chance": 1 / data.num_classes}
-    return Result({"ablation": numbers}, shown=shown)
+    return Result({"ablation": numbers, "ablation_chance": 1 / data.num_classes}, shown=shown)
 
 
 def _plot_ablation(res: Result) -> list[Any]:
     s = res.shown
-    return [plot_ablation(s["curves"], s["units"], baseline=s["chance"])]
+    return [
+        plot_ablation(
+            s["curves"],
+            s["units"],
+            baseline=s["chance"],
+            spread=s.get("spread"),
+            difference=s.get("difference"),
+            seeds=s.get("seeds"),
+        )
+    ]
 
 
 def _kurtosis(r: Round, layer: int) -> Result:
@@ -397,6 +441,7 @@ ROUND_ANALYSES: tuple[Analysis, ...] = (
         ),
         _curves,
         _plot_curves,
+        pool=pool_curves,
     ),
     Analysis(
         "connectivity",
@@ -411,6 +456,7 @@ ROUND_ANALYSES: tuple[Analysis, ...] = (
         _connectivity,
         _plot_connectivity,
         every_layer=True,
+        pool=pool_connectivity,
     ),
     Analysis("ipr", CONNECTIVITY, (), _ipr, _no_figures, every_layer=True),
     Analysis(
@@ -419,11 +465,15 @@ ROUND_ANALYSES: tuple[Analysis, ...] = (
         (
             Figure(
                 "pixel_map",
-                "Connections per input pixel: where the first layer still looks.",
+                "Connections per input pixel: where the first layer still looks. With the "
+                "data at hand, x marks quiet pixels (sd over the training images below "
+                "10% of the median pixel's: they barely vary, so a connection to one acts "
+                "like a bias) and the title gives their share of the connections.",
             ),
         ),
         _pixel_map,
         _plot_pixel_map,
+        pool=pool_pixel_map,
     ),
     Analysis(
         "locality_maps",
@@ -445,6 +495,7 @@ ROUND_ANALYSES: tuple[Analysis, ...] = (
         _locality_maps,
         _plot_locality_maps,
         every_layer=True,
+        pool=pool_locality_maps,
     ),
     Analysis(
         "connection_resolved",
@@ -515,6 +566,7 @@ ROUND_ANALYSES: tuple[Analysis, ...] = (
         ),
         _ablation,
         _plot_ablation,
+        pool=pool_ablation,
     ),
     Analysis("kurtosis", NON_GAUSSIANITY, (), _kurtosis, _no_figures),
     Analysis(

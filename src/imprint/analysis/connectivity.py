@@ -34,6 +34,8 @@ __all__ = [
     "ipr",
     "ipr_null",
     "pixel_map",
+    "quiet_pixels",
+    "QUIET_FRACTION",
 ]
 
 Tensors = Mapping[str, torch.Tensor]
@@ -183,6 +185,25 @@ def pixel_map(
     channels, height, width = _check_shape(shape, rows.shape[1])
     counts = rows if binary else mask
     return counts.sum(dim=0, dtype=torch.int64).reshape(channels, height, width)
+
+
+QUIET_FRACTION = 0.1  # a pixel is quiet when its sd is below 10% of the median pixel's
+
+
+def quiet_pixels(
+    images: torch.Tensor, shape: tuple[int, int, int], fraction: float = QUIET_FRACTION
+) -> torch.Tensor:
+    """(H, W) bool: pixels whose sd over ``images`` (n, D), in every channel, is below
+    ``fraction`` of the median pixel's sd (scale-free, so raw bytes and standardised
+    inputs agree). A quiet pixel barely varies (an image border that is nearly always
+    black): a connection to it acts like a bias, not a view of the image."""
+    if images.dim() != 2 or images.shape[0] < 2:
+        raise ValueError(
+            f"The 'images' parameter must be (n >= 2, D). Got shape {tuple(images.shape)}."
+        )
+    channels, height, width = _check_shape(shape, images.shape[1])
+    sd = images.double().std(dim=0).reshape(channels, height, width).amax(dim=0)
+    return sd < fraction * sd.median()
 
 
 def ipr(w: torch.Tensor) -> torch.Tensor:
