@@ -4,7 +4,7 @@
 # already satisfied and nothing pulls the multi-GB CUDA build. Set IMPRINT_TORCH to
 # install another build (e.g. "torch==2.13.0" from a CUDA index on a GPU machine).
 # `bash scripts/setup.sh test` adds the test tools (pytest, hypothesis, ruff, selenium,
-# pandas, pyarrow, ray); scripts/test.sh does that.
+# pandas, pyarrow, ray, nbclient, tensorboard, mlflow-skinny, mkdocs); scripts/test.sh does that.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -28,7 +28,7 @@ fi
 if [ "$EXTRAS" = "test" ]; then
     test_stamp=.venv/.imprint-test-installed
     if [ ! -f "$test_stamp" ] || [ pyproject.toml -nt "$test_stamp" ]; then
-        say "installing the test tools (pytest, hypothesis, ruff, selenium, pandas, pyarrow, ray)"
+        say "installing the test tools (pytest, hypothesis, ruff, mypy, selenium, pyarrow, ray, nbclient, tensorboard, mlflow-skinny, mkdocs)"
         .venv/bin/python -m pip install --quiet --quiet -e ".[test]"
         touch "$test_stamp"
     fi

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+import sys
 import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,9 +19,15 @@ from typing import Any
 
 import matplotlib
 
-matplotlib.use("Agg")  # files only; never opens a window
+if "ipykernel" not in sys.modules:  # a notebook keeps its inline backend: figures show
+    matplotlib.use("Agg")  # files only; never opens a window
 
 import matplotlib.pyplot as plt  # noqa: E402
+
+if "ipykernel" in sys.modules:
+    # The inline backend sets itself up on the first figure; made inside one of our style
+    # contexts, that set-up would be undone on leaving it, and later figures not shown.
+    plt.close(plt.figure())
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

@@ -433,9 +433,27 @@ def collect(
     out_stem: str | Path | None = None,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
-    """One row per run and round: the overrides, remaining weights, accuracies and the
-    locality readings with their within-run spread (:func:`imprint.analyze.round_readings`).
-    Writes SWEEP_DIR/results.csv and results.parquet."""
+    """One row per run and round (:func:`results_rows`). Writes SWEEP_DIR/results.csv
+    and results.parquet."""
+    sweep_dir = Path(sweep_dir)
+    rows = results_rows(sweep_dir)
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(k for k in row if k not in columns)
+    stem = Path(out_stem) if out_stem else sweep_dir / "results"
+    write_csv(stem.with_suffix(".csv"), rows, columns)
+    if not _write_parquet(rows, columns, stem.with_suffix(".parquet")):
+        log(
+            "results.parquet not written: Parquet needs pandas and pyarrow "
+            "(pip install -e '.[sweep]'); results.csv has the same table."
+        )
+    return rows
+
+
+def results_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
+    """One row per run and round of a sweep folder, read, nothing written: the
+    overrides, remaining weights, accuracies and the registered readings with their
+    within-run spread (:func:`imprint.results.round_readings`)."""
     from imprint.results import round_readings
 
     sweep_dir = Path(sweep_dir)
@@ -466,16 +484,6 @@ def collect(
             )
     if not rows:
         raise RunFolderError(f"{sweep_dir} has no run with a completed round yet.")
-    columns: list[str] = []
-    for row in rows:
-        columns.extend(k for k in row if k not in columns)
-    stem = Path(out_stem) if out_stem else sweep_dir / "results"
-    write_csv(stem.with_suffix(".csv"), rows, columns)
-    if not _write_parquet(rows, columns, stem.with_suffix(".parquet")):
-        log(
-            "results.parquet not written: Parquet needs pandas and pyarrow "
-            "(pip install 'imprint[sweep]'); results.csv has the same table."
-        )
     return rows
 
 
