@@ -76,6 +76,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     overrides = list(args.set)
     if args.seeds is not None:
         overrides.append(f"seeds.group=[{_seed_list(args.seeds)}]")
+    if args.track is not None:
+        from imprint.tracking import TRACKERS
+
+        names = [name.strip() for name in args.track.split(",") if name.strip()]
+        if unknown := [name for name in names if name not in TRACKERS]:
+            raise ConfigError(
+                f"--track {args.track}: unknown tracker {unknown[0]!r}; choose from "
+                f"{', '.join(TRACKERS)} (comma-separated)."
+            )
+        overrides.append(f"track=[{', '.join(repr(name) for name in names)}]")
     config = load_config(args.config, overrides)
     out = args.out or _default_out(args.config)
     result = run_experiment(
@@ -346,6 +356,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="train these seeds together as replicas of one batched model, e.g. 0,1,2 or "
         "0-4: one run folder per seed under --out, tables with mean ± sd "
         "(sets seeds.group)",
+    )
+    run.add_argument(
+        "--track",
+        metavar="NAMES",
+        help="log each round to tensorboard and/or mlflow, e.g. tensorboard,mlflow: event "
+        "files in RUN/tensorboard, an MLflow file store in RUN/mlruns (sets track; needs "
+        "pip install -e '.[track]')",
     )
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument(

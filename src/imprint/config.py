@@ -187,6 +187,9 @@ class SeedConfig(_Section):
 
 
 class Config(_Section):
+    # Experiment tracking (imprint.tracking): a top-level key of the TOML file, e.g.
+    # track = ["tensorboard", "mlflow"]; it changes no result, so a resume may change it.
+    track: tuple[Literal["tensorboard", "mlflow"], ...] = ()
     data: DataConfig = NLGPData()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
@@ -204,6 +207,8 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
+        if len(set(self.track)) != len(self.track):
+            raise ValueError(f"track lists a tracker twice. Got {list(self.track)}.")
         n_linear = len(self.model.hidden) + 1
         if self.prune.layer_fractions is not None and len(self.prune.layer_fractions) != n_linear:
             raise ValueError(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import time
@@ -64,6 +65,7 @@ from imprint.runs import (
 )
 from imprint.safeio import RunFolderError, write_text
 from imprint.sparse import engine_record
+from imprint.tracking import open_tracking
 from imprint.train import RoundResult, available_bytes, training_bytes
 
 __all__ = [
@@ -175,9 +177,11 @@ def run_imp(
     with folder.lock():
         resumed = folder.prepare(config, engine_record(config, torch_device), allow_changes)
         member = _Member(config, folder, reference)
+        tracking = open_tracking(config, folder.root, [folder.root], log)
+        member.track = functools.partial(tracking.round, 0)
         if resumed:
             log(f"Resuming {folder.root}: {len(member.done)} round(s) already complete.")
-        with _discard_failed_start(folder, resumed):
+        with _discard_failed_start(folder, resumed), tracking:
             _train_members(config, [member], folder, torch_device, progress, log, group=False)
         return member.finish()
 
@@ -211,8 +215,7 @@ def run_group(
     seeds per round) and the round in progress's checkpoint; seed s is an ordinary run
     folder ``out_dir/seed_<s>`` with init = data = prune = s, which analyze and report
     read as any run. Every seed gets IMP's rounds in lockstep; a seed that meets a stop
-    rule leaves the batch. Resume, checkpoints and locks work as for :func:`run_imp`.
-    """
+    rule leaves the batch. Resume, checkpoints and locks work as for :func:`run_imp`."""
     seeds = list(config.seeds.group)
     if not seeds:
         raise ConfigError("run_group needs seeds.group to list at least one seed.")
@@ -232,6 +235,10 @@ def run_group(
             folder.prepare(seed_config, engine_record(config, torch_device), allow_changes)
             reference = _reference_for(config, seed)
             members.append(_Member(seed_config, folder, reference))
+        folders = [m.folder.root for m in members]
+        tracking = stack.enter_context(open_tracking(config, group.root, folders, log))
+        for position, member in enumerate(members):
+            member.track = functools.partial(tracking.round, position)
         if resumed:
             rounds = ", ".join(f"seed {s}: {len(m.done)}" for s, m in zip(seeds, members))
             log(f"Resuming {group.root}: completed rounds {rounds}.")
@@ -300,6 +307,7 @@ class _Member:
 
     def __init__(self, config: Config, folder: RunFolder, reference: ReferenceRun | None) -> None:
         self.config, self.folder, self.reference = config, folder, reference
+        self.track: Callable[..., None] | None = None  # imprint.tracking's round
         self.pruned = prunable_layers(config)
         self.done = folder.completed_rounds()
         self.metrics = [folder.round_metrics(i) for i in self.done]
@@ -421,6 +429,8 @@ class _Member:
         if index == 0:
             self.dense_final = final
         self.stop_reason = self._stop_after(metrics)
+        if self.track is not None:
+            self.track(folder, metrics, result.curves, masks)
         return metrics
 
     def finish(self) -> RunResult:

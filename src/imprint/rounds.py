@@ -154,7 +154,7 @@ def checkpoint_key(
     document = config_to_dict(config)
     for dotted in RESULT_NEUTRAL_KEYS:
         section, _, name = dotted.partition(".")
-        document[section].pop(name, None)
+        (document[section] if name else document).pop(name or section, None)
     parts: dict[str, Any] = {"round": index, "device": device.type, "config": document}
     if seeds is not None:
         parts["seeds"] = list(seeds)

@@ -99,7 +99,7 @@ __all__ = [
 GROUP_FILE = "group.json"  # marks a folder of seeds run together (imp.run_group)
 
 # Config keys that cannot change any result: a resume may change them freely (logged).
-RESULT_NEUTRAL_KEYS = ("train.checkpoint_every",)
+RESULT_NEUTRAL_KEYS = ("train.checkpoint_every", "track")
 # Sections that --allow-change never opens: a changed model, data or seed is another run.
 UNCHANGEABLE_SECTIONS = ("model", "data", "seeds")
 # What a start writes before its first round; removed again when the start fails

@@ -147,10 +147,12 @@ def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[s
 def toml_document(document: Mapping[str, Any]) -> str:
     """A config document as TOML: one table per section, arrays on one line (tomli_w
     puts each element of a nested array on its own line), checked by reading it back."""
-    lines: list[str] = []
+    # top-level keys (track = [...]) first: TOML puts them before any table
+    lines = [f"{k} = {_toml_value(v)}" for k, v in document.items() if not isinstance(v, Mapping)]
+    lines += [""] if lines else []
     for section, table in document.items():
         if not isinstance(table, Mapping):
-            raise ValueError(f"top-level entry {section!r} of a config must be a table")
+            continue
         lines.append(f"[{section}]")
         lines += [f"{key} = {_toml_value(value)}" for key, value in table.items()]
         lines.append("")

@@ -128,7 +128,9 @@ def _slug(overrides: dict[str, Any]) -> str:
 
 
 def _config_hash(config: Config) -> str:
-    text = json.dumps(config_to_dict(config), sort_keys=True)
+    document = config_to_dict(config)
+    document.pop("track", None)  # tracking changes no result (and older folders lack it)
+    text = json.dumps(document, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
