@@ -25,6 +25,12 @@ fi
 echo "Static checks: ruff check, mypy"
 .venv/bin/ruff check src tests benchmarks scripts
 .venv/bin/mypy
+# The documentation site, strictly: a broken link, a missing page or a docstring the API
+# reference cannot render fails the test command (built into a temporary folder).
+echo "Docs: mkdocs build --strict"
+site="$(mktemp -d)"
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir "$site"
+rm -rf "$site"
 .venv/bin/python -m pytest -q "$@"
 
 # The numerics tests again under other ATen CPU kernels (docs/reliability.md, "Across

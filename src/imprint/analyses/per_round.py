@@ -223,12 +223,17 @@ def _galleries(r: Round, layer: int) -> Result:
             "masks": unit_images(one.image.double(), r.shape, top),
             "weights": unit_images(one.weights_image, r.shape, top),
             "labels": unit_labels(top, one.conn.c_in),
-            "masks_title": f"layer {layer}: the {len(top)} most connected of "
-            f"{int((one.conn.c_in > 0).sum())} connected units (unit: C_in), round {r.index}",
+            "masks_title": f"layer {layer}: {_of(len(top), int((one.conn.c_in > 0).sum()))} "
+            f"connected units, most connected first (unit: C_in), round {r.index}",
             "weights_title": f"layer {layer}: weighted masks of the {len(top)} most connected "
             "units",
         }
     )
+
+
+def _of(shown: int, total: int) -> str:
+    """How many a figure shows of how many there are: "24 of 117", or "all 117"."""
+    return f"all {total}" if shown >= total else f"{shown} of {total}"
 
 
 def _plot_galleries(res: Result) -> list[Any]:
@@ -249,7 +254,7 @@ def _more_galleries(r: Round, layer: int) -> Result:
         picked = select_units(one.conn.c_in, mode, r.options.gallery_size, r.options.seed)
         shown[mode] = (
             unit_images(one.image.double(), r.shape, picked),
-            f"layer 0: {len(picked)} of {pool[mode]} {what} units",
+            f"layer 0: {_of(len(picked), pool[mode])} {what} units",
             unit_labels(picked, one.conn.c_in),
         )
     return Result(shown=shown)
