@@ -29,7 +29,7 @@ echo "Static checks: ruff check, mypy"
 # reference cannot render fails the test command (built into a temporary folder).
 echo "Docs: mkdocs build --strict"
 site="$(mktemp -d)"
-NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir "$site"
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --site-dir "$site"  # not --quiet: it hides the warnings strict counts
 rm -rf "$site"
 .venv/bin/python -m pytest -q "$@"
 
