@@ -245,7 +245,9 @@ def build_comparison(
                 _overlay(runs, "locality_index", "neighbour locality index (random masks = 0)"),
                 "First-layer neighbour locality index: the excess fraction of same-channel "
                 "input pairs that are neighbours (<= 1.5 px), 0 for random masks of equal "
-                "C_in, 1 when every pair is. Bands: ± 1 sd over the seeds of one config.",
+                "C_in, 1 when every pair is. Bands: ± 1 sd over the seeds of one config. A "
+                "curve ends early where its runs' last rounds have too few pairs for a "
+                "reading (see the runs' tables).",
                 "locality",
             ),
         )

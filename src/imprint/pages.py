@@ -27,7 +27,7 @@ nav{padding:6px 24px;background:#eceff1;font-size:13px;position:sticky;top:0}
 nav a{margin-right:12px;color:#37474f;text-decoration:none}
 main{max-width:1180px;margin:0 auto;padding:8px 24px 40px}
 section{background:#fff;border:1px solid #e0e0e0;border-radius:6px;padding:12px 16px;
-margin:14px 0}
+margin:14px 0;scroll-margin-top:48px}
 h2{font-size:17px;margin:4px 0 10px}
 figure{margin:10px 0;display:inline-block;vertical-align:top;max-width:100%}
 figure img{max-width:100%;height:auto;border:1px solid #eee}

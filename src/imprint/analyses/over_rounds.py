@@ -129,7 +129,7 @@ def _evolution(h: History) -> Result:
     # dense, all-connected masks; the rounds from 0 follow.
     at = [m["round"] for m in h.metrics].index(h.anchor)
     frames.insert(0, frames[at])
-    titles.insert(0, titles[at].replace(":", " (the analysed round; round 0 on next):", 1))
+    titles.insert(0, titles[at].replace(":", " (analysed; then every round from 0):", 1))
     return Result(shown={"frames": frames, "titles": titles})
 
 
