@@ -76,7 +76,7 @@ def test_local_parallel_collect_and_compare(tmp_path, capsys):
     assert main(["compare", str(out), "--out", str(tmp_path / "c.html")]) == 0
     page = (tmp_path / "c.html").read_text()
     # the two seeds of one-shot: one row of the runs table, two runs, seeds 0 and 1
-    assert "<td>prune.procedure=&quot;oneshot&quot;</td><td>2</td><td>0, 1</td>" in page
+    assert "<td>prune.procedure=&quot;oneshot&quot;</td><td>2 seeds: 0, 1</td>" in page
 
 
 def test_killed_sweep_finishes_only_missing_work(tmp_path):

@@ -262,6 +262,7 @@ def plot_cin_histogram(c_in: torch.Tensor, title: str = "", ax: Any | None = Non
         bins = np.arange(lo, hi + 2) - 0.5 if hi - lo < 50 else 50
         ax.hist(connected, bins=bins, color="C0", log=True)
         ax.yaxis.set_major_formatter(_PLAIN)  # 1, 10, 100 units, not 10^0
+        ax.yaxis.set_minor_formatter(_PLAIN)  # 20, 30, ..., not 2 x 10^1
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # counts
     ax.set_xlabel("C_in: inputs connected to the unit")
     ax.set_ylabel("units (log)")
@@ -312,7 +313,10 @@ def _pixel_panels(image: np.ndarray, title: str, ax: Any | None) -> Figure:
         ax.set_ylabel("y (pixels)")
         return fig
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, channels, figsize=(3.8 * channels, 3.3), squeeze=False)
+        zoom = 1.4 if image.shape[1] >= 20 else 1.0  # room to see single pixels of big images
+        fig, axes = plt.subplots(
+            1, channels, figsize=(3.8 * channels * zoom, 3.3 * zoom), squeeze=False
+        )
     for c, a in enumerate(axes[0]):
         im = a.imshow(image[c], cmap=COUNT_CMAP, interpolation="nearest")
         bar = fig.colorbar(im, ax=a, label="connections")
