@@ -128,3 +128,72 @@ def test_quiet_pixels_are_those_that_barely_vary_at_any_scale():
     assert "11 quiet pixels, 30.6% of connections" in figure.axes[0].get_title().replace("\n", " ")
     with pytest.raises(ValueError, match="images"):
         quiet_pixels(torch.rand(1, 36), (1, 6, 6))
+
+
+def test_what_cannot_pool_says_what_is_missing_and_one_seed_has_no_spread():
+    empty = _seeds()
+    for pool, missing in (
+        (pool_curves, "training curves"),
+        (pool_connectivity, "layer 0's C_in"),
+        (pool_pixel_map, "a pixel map"),
+        (pool_locality_maps, "layer 0's S_sc map"),
+        (pool_ablation, "a node ablation"),
+    ):
+        reason = pool(empty, 0).skip
+        assert f"not every one of the 3 seeds has {missing}" in reason, reason
+        assert "round 4" in reason
+    one = _seeds(results=[_ablation([0.9, 0.6, 0.25], [0.9, 0.8, 0.25])], n=1)
+    shown = pool_ablation(one, 0).shown
+    assert shown["spread"]["most"] == [0.0, 0.0, 0.0]  # one seed: no sd, not NaN
+    assert shown["difference"][2] == [0.0, 0.0, 0.0] and shown["seeds"] == 1
+
+
+def test_pooled_titles_and_quiet_pixels_of_every_seed():
+    quiet = [np.zeros((4, 4), dtype=bool) for _ in range(3)]
+    for q in quiet:
+        q[0, :] = True
+    quiet[1][3, 3] = True  # quiet in one seed only: not quiet over the seeds
+    arrays = [
+        {"pixel_map": np.ones((1, 4, 4), dtype=np.int64), "quiet_pixels": q, "c_in_l1": np.ones(4)}
+        for q in quiet
+    ]
+    results = [{"pixel_map": {"quiet_threshold": "sd below 10% of the median pixel's"}}] * 3
+    shown = pool_pixel_map(_seeds(arrays, results), 0).shown
+    assert shown["quiet"].sum() == 4 and not shown["quiet"][3, 3]
+    assert shown["share"] == pytest.approx(12 / 48)
+    assert shown["threshold"] == "sd below 10% of the median pixel's"
+    assert shown["title"] == "connections per input pixel, summed over 3 seeds"
+    assert (
+        "quiet"
+        not in pool_pixel_map(_seeds([{"pixel_map": a["pixel_map"]} for a in arrays]), 0).shown
+    )
+    title = pool_connectivity(_seeds(arrays), 1).shown["title"]
+    assert title == "layer 1: C_in of the units of 3 seeds pooled (12 connected, 0 disconnected)"
+    assert np.isnan(quiet_share(np.zeros((1, 2, 2)), np.ones((2, 2), dtype=bool)))
+    curves = [
+        [{"step": 10, "train_loss": 1.0, "val_loss": 1.0, "train_top1": 0.5, "val_top1": 0.5}]
+    ]
+    shown = pool_curves(_seeds(curves=curves * 3), 0).shown
+    assert shown["title"] == "round 4: mean ± sd over 3 seeds"
+    assert shown["spread"][0]["step"] == 10 and shown["spread"][0]["val_top1"] == 0.0
+
+
+def test_colour_maps_keep_their_different_channel_pairs_and_two_seeds_have_a_spread():
+    arrays = [
+        {
+            "s_sc_l0": np.full((3, 3), k),
+            "s_dc_l0": np.full((3, 3), 2 * k),
+            "s_sc_pixel_usage_l0": np.ones((3, 3)),
+            "c_in_l0": np.array([0, k, 2]),
+        }
+        for k in (1, 2)
+    ]
+    s = _seeds(arrays, n=2)
+    assert np.array_equal(pool_locality_maps(s, 0).shown["s_dc"].numpy(), np.full((3, 3), 6))
+    assert "(4 connected, 2 disconnected)" in pool_connectivity(s, 0).shown["title"]
+    curves = [
+        [{"step": 5, "train_loss": v, "val_loss": v, "train_top1": v, "val_top1": v}]
+        for v in (0, 1)
+    ]
+    spread = pool_curves(_seeds(curves=curves, n=2), 0).shown["spread"][0]
+    assert spread["train_loss"] == pytest.approx(2**-0.5)  # the sample sd of 0 and 1
