@@ -43,7 +43,14 @@ def open_browser(tmp_path: Path):
 def inspect_page(driver, path: Path, screenshot: str) -> dict:
     """Load a page; return console errors, undecoded images and section ids; save a
     full-page screenshot under test-artifacts/."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
     driver.get(path.resolve().as_uri())
+    # get() returns at the load event; wait for the document to say it is complete too
+    # (an event of the page, with a generous cap for a loaded machine, not a sleep)
+    WebDriverWait(driver, 120).until(
+        lambda d: d.execute_script("return document.readyState") == "complete"
+    )
     state = driver.execute_script(
         "return {ready: document.readyState,"
         " images: Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth]),"

@@ -96,9 +96,12 @@ def test_side_by_side_maps_share_one_colour_scale(runs):
     assert all(float(r.shown["s_sc"].sum()) == pytest.approx(100) for r in results)  # % of pairs
     assert panel.scale is not None
     common = max(panel.scale(r) for r in results)
+    import matplotlib.pyplot as plt
+
     for result in results:
-        image = panel.plot(result, "t", common).axes[0].images[0]
-        assert image.get_clim() == (0, common)
+        figure = panel.plot(result, "t", common)
+        assert figure.axes[0].images[0].get_clim() == (0, common)
+        plt.close(figure)
 
 
 def test_cli_report_and_compare(runs, tmp_path, capsys):
