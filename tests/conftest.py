@@ -154,3 +154,13 @@ def clipped_texts(fig, saved: Path | None = None) -> list[str]:
         ):
             out.append(text.get_text())
     return out
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Figures a test draws and keeps (plot functions return them open) closed after it."""
+    yield
+    import sys
+
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close("all")
