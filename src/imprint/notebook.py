@@ -31,10 +31,10 @@ from imprint import analyses
 from imprint.analyses import AnalysisOptions, History
 from imprint.analyze import load_round
 from imprint.data import DataError, ImageData, load_dataset
-from imprint.pages import table
+from imprint.pages import readable, table
 from imprint.plots import Animation
-from imprint.readings import READINGS, aggregate_over_seeds, format_spread, shown_in
-from imprint.results import RunResults, read_curves, read_group, study_round
+from imprint.readings import READINGS, aggregate_over_seeds, format_spread
+from imprint.results import GroupResults, RunResults, read_curves
 from imprint.runs import is_group
 from imprint.safeio import RunFolderError
 from imprint.sweep import results_rows, sweep_run_folders
@@ -202,7 +202,7 @@ class Run:
         one = load_round(self.results.folder, self.config, index, self.options)
         result = entry.compute(one, layer)
         if result.skip.startswith("no data") and self.data is not None:
-            one = load_round(self.results.folder, self.config, index, self.options, self.data)
+            one.data = self.data  # the same round, read once, now with its data
             result = entry.compute(one, layer)
         return result
 
@@ -238,31 +238,10 @@ class Run:
             f"{self.study_round} ({at['density']:.2%} left, top-1 {at['best_val_top1']:.4f}); "
             f"stop: {html.escape(str(self.results.record.get('stop_reason', 'running')))}"
         )
-        return f"<div>{head}{table(_shown_rows(self.rows, False))}</div>"
+        return f"<div>{head}{table(readable(self.results.summary_table()))}</div>"
 
     def __repr__(self) -> str:
         return f"imprint.Run({str(self.path)!r})"
-
-
-def _shown_rows(rows: Sequence[dict[str, Any]], group: bool) -> list[dict[str, Any]]:
-    """The summary table of a notebook display: accuracy and the summary readings,
-    each with its spread."""
-    specs = shown_in("summary", "round")
-    out = []
-    for row in rows:
-        one = {
-            "round": row["round"],
-            "weights left": f"{row['density']:.2%}",
-            "val. top-1": format_spread(
-                row["best_val_top1"], row.get("best_val_top1_sd", math.nan), 4
-            )
-            if group
-            else f"{row['best_val_top1']:.4f}",
-        }
-        for spec in specs:
-            one[spec.label] = spec.format_mean(row) if group else spec.format(row)
-        out.append(one)
-    return out
 
 
 class Group:
@@ -271,11 +250,12 @@ class Group:
     pools (S_sc summed, curves and ablation mean ± sd) and one seed's, said, otherwise."""
 
     def __init__(self, path: str | Path, options: AnalysisOptions | None = None) -> None:
-        members, _, _, self._mean = read_group(path)
-        self.path = Path(path)
+        self.results = GroupResults(path)
+        self.path = self.results.root
         self.options = options or AnalysisOptions(formats=("png",))
-        self.seeds = [seed for seed, _ in members]
-        self.runs = [Run(member, self.options) for _, member in members]
+        self.seeds = self.results.seeds
+        self._mean = self.results.mean_metrics
+        self.runs = [Run(member.root, self.options) for member in self.results.members]
 
     @property
     def name(self) -> str:
@@ -285,10 +265,10 @@ class Group:
     def config(self) -> Any:
         return self.runs[0].config
 
-    @cached_property
+    @property
     def study_round(self) -> int:
         """The study round of the mean over seeds."""
-        return study_round(self._mean)
+        return self.results.study_round
 
     def round_index(self, round: int | str = "study") -> int:  # noqa: A002
         if str(round) == "study":
@@ -366,7 +346,7 @@ class Group:
             f"{format_spread(at['best_val_top1'], at['best_val_top1_sd'], 4)}); "
             "mean ± sample sd over seeds"
         )
-        return f"<div>{head}{table(_shown_rows(self.rows, True))}</div>"
+        return f"<div>{head}{table(readable(self.results.summary_table()))}</div>"
 
     def __repr__(self) -> str:
         return f"imprint.Group({str(self.path)!r})"

@@ -48,6 +48,7 @@ __all__ = [
     "plot_connection_resolved",
     "plot_gallery",
     "write_evolution_gif",
+    "mosaic",
     "plot_groups_over_density",
     "group_color",
     "legend_below",
@@ -404,7 +405,7 @@ def plot_connection_resolved(
     return fig
 
 
-def _mosaic(data: np.ndarray, columns: int, gap: int = 1) -> np.ndarray:
+def mosaic(data: np.ndarray, columns: int, gap: int = 1) -> np.ndarray:
     """(n, C, H, W) -> one (rows*(H+gap), cols*(W+gap), C) canvas, NaN between tiles."""
     n, channels, height, width = data.shape
     rows = (n + columns - 1) // columns
@@ -436,7 +437,7 @@ def plot_gallery(
     # Room for a legible label above each tile: the gap between rows, in pixels, sized
     # so that the 7 pt label fits (a tile is ~0.75 in high).
     gap = max(1, round(0.16 * height)) if labels is not None else 1
-    canvas = _mosaic(data, cols, gap)
+    canvas = mosaic(data, cols, gap)
     tile = 0.75 if max(height, width) <= 16 else 0.9
     scale_bar = channels != 3 and not binary  # room for it, so the tiles keep their size
     inch = tile / max(height, width)  # per canvas pixel, gaps included

@@ -30,6 +30,7 @@ from imprint.analysis.connectivity import connectivity
 from imprint.analysis.locality import to_image_space
 from imprint.analysis.units import select_units, unit_images
 from imprint.config import Config, config_to_dict, flatten_document
+from imprint.plots import mosaic
 from imprint.readings import reading_columns
 from imprint.safeio import read_json, write_text
 
@@ -65,14 +66,8 @@ def mask_image(
     units = select_units(connectivity(first).c_in, "most", MASK_UNITS)
     c, h, w = (int(v) for v in shape)
     tiles = unit_images(to_image_space(first, perm).double(), (c, h, w), units).numpy()
-    n, channels, height, width = tiles.shape
-    columns = max(1, int(np.ceil(np.sqrt(max(n, 1)))))
-    rows = max(1, -(-n // columns))
-    grid = np.full((rows * (height + 1) - 1, columns * (width + 1) - 1, channels), 0.5)
-    for i in range(n):
-        r, c = divmod(i, columns)
-        y, x = r * (height + 1), c * (width + 1)
-        grid[y : y + height, x : x + width] = np.transpose(tiles[i], (1, 2, 0))
+    columns = max(1, int(np.ceil(np.sqrt(max(len(tiles), 1)))))
+    grid = np.nan_to_num(mosaic(tiles, columns), nan=0.5)  # grey between units
     return (255 * np.clip(grid, 0, 1)).astype(np.uint8)
 
 
