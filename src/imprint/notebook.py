@@ -198,13 +198,10 @@ class Run:
         return self._data
 
     def result(self, entry: Any, index: int, layer: int) -> analyses.Result:
-        """``entry``'s result on round ``index`` (the data loaded when it needs them)."""
-        one = load_round(self.results.folder, self.config, index, self.options)
-        result = entry.compute(one, layer)
-        if result.skip.startswith("no data") and self.data is not None:
-            one.data = self.data  # the same round, read once, now with its data
-            result = entry.compute(one, layer)
-        return result
+        """``entry``'s result on round ``index``, with the run's data when it loads (some
+        entries need it, the pixel map's quiet pixels use it), as `imprint analyze`."""
+        one = load_round(self.results.folder, self.config, index, self.options, self.data)
+        return entry.compute(one, layer)
 
     def history(self) -> History:
         index = self.results.rounds[-1]

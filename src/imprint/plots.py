@@ -292,7 +292,10 @@ def plot_pixel_map(
     image = pixel_map.double().cpu().numpy()
     if quiet is not None:
         said = f"; x: {int(quiet.sum())} quiet pixels" + (
-            f", {share:.1%} of connections" if share is not None and math.isfinite(share) else ""
+            # beside its null: connections spread evenly over the pixels
+            f", {share:.1%} of connections (even: {quiet.mean():.1%})"
+            if share is not None and math.isfinite(share)
+            else ""
         )
         title = textwrap.fill(title + said, 48)
     figure = _pixel_panels(image, title, ax)

@@ -473,7 +473,8 @@ ROUND_ANALYSES: tuple[Analysis, ...] = (
                 "Connections per input pixel: where the first layer still looks. With the "
                 "data at hand, x marks quiet pixels (sd over the training images below "
                 "10% of the median pixel's: they barely vary, so a connection to one acts "
-                "like a bias) and the title gives their share of the connections.",
+                "like a bias) and the title gives their share of the connections beside "
+                "their share of the pixels (what connections spread evenly would give).",
             ),
         ),
         _pixel_map,
